@@ -1,0 +1,322 @@
+"""``python -m peftsent.compare``: one table of recipes side by side on equal budgets.
+
+Rows come from finished run directories, or from recipes (missing runs are
+trained, finished runs with the same resolved recipe reused). With ``--seeds N``
+each recipe runs with N seeds and metric cells show mean ± std (sample std).
+Runs whose data, splits or budget differ are never mixed in one table: they go
+into separate tables, each headed by its budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftsent.cli import make_parser, run_cli
+from peftsent.errors import PeftsentError
+
+EPILOG = """examples:
+  python -m peftsent.compare runs/quick/full runs/quick/lora runs/quick/ia3
+  python -m peftsent.compare --recipes recipes/quick/full.yaml recipes/quick/lora.yaml recipes/quick/ia3.yaml
+  python -m peftsent.compare --recipes recipes/quick/lora.yaml recipes/quick/ia3.yaml --seeds 3 --out runs/compare-3seeds
+
+Seed k > 0 of a recipe trains into <train.output_dir>-seed<k> with train.seed + k.
+Outputs: a table here, and compare.md, compare.csv, compare.png in --out (default runs/compare).
+"""
+
+#: (column title, function of the run list) in table order
+METRIC_COLUMNS = [
+    ("val acc", ("validation", "accuracy")),
+    ("val F1", ("validation", "f1")),
+    ("test acc", ("test", "accuracy")),
+    ("test F1", ("test", "f1")),
+]
+
+
+@dataclass
+class RunRecord:
+    """What compare needs of one finished run."""
+
+    path: Path
+    recipe: dict
+    metrics: dict
+    checkpoint_bytes: int
+    parity: dict | None
+
+    @property
+    def budget(self) -> tuple:
+        """What must be equal for rows to share a table: data, splits, subsets, epochs/steps, max length."""
+        data, train = self.recipe["data"], self.recipe["train"]
+        return (
+            data["name"], data.get("validation_file"), data.get("test_file"), data["max_train_samples"],
+            data["max_eval_samples"], data["max_test_samples"], data["sample_seed"],
+            train.get("num_train_epochs"), train.get("max_steps", -1), self.recipe["model"]["max_length"],
+        )
+
+    @property
+    def identity(self) -> str:
+        """The recipe without its seed and output directory: runs of one recipe across seeds share it."""
+        train = {k: v for k, v in self.recipe["train"].items() if k not in {"seed", "output_dir"}}
+        return repr(sorted({**self.recipe, "train": train}.items(), key=lambda kv: kv[0]))
+
+
+@dataclass
+class Row:
+    """One table row: the runs of one recipe (one per seed)."""
+
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def values(self, path: tuple[str, ...]) -> list[float]:
+        out = []
+        for run in self.runs:
+            value = run.metrics
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)):
+                out.append(float(value))
+        return out
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*.safetensors"))
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Load a finished run's recipe, metrics, checkpoint size and merge parity. Raises RunDirError."""
+    import json
+
+    import yaml
+
+    from peftsent.merge import PARITY_FILE
+    from peftsent.rundir import RECIPE_FILE, open_run
+
+    run = open_run(path)
+    parity_file = run.path / PARITY_FILE
+    return RunRecord(
+        path=run.path,
+        recipe=yaml.safe_load((run.path / RECIPE_FILE).read_text()),
+        metrics=run.metrics(),
+        checkpoint_bytes=_dir_bytes(run.weights),
+        parity=json.loads(parity_file.read_text()) if parity_file.is_file() else None,
+    )
+
+
+# ---------------------------------------------------------------- runs from recipes
+
+
+def seeded_recipe(path: str, seed_index: int, overrides: list[str]):
+    """The recipe at ``path`` for seed index k: seed + k, output_dir suffixed ``-seed<k>`` for k > 0."""
+    from peftsent.recipe import load_recipe
+
+    base = load_recipe(path, overrides)
+    if seed_index == 0:
+        return base
+    return load_recipe(path, [*overrides, f"train.seed={base.train['seed'] + seed_index}",
+                              f"train.output_dir={base.train['output_dir']}-seed{seed_index}"])
+
+
+def ensure_run(recipe) -> Path:
+    """Reuse the recipe's run directory if it holds a finished run of the same resolved recipe, else train it.
+
+    Raises PeftsentError if the directory holds a different recipe (nothing is overwritten).
+    """
+    import yaml
+
+    from peftsent.rundir import RECIPE_FILE, is_finished_run
+    from peftsent.train import train
+
+    run_dir = recipe.run_dir
+    if is_finished_run(run_dir):
+        saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
+        if saved == yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
+            print(f"peftsent.compare: reusing {run_dir}", file=sys.stderr)
+            return run_dir
+        raise PeftsentError(
+            f"{run_dir} holds a run of a different recipe; move it away or set another train.output_dir"
+        )
+    print(f"peftsent.compare: training {recipe.source} into {run_dir}", file=sys.stderr)
+    return train(recipe)
+
+
+# ---------------------------------------------------------------- table
+
+
+def group_rows(records: list[RunRecord]) -> dict[tuple, list[Row]]:
+    """Budget -> rows; within a budget, runs of the same recipe (any seed) form one row."""
+    groups: dict[tuple, dict[str, Row]] = {}
+    for record in records:
+        groups.setdefault(record.budget, {}).setdefault(record.identity, Row()).runs.append(record)
+    return {budget: list(rows.values()) for budget, rows in groups.items()}
+
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def row_cells(row: Row) -> dict[str, str]:
+    """The table cells of one row (strings), in column order."""
+    first = row.runs[0]
+    params = first.metrics["parameters"]
+    parities = [r.parity["max_abs_logit_diff"] for r in row.runs if r.parity]
+    cells = {
+        "recipe": Path(first.metrics.get("recipe", first.path.name)).as_posix(),
+        "method": first.recipe["method"]["name"],
+        "base model": first.recipe["model"]["name"],
+        "seeds": str(len(row.runs)),
+        "adapter params": f"{params['adapter']:,}",
+        "head params": f"{params['head']:,}",
+        "trainable %": f"{params['trainable_percent']:.3g}",
+        "checkpoint": _human_bytes(statistics.mean(r.checkpoint_bytes for r in row.runs)),
+    }
+    for title, path in METRIC_COLUMNS:
+        cells[title] = _mean_std(row.values(path))
+    cells["train s"] = _mean_std(row.values(("timing", "train_seconds")), 0)
+    cells["train samples/s"] = _mean_std(row.values(("timing", "train_samples_per_second")), 2)
+    cells["peak RSS MiB"] = _mean_std(row.values(("memory", "peak_rss_mib")), 0)
+    cells["eval samples/s"] = _mean_std(row.values(("timing", "test_samples_per_second")), 1)
+    cells["merge max |Δlogit|"] = f"{max(parities):.2g}" if parities else "not merged"
+    return cells
+
+
+def describe_budget(budget: tuple) -> str:
+    name, val_file, test_file, n_train, n_val, n_test, seed, epochs, max_steps, max_length = budget
+    steps = f"{max_steps} steps" if max_steps and max_steps > 0 else f"{epochs:g} epoch(s)"
+    subset = lambda n: "all" if n is None else f"{n:,}"  # noqa: E731
+    files = f" (validation {val_file}, test {test_file})" if val_file or test_file else ""
+    return (f"data {name}{files}: train {subset(n_train)}, validation {subset(n_val)}, test {subset(n_test)} reviews "
+            f"(subset seed {seed}); {steps}; max length {max_length} tokens")
+
+
+def markdown_table(rows: list[Row]) -> str:
+    cells = [row_cells(row) for row in rows]
+    columns = list(cells[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(c[col] for col in columns) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def write_csv(groups: dict[tuple, list[Row]], path: Path) -> None:
+    """One line per row, with the budget as a column."""
+    with path.open("w", newline="") as handle:
+        writer = None
+        for budget, rows in groups.items():
+            for row in rows:
+                cells = {"budget": describe_budget(budget), **row_cells(row)}
+                if writer is None:
+                    writer = csv.DictWriter(handle, fieldnames=list(cells))
+                    writer.writeheader()
+                writer.writerow(cells)
+
+
+def plot(groups: dict[tuple, list[Row]], path: Path) -> None:
+    """Test accuracy against trainable parameters (log x), one point per recipe, error bars across seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, (budget, rows) in enumerate(groups.items()):
+        for row in rows:
+            accuracy = row.values(("test", "accuracy"))
+            if not accuracy:
+                continue
+            x = row.runs[0].metrics["parameters"]["trainable"]
+            std = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+            label = f"{row.runs[0].recipe['method']['name']}" + (f" (table {index + 1})" if len(groups) > 1 else "")
+            ax.errorbar(x, statistics.mean(accuracy), yerr=std, fmt="o", capsize=4, label=label)
+            ax.annotate(label, (x, statistics.mean(accuracy)), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("peftsent compare: test accuracy vs trainable parameters")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, out: str = "runs/compare",
+            overrides: list[str] = ()) -> dict:
+    """Build the comparison; returns {"markdown": str, "out": Path, "groups": {budget: [Row]}}.
+
+    Trains the recipe runs that are missing (``seeds`` per recipe). Raises
+    PeftsentError/RecipeError for bad inputs before any training starts.
+    """
+    from peftsent.train import preflight
+
+    if not run_dirs and not recipes:
+        raise PeftsentError("nothing to compare: give run directories and/or --recipes")
+    if seeds < 1:
+        raise PeftsentError(f"--seeds {seeds}: expected at least 1")
+    records = [read_run(path) for path in run_dirs]
+    planned = [seeded_recipe(path, k, list(overrides)) for path in recipes for k in range(seeds)]
+    for recipe in planned:  # every recipe checked before the first one trains
+        if not _is_reusable(recipe):
+            preflight(recipe)
+    records += [read_run(ensure_run(recipe)) for recipe in planned]
+    groups = group_rows(records)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for index, (budget, rows) in enumerate(groups.items()):
+        title = f"## Table {index + 1}" if len(groups) > 1 else "## Comparison"
+        sections.append(f"{title}\n\nBudget, equal for every row: {describe_budget(budget)}.\n\n{markdown_table(rows)}\n")
+    note = ("\nThese runs used different data or budgets, so they are shown in separate tables.\n"
+            if len(groups) > 1 else "")
+    caveat = ("\n`imdb-offline` test = a held-out part of IMDb's train split, not the official IMDb test set.\n"
+              if any(b[0] == "imdb-offline" for b in groups) else "")
+    markdown = "# peftsent compare\n" + note + "\n" + "\n".join(sections) + caveat
+    (out_dir / "compare.md").write_text(markdown)
+    write_csv(groups, out_dir / "compare.csv")
+    plot(groups, out_dir / "compare.png")
+    return {"markdown": markdown, "out": out_dir, "groups": groups}
+
+
+def _is_reusable(recipe) -> bool:
+    from peftsent.rundir import is_finished_run
+
+    return is_finished_run(recipe.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.compare", "Compare recipes side by side on equal budgets.", EPILOG)
+    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="finished run directories")
+    parser.add_argument("--recipes", nargs="+", default=[], metavar="RECIPE", help="recipes to train (or reuse) and compare")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per recipe; cells show mean ± std (default: 1)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
+                        help="overrides applied to every recipe, e.g. --set data.max_train_samples=1000")
+    parser.add_argument("--out", default="runs/compare", help="directory for compare.md, .csv, .png (default: runs/compare)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        result = compare(args.run_dirs, args.recipes, args.seeds, args.out, args.overrides)
+        print(result["markdown"])
+        print(f"written: {result['out'] / 'compare.md'}, compare.csv, compare.png", file=sys.stderr)
+        return 0
+
+    return run_cli(body, "peftsent.compare")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

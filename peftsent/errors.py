@@ -1,0 +1,41 @@
+"""The errors peftsent raises for user mistakes.
+
+Every CLI catches :class:`PeftsentError`, prints its message on one screen and
+exits with status 2, so a user mistake never ends in a Python traceback.
+"""
+
+from __future__ import annotations
+
+
+class PeftsentError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file, no network)."""
+
+
+class RecipeError(PeftsentError):
+    """A recipe (or an override) is invalid. The message lists every problem found."""
+
+    def __init__(self, problems: list[str] | str, source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        head = f"invalid recipe {source}" if source else "invalid recipe"
+        if len(self.problems) == 1:
+            message = f"{head}: {self.problems[0]}"
+        else:
+            listed = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{head}: {len(self.problems)} problems\n{listed}"
+        super().__init__(message)
+
+
+class DataError(PeftsentError):
+    """A dataset cannot be loaded or its rows are invalid (labels, texts, columns)."""
+
+
+class ModelError(PeftsentError):
+    """A model or adapter cannot be found or loaded."""
+
+
+class RunDirError(PeftsentError):
+    """A run directory is missing, unfinished or already exists."""
+
+
+class MergeError(PeftsentError):
+    """A merge cannot be done or its parity check failed (nothing was written)."""

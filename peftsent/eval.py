@@ -1,0 +1,120 @@
+"""``python -m peftsent.eval TARGET``: metrics of any model on a dataset split.
+
+TARGET is a run directory, an adapter directory, a model directory (a merged
+export, say) or a hub id. Results are printed as a table and, for run
+directories (and ``merged/`` inside one), written to ``<run>/eval/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from peftsent.cli import make_parser, run_cli
+from peftsent.errors import PeftsentError
+
+EPILOG = """examples:
+  python -m peftsent.eval runs/quick/lora
+  python -m peftsent.eval runs/quick/lora --data rotten_tomatoes-offline
+  python -m peftsent.eval runs/quick/lora/merged --split validation
+  python -m peftsent.eval my-model-dir --data reviews.csv --text-column review
+"""
+
+
+def _data_section(loaded, data: str | None, text_column: str, label_column: str, max_samples: int | None):
+    from peftsent.recipe import DataSection
+
+    if data is None:
+        if loaded.run is None:
+            raise PeftsentError("this target carries no recipe: name a dataset with --data (e.g. --data imdb-offline)")
+        section = loaded.run.recipe().data
+    else:
+        section = DataSection(name=data, text_column=text_column, label_column=label_column)
+    if max_samples is not None:
+        section = dataclasses.replace(section, max_eval_samples=max_samples, max_test_samples=max_samples,
+                                      max_train_samples=max_samples)
+    return section
+
+
+def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
+    """Where results go and the file-name prefix: a run's eval/, or the eval/ of the run holding merged/."""
+    from peftsent.rundir import EVAL_DIR, is_finished_run
+
+    path = Path(target)
+    if loaded.run is not None:
+        return loaded.run.path / EVAL_DIR, ""
+    if path.is_dir() and is_finished_run(path.parent):
+        return path.parent / EVAL_DIR, f"{path.name}-"
+    return None, ""
+
+
+def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
+             max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
+             ece_bins: int = 15, out: str | None = None) -> dict:
+    """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
+    plus ``samples_per_second`` (inference, float32) and where the report was written.
+
+    Raises PeftsentError subclasses for a bad target, dataset or split.
+    """
+    from peftsent.data import SPLITS, load_splits, tokenize_splits
+    from peftsent.inference import predict_logits
+    from peftsent.loading import load_target
+    from peftsent.metrics import classification_metrics, format_table
+    from peftsent.rundir import write_json
+
+    if split not in SPLITS:
+        raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    loaded = load_target(target)
+    section = _data_section(loaded, data, text_column, label_column, max_samples)
+    splits = load_splits(section, splits=[split])
+    tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.max_length)
+    logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
+    result = {
+        "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
+        **classification_metrics(labels, logits, ece_bins), "samples_per_second": speed,
+    }
+    directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = f"{prefix}{Path(section.name).stem if Path(section.name).suffix else section.name}-{split}"
+        write_json(directory / f"{stem}.json", result)
+        (directory / f"{stem}.md").write_text(
+            f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+        )
+        result["written_to"] = str(directory / f"{stem}.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.eval", "Evaluate a run, adapter, model directory or hub id on a dataset split.", EPILOG)
+    parser.add_argument("target", help="run directory, adapter directory, model directory or hub id")
+    parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
+    parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
+    parser.add_argument("--batch-size", type=int, default=64, help="reviews per forward pass (default: 64)")
+    parser.add_argument("--max-samples", type=int, help="seeded stratified subset of the split")
+    parser.add_argument("--text-column", default="text", help="text column of a local file")
+    parser.add_argument("--label-column", default="label", help="label column of a local file")
+    parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from peftsent.metrics import format_table
+
+        result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
+                          args.text_column, args.label_column, out=args.out)
+        print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
+        print(format_table({args.split: result}))
+        tn, fp = result["confusion_matrix"][0]
+        fn, tp = result["confusion_matrix"][1]
+        print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
+        print(f"inference: {result['samples_per_second']} reviews/s")
+        if "written_to" in result:
+            print(f"written: {result['written_to']} (and .md)", file=sys.stderr)
+        return 0
+
+    return run_cli(body, "peftsent.eval")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

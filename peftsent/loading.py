@@ -1,0 +1,110 @@
+"""Load any model target for inference: a run directory, an adapter, a model directory or a hub id."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftsent.errors import ModelError
+from peftsent.rundir import Run, is_finished_run
+
+#: context used for targets that carry no recipe (tokens; capped at the model's usable positions)
+DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass
+class Loaded:
+    """A model ready for inference (eval mode, float32 unless asked otherwise)."""
+
+    model: object
+    """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, 2)"""
+    tokenizer: object
+    kind: str
+    """``run`` (adapter or full), ``adapter``, ``model`` (a directory) or ``hub``"""
+    max_length: int
+    """tokens per input after truncation"""
+    run: Run | None = None
+
+
+def _is_adapter_dir(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None):
+    from peft import PeftModel
+
+    from peftsent.modeling import load_base_model
+
+    base = load_base_model(base_location, dtype)
+    try:
+        return PeftModel.from_pretrained(base, str(adapter_dir))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"adapter {adapter_dir} does not fit base model {base_location}: {err}") from None
+
+
+def _load_classifier(location: str, dtype=None):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from peftsent.modeling import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(location, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model {location} could not be loaded: {err}") from None
+    if model.config.num_labels != 2:
+        raise ModelError(f"model {location} has {model.config.num_labels} labels; peftsent expects 2 (negative, positive)")
+    return model
+
+
+def _capped(model, max_length: int) -> int:
+    from peftsent.registry import ARCHITECTURES, usable_positions
+
+    if model.config.model_type in ARCHITECTURES:
+        return min(max_length, usable_positions(model.config))
+    return min(max_length, int(getattr(model.config, "max_position_embeddings", max_length)))
+
+
+def _load_run(path: Path, dtype=None) -> Loaded:
+    from peftsent.modeling import load_tokenizer
+    from peftsent.registry import resolve_model
+
+    run = Run(path)
+    recipe = run.recipe()
+    if run.is_adapter:
+        model = _attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype)
+    else:
+        model = _load_classifier(str(run.weights), dtype)
+    return Loaded(model.eval(), load_tokenizer(str(run.weights)), "run", _capped(model, recipe.model.max_length), run)
+
+
+def load_target(target: str, dtype=None) -> Loaded:
+    """Load ``target`` for inference.
+
+    ``target``: a finished run directory, a peft adapter directory (its
+    ``base_model_name_or_path`` is loaded as base), a model directory, or a hub
+    id. Raises ModelError/RunDirError if it is none of these or cannot be loaded.
+    """
+    from peftsent.modeling import load_tokenizer
+    from peftsent.registry import resolve_model
+
+    path = Path(target).expanduser()
+    if path.is_dir():
+        if is_finished_run(path):
+            return _load_run(path, dtype)
+        if _is_adapter_dir(path):
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            model = _attach_adapter(resolve_model(base).location, path, dtype)
+            return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, DEFAULT_MAX_LENGTH))
+        if (path / "config.json").is_file():
+            model = _load_classifier(str(path), dtype)
+            return Loaded(model.eval(), load_tokenizer(str(path)), "model", _capped(model, DEFAULT_MAX_LENGTH))
+        raise ModelError(
+            f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
+            f"nor a model directory (config.json)"
+        )
+    source = resolve_model(target)
+    model = _load_classifier(source.location, dtype)
+    return Loaded(model.eval(), load_tokenizer(source.location), "hub", _capped(model, DEFAULT_MAX_LENGTH))

@@ -1,0 +1,203 @@
+"""``python -m peftsent.merge RUN_DIR``: fold a trained adapter into its base -> a standalone model.
+
+The merge happens on a freshly loaded float32 base (never a quantized one),
+is verified on real validation reviews (max |delta logit| and prediction
+agreement between the adapter model and the merged model), and is written
+atomically: above tolerance nothing is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftsent.cli import make_parser, run_cli
+from peftsent.errors import MergeError
+
+#: max |delta logit| accepted per export dtype. float32 is exact up to summation order;
+#: bf16 keeps 8 mantissa bits (relative error ~4e-3 per op), fp16 10 bits (~5e-4).
+TOLERANCES = {"float32": 1e-4, "bfloat16": 0.15, "float16": 0.02}
+PARITY_FILE = "merge.json"
+
+EPILOG = """examples:
+  python -m peftsent.merge runs/quick/lora
+  python -m peftsent.merge runs/quick/lora --dtype bfloat16 --out exports/lora-bf16
+  python -m peftsent.merge runs/quick/lora --force      # rewrite an existing merged/
+
+Load the result anywhere with plain transformers:
+  AutoModelForSequenceClassification.from_pretrained("runs/quick/lora/merged")
+"""
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Adapter model vs merged model on the probe reviews."""
+
+    probe_size: int
+    """reviews from the run's validation split"""
+    max_abs_logit_diff: float
+    """max over reviews and classes of |logit_adapter - logit_merged|"""
+    agreement: float
+    """fraction of reviews whose predicted class is the same"""
+    dtype: str
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        exact = self.dtype != "float32" or self.agreement == 1.0
+        return self.max_abs_logit_diff <= self.tolerance and exact
+
+
+def _check_mergeable(run, recipe) -> None:
+    from peftsent.methods import method_spec
+
+    if not run.is_adapter:
+        raise MergeError(
+            f"{run.path} is a full fine-tuning run: there is nothing to merge. Its model/ is already a "
+            f"standalone model: AutoModelForSequenceClassification.from_pretrained('{run.weights}')"
+        )
+    if not method_spec(recipe.method_name).mergeable:
+        raise MergeError(
+            f"method '{recipe.method_name}' cannot be merged into the base weights; serve with the adapter instead: "
+            f"python -m peftsent.predict {run.path} (or peft.PeftModel.from_pretrained(base, '{run.weights}'))"
+        )
+
+
+def _probe_set(recipe, tokenizer, probe_size: int):
+    from peftsent.data import load_splits, tokenize_splits
+
+    section = dataclasses.replace(recipe.data, max_eval_samples=probe_size)
+    splits = load_splits(section, splits=["validation"])
+    return tokenize_splits(splits, tokenizer, recipe.model.max_length)["validation"]
+
+
+def _parity(adapter_logits, merged_logits, dtype: str) -> Parity:
+    import numpy as np
+
+    diff = float(np.abs(adapter_logits.astype(np.float64) - merged_logits.astype(np.float64)).max())
+    agree = float((adapter_logits.argmax(-1) == merged_logits.argmax(-1)).mean())
+    return Parity(len(adapter_logits), diff, agree, dtype, TOLERANCES[dtype])
+
+
+def _model_card(run, recipe, parity: Parity) -> str:
+    from peftsent.metrics import format_table
+
+    metrics = run.metrics()
+    shown = {k: metrics[k] for k in ("validation", "test") if k in metrics}
+    caveat = (
+        "\n*imdb-offline*'s test split is held out of IMDb's train split (reviews of one movie can fall on both "
+        "sides); it is not the official IMDb test set.\n" if recipe.data.name == "imdb-offline" else ""
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [sentiment-analysis, peftsent, {recipe.method_name}]
+---
+# {run.path.name}: {recipe.model.name} + {recipe.method_name}, merged
+
+A standalone sentiment classifier (labels: `negative`, `positive`) made by peftsent:
+the {recipe.method_name} adapter of run `{run.path}` folded into its base model. No adapter files, no peft needed.
+
+- base model: `{recipe.model.name}` ({recipe.model_type})
+- method: `{recipe.method_name}` ({metrics['parameters']['trainable']:,} trainable parameters of {metrics['parameters']['total']:,})
+- data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {recipe.model.max_length} tokens
+- weights: {parity.dtype}
+
+## Metrics of the run (float32 adapter model)
+{format_table(shown)}
+{caveat}
+## Merge check
+On {parity.probe_size} reviews of the run's validation split, adapter model vs this model:
+max |delta logit| = {parity.max_abs_logit_diff:.3g} (tolerance {parity.tolerance:g} for {parity.dtype}),
+prediction agreement = {100 * parity.agreement:.2f} %.
+
+## Load it
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+model = AutoModelForSequenceClassification.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+classify = pipeline("text-classification", model=model, tokenizer=tokenizer, truncation=True, max_length={recipe.model.max_length})
+classify("A wonderful, moving film.")
+```
+"""
+
+
+def _is_merged_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "float32",
+          probe_size: int = 256, force: bool = False, batch_size: int = 64) -> tuple[Path, Parity | None]:
+    """Merge the adapter of ``run_dir`` into a fresh float32 base; verify; write a standalone model.
+
+    Returns (output directory, Parity), or (directory, None) when a merge is
+    already there and ``force`` is False (nothing is done). Raises MergeError if
+    the run has nothing to merge, the method cannot be merged, or the parity
+    check fails (nothing is written then); RunDirError if ``run_dir`` is not a finished run.
+    """
+    import torch
+
+    from peftsent.inference import predict_logits
+    from peftsent.loading import load_target
+    from peftsent.modeling import merge_adapter
+    from peftsent.rundir import MERGED_DIR, open_run, staging, write_json
+
+    if dtype not in TOLERANCES:
+        raise MergeError(f"--dtype {dtype}: expected one of {', '.join(TOLERANCES)}")
+    if probe_size < 1:
+        raise MergeError(f"--probe-size {probe_size}: expected at least 1 review")
+    run = open_run(run_dir)
+    recipe = run.recipe()
+    _check_mergeable(run, recipe)
+    target = Path(out) if out else run.path / MERGED_DIR
+    if target.exists() and not force:
+        if _is_merged_dir(target):
+            return target, None
+        raise MergeError(f"{target} exists and is not a merged model; choose another --out or pass --force")
+
+    loaded = load_target(str(run.path))  # fresh float32 base + adapter
+    probes = _probe_set(recipe, loaded.tokenizer, probe_size)
+    adapter_logits, _, _ = predict_logits(loaded.model, loaded.tokenizer, probes, batch_size)
+    merged = merge_adapter(loaded.model).to(getattr(torch, dtype))
+    merged_logits, _, _ = predict_logits(merged, loaded.tokenizer, probes, batch_size)
+    parity = _parity(adapter_logits, merged_logits, dtype)
+    if not parity.passed:
+        raise MergeError(
+            f"parity check failed: max |delta logit| {parity.max_abs_logit_diff:.3g} > tolerance {parity.tolerance:g} "
+            f"or agreement {100 * parity.agreement:.2f} % < 100 % ({dtype}); nothing was written"
+        )
+    with staging(target, overwrite=force) as work:
+        merged.save_pretrained(work, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(work)
+        (work / "README.md").write_text(_model_card(run, recipe, parity).replace("PATH", str(target)))
+    write_json(run.path / PARITY_FILE, {"output": str(target), **dataclasses.asdict(parity), "passed": parity.passed})
+    return target, parity
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.merge", "Merge a run's adapter into a standalone, verified model.", EPILOG)
+    parser.add_argument("run_dir", help="a finished run directory of an adapter method")
+    parser.add_argument("--out", help="output directory (default: RUN_DIR/merged)")
+    parser.add_argument("--dtype", default="float32", choices=list(TOLERANCES), help="weights of the export (default: float32)")
+    parser.add_argument("--probe-size", type=int, default=256, help="validation reviews of the parity check (default: 256)")
+    parser.add_argument("--force", action="store_true", help="rewrite an existing merged directory")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        target, parity = merge(args.run_dir, args.out, args.dtype, args.probe_size, args.force)
+        if parity is None:
+            print(f"{target} already holds a merged model; nothing to do (pass --force to rewrite it)")
+            return 0
+        print(f"parity on {parity.probe_size} validation reviews: max |delta logit| = {parity.max_abs_logit_diff:.3g} "
+              f"(tolerance {parity.tolerance:g}, {parity.dtype}); agreement {100 * parity.agreement:.2f} %")
+        print(f"merged model written to {target}", file=sys.stderr)
+        return 0
+
+    return run_cli(body, "peftsent.merge")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

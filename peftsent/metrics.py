@@ -1,0 +1,97 @@
+"""Classification metrics from logits: pure functions, scikit-learn underneath.
+
+One module for every caller (training's model selection, the final test
+report, ``peftsent.eval``, merge parity), so every number is computed alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: metrics that are plain floats (the rest: confusion_matrix, count)
+SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "ece", "log_loss")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities. ``logits``: (n, num_labels) -> (n, num_labels) float64, rows sum to 1."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE with ``n_bins`` equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern NNs").
+
+    ``probs``: (n, num_labels); ``labels``: (n,) ints. Returns a fraction in [0, 1].
+    """
+    confidence = probs.max(axis=-1)
+    correct = (probs.argmax(axis=-1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def classification_metrics(labels, logits, ece_bins: int = 15) -> dict:
+    """Metrics of binary sentiment predictions.
+
+    ``labels``: (n,) ints in {0, 1}; ``logits``: (n, 2) float. Returns accuracy,
+    precision / recall / f1 of the positive class (1), macro_f1, roc_auc (None
+    when only one class is present), ece, log_loss (nats per review),
+    confusion_matrix ``[[tn, fp], [fn, tp]]`` and count.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    labels = np.asarray(labels).astype(int)
+    probs = softmax(logits)
+    preds = probs.argmax(axis=-1)
+    both = len(np.unique(labels)) > 1
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "precision": float(precision_score(labels, preds, zero_division=0)),
+        "recall": float(recall_score(labels, preds, zero_division=0)),
+        "f1": float(f1_score(labels, preds, zero_division=0)),
+        "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+        "roc_auc": float(roc_auc_score(labels, probs[:, 1])) if both else None,
+        "ece": expected_calibration_error(probs, labels, ece_bins),
+        "log_loss": float(log_loss(labels, probs, labels=[0, 1])),
+        "confusion_matrix": confusion_matrix(labels, preds, labels=[0, 1]).tolist(),
+        "count": int(len(labels)),
+    }
+
+
+def trainer_metrics(ece_bins: int = 15):
+    """A ``compute_metrics`` for ``transformers.Trainer``: the scalar metrics of an EvalPrediction."""
+
+    def compute(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        result = classification_metrics(prediction.label_ids, logits, ece_bins)
+        return {k: result[k] for k in SCALAR_METRICS if result[k] is not None}
+
+    return compute
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A Markdown table of scalar metrics, one column per named result (e.g. validation, test)."""
+    names = list(rows)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for metric in (*SCALAR_METRICS, "count"):
+        cells = []
+        for name in names:
+            value = rows[name].get(metric)
+            cells.append("n/a" if value is None else (str(value) if metric == "count" else f"{value:.4f}"))
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Build the model a recipe asks for: base encoder + classification head, wrapped by its method.
+
+Also the parameter report (adapter / head / frozen) and the checks that every
+requested ``target_modules`` name matches a module of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import asdict, dataclass
+
+from peftsent.errors import ModelError, RecipeError
+from peftsent.methods import method_spec
+from peftsent.registry import ID2LABEL, LABEL2ID, ModelSource, arch_spec, resolve_model
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Parameter counts of a model as fine-tuned (element counts, not bytes)."""
+
+    adapter: int
+    """trainable parameters added by the method (LoRA A/B, IA3 vectors, ...)"""
+    head: int
+    """trainable head parameters (``modules_to_save``, or the head modules under full fine-tuning)"""
+    backbone_trainable: int
+    """trainable weights of the pretrained encoder (full fine-tuning only)"""
+    frozen: int
+    """frozen parameters (the pretrained encoder under adapter methods)"""
+
+    @property
+    def trainable(self) -> int:
+        return self.adapter + self.head + self.backbone_trainable
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+    def to_dict(self) -> dict:
+        share = 100.0 * self.trainable / self.total if self.total else 0.0
+        return {**asdict(self), "trainable": self.trainable, "total": self.total, "trainable_percent": share}
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report (the new head is expected) while loading a model."""
+    from transformers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
+
+
+def load_tokenizer(location: str):
+    """The tokenizer of a model directory or hub id. Raises ModelError if it has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"no tokenizer could be loaded from {location}: {err}") from None
+
+
+def load_base_model(location: str, dtype=None):
+    """``AutoModelForSequenceClassification`` with 2 labels and id2label = negative/positive.
+
+    ``dtype`` (e.g. ``torch.float32``) defaults to float32. Raises ModelError if loading fails.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with quiet_transformers():
+            return AutoModelForSequenceClassification.from_pretrained(
+                location, num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID,
+                dtype=dtype or torch.float32,
+            )
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model {location} could not be loaded: {err}") from None
+
+
+def make_peft_config(recipe):
+    """The peft config of the recipe's method (``task_type=SEQ_CLS``). Raises ValueError from peft's checks."""
+    spec = method_spec(recipe.method_name)
+    config_class = spec.load_config_class()
+    options = copy.deepcopy({k: v for k, v in recipe.method.items() if k != "name"})  # peft extends lists in place
+    return config_class(**{**options, **spec.fixed})
+
+
+def _matches(module_name: str, target: str) -> bool:
+    return module_name == target or module_name.endswith("." + target)
+
+
+def check_target_modules(model, recipe) -> None:
+    """Every name in ``target_modules`` / ``modules_to_save`` must match a module of ``model``.
+
+    peft itself only fails when no name matches; a typo in one of six names
+    would silently train less. Raises RecipeError naming the names that match nothing.
+    """
+    names = [name for name, _ in model.named_modules()]
+    problems = []
+    for key in ("target_modules", "feedforward_modules", "modules_to_save"):
+        wanted = recipe.method.get(key)
+        if isinstance(wanted, str):
+            continue  # a regex or "all-linear": peft resolves it
+        for target in wanted or []:
+            if not any(_matches(name, target) for name in names):
+                problems.append(
+                    f"method.{key}: '{target}' matches no module of this {recipe.model_type} model; "
+                    f"its linear modules are: {', '.join(arch_spec(recipe.model_type).linear_modules)}"
+                )
+    if problems:
+        raise RecipeError(problems, recipe.source)
+
+
+def check_targets_on_meta(recipe, source: ModelSource) -> None:
+    """:func:`check_target_modules` on a weightless (meta-device) copy of the model: no compute."""
+    if not method_spec(recipe.method_name).config_class:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(source.location, num_labels=len(ID2LABEL))
+    with torch.device("meta"), quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(config)
+    check_target_modules(model, recipe)
+
+
+def _is_head(name: str, head_modules) -> bool:
+    return any(name.startswith(h + ".") or f".{h}." in name for h in head_modules)
+
+
+def parameter_report(model, head_modules) -> ParameterReport:
+    """Count adapter, head, trainable-backbone and frozen parameters of a (peft) model.
+
+    ``head_modules``: names of the head (``modules_to_save``). peft keeps a frozen
+    ``original_module`` beside each trained copy; those duplicates are not counted.
+    """
+    counts = {"adapter": 0, "head": 0, "backbone_trainable": 0, "frozen": 0}
+    is_peft = hasattr(model, "peft_config")
+    for name, param in model.named_parameters():
+        if ".original_module." in name:
+            continue
+        n = param.numel()
+        if not param.requires_grad:
+            counts["frozen"] += n
+        elif ".modules_to_save." in name or _is_head(name, head_modules):
+            counts["head"] += n
+        elif is_peft:
+            counts["adapter"] += n
+        else:
+            counts["backbone_trainable"] += n
+    return ParameterReport(**counts)
+
+
+def wrap_model(model, recipe):
+    """Apply the recipe's method to a loaded base model (full: unchanged, every weight trains)."""
+    spec = method_spec(recipe.method_name)
+    if spec.config_class is None:
+        return model
+    from peft import get_peft_model
+
+    check_target_modules(model, recipe)
+    return get_peft_model(model, make_peft_config(recipe))
+
+
+def merge_adapter(peft_model):
+    """Fold the active adapter into the base weights; returns the plain ``transformers`` model.
+
+    The trained ``modules_to_save`` copies are put in place first: peft's generic
+    unloading (IA3 and others) assumes every wrapped module has ``.weight``,
+    which RoBERTa's two-layer classification head does not.
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(peft_model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            trained = module.modules_to_save[module.active_adapters[0]]
+            setattr(peft_model.get_submodule(parent_name), child, trained)
+    return peft_model.merge_and_unload()
+
+
+def head_modules_of(recipe) -> list[str]:
+    """The modules counted as head: ``modules_to_save`` or, for full fine-tuning, the registry's head."""
+    return list(recipe.method.get("modules_to_save") or arch_spec(recipe.model_type).head_modules)
+
+
+def build_model(recipe):
+    """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport)."""
+    source = resolve_model(recipe.model.name)
+    tokenizer = load_tokenizer(source.location)
+    model = wrap_model(load_base_model(source.location), recipe)
+    return model, tokenizer, parameter_report(model, head_modules_of(recipe))

@@ -1,0 +1,107 @@
+"""``python -m peftsent.predict TARGET [TEXT ...]``: label reviews with any model, one JSON line each.
+
+TARGET is a run directory (adapter or full), a merged directory, a model
+directory or a hub id. Texts come from the arguments, from ``--file`` (txt: one
+review per line; csv / jsonl: the ``--text-column``) or from standard input.
+Long reviews are truncated to the model's max length, as in eval.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from peftsent.cli import make_parser, run_cli
+from peftsent.errors import DataError
+
+EPILOG = """examples:
+  python -m peftsent.predict runs/quick/lora "A wonderful film." "Dull and far too long."
+  python -m peftsent.predict runs/quick/lora/merged --file reviews.txt
+  python -m peftsent.predict runs/quick/lora --file reviews.csv --text-column review
+  cat reviews.txt | python -m peftsent.predict runs/quick/lora
+
+output, one line per text:
+  {"text": "A wonderful film.", "label": "positive", "score": 0.97, "probabilities": {"negative": 0.03, "positive": 0.97}}
+"""
+
+
+def read_texts(path: str, text_column: str = "text") -> list[str]:
+    """Reviews from a file: ``.txt`` one per non-blank line; ``.csv`` / ``.jsonl`` / ``.json`` a text column.
+
+    Raises DataError if the file is missing, the column is absent or a text is empty.
+    """
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"file not found: {path}")
+    if file.suffix.lower() in {".csv", ".jsonl", ".json"}:
+        frame = pd.read_csv(file) if file.suffix.lower() == ".csv" else pd.read_json(file, lines=file.suffix.lower() == ".jsonl")
+        if text_column not in frame.columns:
+            raise DataError(f"{path}: column '{text_column}' not found; columns are: {', '.join(map(str, frame.columns))}; "
+                            f"pass --text-column")
+        return check_texts(list(frame[text_column]), path)
+    return [line for line in file.read_text().splitlines() if line.strip()]
+
+
+def check_texts(texts: list, where: str) -> list[str]:
+    """Raise DataError naming the first empty or non-text entries (by index)."""
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise DataError(f"{where}: {len(bad)} entries are empty or not text (indices {bad[:10]})")
+    return texts
+
+
+def predict_texts(loaded, texts: list[str], batch_size: int = 32) -> Iterator[dict]:
+    """Yield one prediction per text: label name, its probability and both class probabilities."""
+    import torch
+
+    id2label = {int(k): v for k, v in loaded.model.config.id2label.items()}
+    device = next(loaded.model.parameters()).device
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        batch = loaded.tokenizer(chunk, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
+        for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
+            best = max(range(len(probs)), key=probs.__getitem__)
+            yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
+                   "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.predict", "Label reviews as negative or positive.", EPILOG)
+    parser.add_argument("target", help="run directory, merged/model directory, adapter directory or hub id")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
+    parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
+    parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
+    parser.add_argument("--batch-size", type=int, default=32, help="reviews per forward pass (default: 32)")
+    args = parser.parse_intermixed_args(argv)
+
+    def body() -> int:
+        from peftsent.loading import load_target
+
+        if args.texts and args.file:
+            raise DataError("give texts as arguments or --file, not both")
+        if args.texts:
+            texts = check_texts(args.texts, "arguments")
+        elif args.file:
+            texts = read_texts(args.file, args.text_column)
+        elif not sys.stdin.isatty():
+            texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        else:
+            raise DataError("no texts: pass them as arguments, with --file, or on standard input")
+        if not texts:
+            raise DataError("no texts to label (the input was empty)")
+        loaded = load_target(args.target)
+        for prediction in predict_texts(loaded, texts, args.batch_size):
+            print(json.dumps(prediction, ensure_ascii=False), flush=True)
+        return 0
+
+    return run_cli(body, "peftsent.predict")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

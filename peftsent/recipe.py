@@ -1,0 +1,437 @@
+"""Recipes: one YAML file per fine-tuning run, validated strictly before anything loads.
+
+A recipe has five sections::
+
+    model:  {name, max_length}                       -> ModelSection
+    data:   {name, text_column, label_column, ...}   -> DataSection
+    method: {name, <options of the peft config>}     -> dict, checked against e.g. peft.LoraConfig
+    train:  {<any transformers.TrainingArguments field>}
+    eval:   {ece_bins, test}                         -> EvalSection
+
+Unknown keys, wrong types, unknown methods and overrides of keys that do not
+exist are all collected and raised together as one :class:`RecipeError`,
+each naming its dotted path and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftsent.errors import ModelError, RecipeError
+from peftsent.methods import METHODS, method_spec, supported_methods
+
+SECTIONS = ("model", "data", "method", "train", "eval")
+
+
+@dataclass
+class ModelSection:
+    """Which encoder to fine-tune."""
+
+    name: str
+    """``minilm-l6`` (embedded, offline), a local model directory, or a hub id (``distilbert-base-uncased``)"""
+    max_length: int = 256
+    """tokens per review after truncation; capped at the model's usable positions"""
+
+
+@dataclass
+class DataSection:
+    """Which reviews to train and evaluate on. Sizes are counts of reviews."""
+
+    name: str
+    """``imdb``, ``imdb-offline``, ``rotten_tomatoes``, ``rotten_tomatoes-offline``, or a local
+    csv/json/jsonl/parquet file used as the train split"""
+    text_column: str = "text"
+    """column holding the review text (local files)"""
+    label_column: str = "label"
+    """column holding the label: 0/1 or negative/positive (local files)"""
+    validation_file: str | None = None
+    """local file for the validation split; carved from train when absent"""
+    test_file: str | None = None
+    """local file for the test split; carved from train when absent"""
+    validation_size: float = 0.1
+    """fraction (< 1) or count (>= 1) of train carved as validation, stratified, where a dataset has none"""
+    test_size: float = 0.1
+    """fraction or count of train carved as test when a local dataset has no test file"""
+    max_train_samples: int | None = None
+    """seeded, stratified subset of train (None: all)"""
+    max_eval_samples: int | None = None
+    """seeded, stratified subset of validation (None: all)"""
+    max_test_samples: int | None = None
+    """seeded, stratified subset of test (None: all)"""
+    sample_seed: int = 0
+    """seed of the subsets and carved splits; fixed so every recipe sees the same reviews"""
+
+
+@dataclass
+class EvalSection:
+    """How runs are evaluated."""
+
+    ece_bins: int = 15
+    """equal-width confidence bins of the expected calibration error (Guo et al. 2017)"""
+    test: bool = True
+    """evaluate the test split once at the end of training (never used for model selection)"""
+
+
+#: peftsent's TrainingArguments defaults; any other TrainingArguments field may be set in a recipe
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1.0,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": 5e-5,  # per optimizer step, peak of the linear schedule
+    "weight_decay": 0.01,
+    "warmup_steps": 0.1,  # a float < 1 is a fraction of all optimizer steps
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "accuracy",  # on the validation split, never test
+    "greater_is_better": True,
+    "save_total_limit": 1,
+    "save_only_model": True,
+    "logging_steps": 20,
+    "report_to": ["tensorboard"],
+    "train_sampling_strategy": "group_by_length",  # batches of similar length: less padding
+    "label_names": ["labels"],
+    "seed": 42,
+    "bf16": "auto",  # bf16 autocast where the CPU/GPU supports it; parameters stay fp32
+}
+
+#: peft config fields that describe a saved adapter rather than a choice a recipe makes
+_PEFT_INTERNAL = {"peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode"}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe with every default filled in."""
+
+    model: ModelSection
+    data: DataSection
+    method: dict[str, Any]
+    """``name`` plus the options of the method's peft config class"""
+    train: dict[str, Any]
+    """keyword arguments of ``transformers.TrainingArguments`` (``output_dir`` is the run directory)"""
+    eval: EvalSection
+    source: str = "<dict>"
+    """where the recipe came from (path), for messages"""
+    model_type: str = field(default="")
+    """``config.model_type`` of the base model, from the registry or the model's config"""
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory (``train.output_dir``)."""
+        return Path(self.train["output_dir"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe, as saved in ``<run>/recipe.yaml``."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "method": dict(self.method),
+            "train": dict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+    def dump(self, path: Path) -> None:
+        """Write the resolved recipe as YAML."""
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.1 demands ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """Parse one override value as YAML (``3e-4`` -> float, ``[a, b]`` -> list, ``null`` -> None)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        hint = " (recipes ship in recipes/ and recipes/quick/)" if not path.is_absolute() else ""
+        raise RecipeError(f"file not found: {path}{hint}")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"not valid YAML: {err}", source=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping of sections {list(SECTIONS)}, found {type(data).__name__}", str(path))
+    return data
+
+
+def _closest(key: str, valid: typing.Iterable[str]) -> str:
+    valid = sorted(valid)
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    if len(valid) <= 12:
+        return f"valid keys: {', '.join(valid)}"
+    return "see the recipe reference in README.md"
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _dataclass_schema(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _train_schema() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _method_schema(name: str) -> dict[str, Any]:
+    config_class = method_spec(name).load_config_class()
+    schema: dict[str, Any] = {"name": str}
+    if config_class is not None:
+        hints = typing.get_type_hints(config_class)
+        schema.update(
+            {f.name: hints[f.name] for f in dataclasses.fields(config_class) if f.init and f.name not in _PEFT_INTERNAL}
+        )
+    return schema
+
+
+def _section_schema(section: str, raw: dict) -> dict[str, Any] | None:
+    """Valid keys of ``section`` with their types; None when the method is unknown."""
+    if section == "model":
+        return _dataclass_schema(ModelSection)
+    if section == "data":
+        return _dataclass_schema(DataSection)
+    if section == "eval":
+        return _dataclass_schema(EvalSection)
+    if section == "train":
+        return _train_schema()
+    name = (raw.get("method") or {}).get("name") if isinstance(raw.get("method"), dict) else None
+    return _method_schema(name) if name in METHODS else None
+
+
+def _type_problem(path: str, value: Any, annotation: Any) -> str | None:
+    from pydantic import TypeAdapter, ValidationError
+
+    if path == "train.bf16" and value == "auto":
+        return None
+    try:
+        TypeAdapter(annotation).validate_python(value, strict=True)
+    except ValidationError as err:
+        expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        return f"{path}: expected {expected}, found {value!r} ({type(value).__name__}): {err.errors()[0]['msg']}"
+    except Exception:  # an annotation pydantic cannot check: leave it to the config class
+        return None
+    return None
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def _apply_overrides(raw: dict, overrides: typing.Sequence[str], problems: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides to ``raw``; unknown keys become problems, not values."""
+    # method.name first: it decides which keys the method section has
+    ordered = sorted(overrides, key=lambda o: not o.startswith("method.name="))
+    for item in ordered:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            problems.append(f"override '{item}': expected section.key=value, e.g. train.learning_rate=3e-4")
+            continue
+        section, name = parts
+        if section not in SECTIONS:
+            problems.append(f"override '{item}': unknown section '{section}'; {_closest(section, SECTIONS)}")
+            continue
+        schema = _section_schema(section, raw)
+        if schema is not None and name not in schema:
+            problems.append(f"override '{item}': {section}.{name} does not exist; {_closest(name, schema)}")
+            continue
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # reported by section validation
+        target[name] = parse_value(text)
+    return raw
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_section(section: str, values: Any, raw: dict, problems: list[str]) -> None:
+    if not isinstance(values, dict):
+        problems.append(f"{section}: expected a mapping of keys, found {type(values).__name__}")
+        return
+    if section == "method":
+        name = values.get("name")
+        if name is None:
+            problems.append(f"method.name: missing; expected one of {', '.join(METHODS)}")
+            return
+        if name not in METHODS:
+            problems.append(f"method.name: unknown method {name!r}; {_closest(str(name), METHODS)} (methods: {', '.join(METHODS)})")
+            return
+    schema = _section_schema(section, raw) or {}
+    owner = {"method": f" for method '{values.get('name')}'", "train": " (transformers.TrainingArguments)"}.get(section, "")
+    for key, value in values.items():
+        path = f"{section}.{key}"
+        if key not in schema:
+            problems.append(f"{path}: unknown key{owner}; {_closest(str(key), schema)}")
+            continue
+        problem = _type_problem(path, value, schema[key])
+        if problem:
+            problems.append(problem)
+    if section in ("model", "data"):
+        for key in ("name",):
+            if key not in values:
+                problems.append(f"{section}.{key}: missing (required)")
+
+
+def _check_raw(raw: dict, problems: list[str]) -> None:
+    for section in raw:
+        if section not in SECTIONS:
+            problems.append(f"{section}: unknown section; {_closest(str(section), SECTIONS)}")
+    for section in ("model", "data", "method"):
+        if section not in raw:
+            problems.append(f"{section}: missing section (required)")
+    for section in SECTIONS:
+        if section in raw:
+            _check_section(section, raw[section], raw, problems)
+
+
+def _check_values(recipe: Recipe, problems: list[str]) -> None:
+    """Cross-field rules, each naming the key to change."""
+    if recipe.model.max_length < 8:
+        problems.append(f"model.max_length: expected at least 8 tokens, found {recipe.model.max_length}")
+    for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        value = getattr(recipe.data, key)
+        if value is not None and value < 2:
+            problems.append(f"data.{key}: expected at least 2 (one per class) or null, found {value}")
+    for key in ("validation_size", "test_size"):
+        value = getattr(recipe.data, key)
+        if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
+            problems.append(f"data.{key}: expected a fraction in (0, 1) or a whole count >= 1, found {value}")
+    if recipe.eval.ece_bins < 1:
+        problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
+    spec = method_spec(recipe.method_name)
+    for key, value in spec.fixed.items():
+        if key in recipe.method and str(recipe.method[key]) != value:
+            problems.append(f"method.{key}: peftsent sets this to {value!r}; remove it from the recipe")
+
+
+def _default_output_dir(source: str) -> str:
+    stem = Path(source).stem if source != "<dict>" else "run"
+    return str(Path("runs") / stem)
+
+
+def _build(raw: dict, source: str) -> Recipe:
+    train = {**TRAIN_DEFAULTS, **(raw.get("train") or {})}
+    train.setdefault("output_dir", _default_output_dir(source))
+    return Recipe(
+        model=ModelSection(**raw["model"]),
+        data=DataSection(**raw["data"]),
+        method=dict(raw["method"]),
+        train=train,
+        eval=EvalSection(**(raw.get("eval") or {})),
+        source=source,
+    )
+
+
+def _fill_method_defaults(recipe: Recipe, problems: list[str]) -> None:
+    from peftsent.registry import arch_spec, model_type_of
+
+    try:
+        recipe.model_type = model_type_of(recipe.model.name)
+        arch = arch_spec(recipe.model_type)
+    except ModelError as err:
+        problems.append(f"model.name: {err}")
+        return
+    reason = arch.unsupported.get(recipe.method_name)
+    if reason:
+        problems.append(
+            f"method.name: '{recipe.method_name}' does not work with {recipe.model_type} models ({reason}); "
+            f"methods that do: {', '.join(supported_methods(arch))}"
+        )
+        return
+    spec = method_spec(recipe.method_name)
+    recipe.method = {"name": spec.name, **spec.defaults(arch), **{k: v for k, v in recipe.method.items() if k != "name"}}
+    saved = recipe.method.get("modules_to_save")
+    if spec.config_class and saved is not None:
+        missing = [m for m in arch.head_modules if m not in saved]
+        if missing:
+            problems.append(
+                f"method.modules_to_save: must list every newly initialised head module of {recipe.model_type} "
+                f"({', '.join(arch.head_modules)}); missing: {', '.join(missing)}"
+            )
+
+
+def _check_library_configs(recipe: Recipe, problems: list[str]) -> None:
+    """Build TrainingArguments and the peft config once, so their own checks run now."""
+    from peftsent.modeling import make_peft_config
+    from peftsent.training_args import make_training_args
+
+    try:
+        make_training_args(recipe, output_dir=str(recipe.run_dir))
+    except (ValueError, TypeError) as err:
+        problems.append(f"train: {err}")
+    if method_spec(recipe.method_name).config_class:
+        try:
+            make_peft_config(recipe)
+        except (ValueError, TypeError) as err:
+            problems.append(f"method: {err}")
+
+
+def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str = "<dict>") -> Recipe:
+    """Validate a raw recipe mapping (plus overrides) and fill in every default.
+
+    Raises RecipeError listing every problem: unknown or missing keys, wrong
+    types, unknown methods, overrides of keys that do not exist, a method the
+    model's architecture cannot take. Loads no model weights and no data.
+    """
+    problems: list[str] = []
+    raw = _apply_overrides({k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}, overrides, problems)
+    _check_raw(raw, problems)
+    if problems:
+        raise RecipeError(problems, source)
+    recipe = _build(raw, source)
+    _check_values(recipe, problems)
+    _fill_method_defaults(recipe, problems)
+    if not problems:
+        _check_library_configs(recipe, problems)
+    if problems:
+        raise RecipeError(problems, source)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a recipe file, apply ``section.key=value`` overrides, validate and resolve it.
+
+    Raises RecipeError (all problems in one message) if the file is missing or invalid.
+    """
+    path = Path(path)
+    return resolve_recipe(_read_yaml(path), overrides, source=str(path))

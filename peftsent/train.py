@@ -1,0 +1,204 @@
+"""``python -m peftsent.train RECIPE [key=value ...]``: fine-tune one recipe into a run directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from peftsent.cli import make_parser, run_cli
+from peftsent.errors import ModelError, RecipeError
+
+EPILOG = """examples:
+  python -m peftsent.train recipes/quick/lora.yaml
+  python -m peftsent.train recipes/quick/lora.yaml method.r=16 train.learning_rate=5e-4
+  python -m peftsent.train recipes/lora.yaml train.output_dir=runs/lora-r16 method.r=16
+
+Overrides are section.key=value, the value parsed as YAML; the key must exist
+(train.* takes any transformers.TrainingArguments field, method.* the fields of
+the method's peft config). The run directory is train.output_dir (default
+runs/<recipe name>); it is written atomically.
+"""
+
+
+def preflight(recipe, overwrite: bool = False) -> None:
+    """Check, before any compute: the run directory is new, the model and data are reachable,
+    and every target module name matches. Raises one RecipeError/RunDirError listing the problems."""
+    from peftsent.data import check_available
+    from peftsent.modeling import check_targets_on_meta
+    from peftsent.registry import resolve_model
+    from peftsent.rundir import check_new_run
+
+    check_new_run(recipe.run_dir, overwrite)
+    problems = list(check_available(recipe.data))
+    try:
+        source = resolve_model(recipe.model.name)
+    except ModelError as err:
+        problems.append(f"model.name: {err}")
+        source = None
+    if problems:
+        raise RecipeError(problems + _offline_recipe_hint(recipe, problems), recipe.source)
+    check_targets_on_meta(recipe, source)
+
+
+def _offline_recipe_hint(recipe, problems: list[str]) -> list[str]:
+    """Point at the offline twin ``recipes/quick/<name>.yaml`` when the hub was the problem."""
+    quick = Path(recipe.source).parent / "quick" / Path(recipe.source).name
+    if quick.is_file() and any("hub cannot be reached" in p for p in problems):
+        return [f"offline alternative: python -m peftsent.train {quick} (embedded model, imdb-offline reviews)"]
+    return []
+
+
+def peak_memory() -> dict:
+    """Peak memory of this process: resident set (MiB, ru_maxrss) and CUDA allocations (MiB or None)."""
+    import torch
+
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    cuda_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mib": round(rss_mib, 1), "peak_cuda_mib": None if cuda_mib is None else round(cuda_mib, 1)}
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(path: Path):
+    """Point transformers' TensorBoardCallback at ``path`` (it reads TENSORBOARD_LOGGING_DIR)."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
+
+
+def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
+    from peftsent.methods import method_spec
+    from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
+
+    target = work / (ADAPTER_DIR if method_spec(recipe.method_name).config_class else MODEL_DIR)
+    trainer.model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+def _drop_checkpoints(work: Path) -> None:
+    import shutil
+
+    for checkpoint in work.glob("checkpoint-*"):
+        state = checkpoint / "trainer_state.json"
+        if state.is_file() and not (work / "trainer_state.json").exists():
+            state.replace(work / "trainer_state.json")
+        shutil.rmtree(checkpoint)
+
+
+def _run_summary(recipe, report, splits, timing: dict, results: dict) -> dict:
+    from peftsent import __version__
+
+    return {
+        "peftsent_version": __version__,
+        "recipe": recipe.source,
+        "method": recipe.method_name,
+        "base_model": recipe.model.name,
+        "model_type": recipe.model_type,
+        "data": recipe.data.name,
+        "max_length": recipe.model.max_length,
+        "sizes": {split: len(ds) for split, ds in splits.items()},
+        "parameters": report.to_dict(),
+        **results,
+        "timing": timing,
+        "memory": peak_memory(),
+    }
+
+
+def train(recipe, overwrite: bool = False) -> Path:
+    """Fine-tune ``recipe`` and write its run directory; returns the directory.
+
+    Model selection uses the validation split (best checkpoint by
+    ``train.metric_for_best_model``); the test split is evaluated once, at the end.
+    Raises RecipeError/RunDirError/DataError/ModelError before training starts
+    for user mistakes.
+    """
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from peftsent.data import load_splits, tokenize_splits
+    from peftsent.inference import predict_logits
+    from peftsent.metrics import classification_metrics, trainer_metrics
+    from peftsent.modeling import build_model
+    from peftsent.registry import usable_positions
+    from peftsent.rundir import METRICS_FILE, RECIPE_FILE, staging, write_json
+    from peftsent.training_args import make_training_args
+
+    preflight(recipe, overwrite)
+    splits = load_splits(recipe.data)
+    model, tokenizer, report = build_model(recipe)
+    max_length = min(recipe.model.max_length, usable_positions(model.config))
+    tokenized = tokenize_splits(splits, tokenizer, max_length)
+    print(f"peftsent: {recipe.method_name} on {recipe.model.name}: {report.trainable:,} trainable of "
+          f"{report.total:,} parameters (adapter {report.adapter:,}, head {report.head:,}); "
+          f"train/validation/test = {len(splits['train'])}/{len(splits['validation'])}/{len(splits['test'])} reviews",
+          file=sys.stderr)
+    with staging(recipe.run_dir, overwrite) as work, _tensorboard_dir(work / "logs"):
+        trainer = Trainer(
+            model=model,
+            args=make_training_args(recipe, output_dir=str(work)),
+            train_dataset=tokenized["train"],
+            eval_dataset=tokenized["validation"],
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=trainer_metrics(recipe.eval.ece_bins),
+        )
+        started = time.perf_counter()
+        output = trainer.train()
+        timing = {"train_seconds": round(time.perf_counter() - started, 1),
+                  "train_samples_per_second": output.metrics.get("train_samples_per_second")}
+        results = {}
+        batch_size = recipe.train["per_device_eval_batch_size"]
+        for split in ("validation", "test") if recipe.eval.test else ("validation",):
+            logits, labels, speed = predict_logits(trainer.model, tokenizer, tokenized[split], batch_size)
+            results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
+            timing[f"{split}_samples_per_second"] = speed
+        results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name
+        _save_weights(trainer, tokenizer, recipe, work)
+        _drop_checkpoints(work)
+        recipe.dump(work / RECIPE_FILE)
+        write_json(work / METRICS_FILE, _run_summary(recipe, report, splits, timing, results))
+    return recipe.run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.train", "Fine-tune an encoder for sentiment from a YAML recipe.", EPILOG)
+    parser.add_argument("recipe", help="recipe YAML file (see recipes/ and recipes/quick/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key, e.g. method.r=16")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--dry-run", action="store_true", help="validate the recipe, print it resolved, train nothing")
+    args = parser.parse_intermixed_args(argv)
+
+    def body() -> int:
+        from peftsent.metrics import format_table
+        from peftsent.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.dry_run:
+            import yaml
+
+            preflight(recipe, args.overwrite)
+            print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
+            return 0
+        run_dir = train(recipe, overwrite=args.overwrite)
+        import json
+
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        shown = {k: summary[k] for k in ("validation", "test") if k in summary}
+        print(f"\nrun directory: {run_dir}\n")
+        print(format_table(shown))
+        print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
+        return 0
+
+    return run_cli(body, "peftsent.train")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

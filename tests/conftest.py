@@ -1,0 +1,96 @@
+"""Tiny offline fixtures: random 2-layer encoders saved as model directories, and small review files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = (
+    "the a movie film plot actor acting story was is and but not very really "
+    "good great excellent wonderful loved best bad awful terrible boring hated worst"
+).split()
+POSITIVE = ["good", "great", "excellent", "wonderful", "loved", "best"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "hated", "worst"]
+ARCHS = ("distilbert", "bert", "roberta")
+
+
+def _vocab() -> list[str]:
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,!"]
+
+
+def _tiny_config(arch: str, vocab_size: int):
+    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+
+    if arch == "distilbert":
+        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                max_position_embeddings=64, pad_token_id=0)
+    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, pad_token_id=0)
+    if arch == "bert":
+        return BertConfig(max_position_embeddings=64, **common)
+    return RobertaConfig(max_position_embeddings=66, bos_token_id=2, eos_token_id=3, **common)
+
+
+def make_tiny_model_dir(arch: str, directory: Path, seed: int = 0) -> Path:
+    """Save a random tiny encoder (no classification head, like a hub checkpoint) and a WordPiece tokenizer."""
+    import torch
+    from transformers import AutoModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(_vocab())}, do_lower_case=True)
+    model = AutoModel.from_config(_tiny_config(arch, len(_vocab())))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def make_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """``n`` synthetic reviews, half positive, with a sentiment word that decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        cue = rng.choice(POSITIVE if label else NEGATIVE)
+        filler = rng.sample(WORDS[:16], 6)
+        rows.append((" ".join(filler[:3] + [cue] + filler[3:]), label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label")) -> Path:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """One saved tiny model directory per architecture."""
+    root = tmp_path_factory.mktemp("models")
+    return {arch: make_tiny_model_dir(arch, root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory) -> Path:
+    """A CSV of 64 synthetic reviews (text,label)."""
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", make_reviews(64))
+
+
+def tiny_recipe(model_dir: Path, data_file: Path, run_dir: Path, method: dict | None = None, **train) -> dict:
+    """A raw recipe mapping for a tiny model: one optimizer step unless ``train`` says otherwise."""
+    return {
+        "model": {"name": str(model_dir), "max_length": 32},
+        "data": {"name": str(data_file), "validation_size": 16, "test_size": 16},
+        "method": method or {"name": "lora"},
+        "train": {
+            "output_dir": str(run_dir), "max_steps": 1, "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 16, "report_to": "none", "logging_steps": 1,
+            "bf16": False, "warmup_steps": 0, **train,
+        },
+    }

@@ -1,0 +1,46 @@
+"""Every CLI answers --help at once, and a user mistake ends in one message and exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+CLIS = ["train", "eval", "merge", "predict"]
+
+
+def _run(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize("verb", CLIS)
+def test_help_exits_zero(verb):
+    result = _run(f"peftsent.{verb}", "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout and "examples:" in result.stdout
+
+
+def test_misspelled_key_is_one_message_without_traceback(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: minilm-l6}\ndata: {name: imdb-offline}\nmethod: {name: lora, lora_alpah: 16}\n")
+    result = _run("peftsent.train", str(recipe))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "method.lora_alpah" in result.stderr and "did you mean 'lora_alpha'" in result.stderr
+
+
+def test_missing_recipe_file_is_a_user_error(tmp_path):
+    result = _run("peftsent.train", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hub_recipe_offline_fails_fast_naming_the_offline_alternative(tmp_path):
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    result = _run("peftsent.train", str(root / "recipes" / "lora.yaml"),
+                  f"train.output_dir={tmp_path / 'run'}", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model.name=minilm-l6" in result.stderr and "data.name=imdb-offline" in result.stderr
+    assert "recipes/quick/lora.yaml" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from peftsent.errors import PeftsentError
+from peftsent.eval import evaluate, main
+from peftsent.recipe import resolve_recipe
+from peftsent.train import train
+
+from conftest import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_models, reviews_csv, tmp_path_factory):
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path_factory.mktemp("runs") / "lora",
+                      {"name": "lora", "init_lora_weights": False})
+    return train(resolve_recipe(raw))
+
+
+def test_eval_of_a_run_writes_json_and_markdown(lora_run):
+    result = evaluate(str(lora_run), split="validation")
+    assert result["count"] == 16 and result["split"] == "validation"
+    written = json.loads((lora_run / "eval" / "reviews-validation.json").read_text())
+    assert written["accuracy"] == result["accuracy"]
+    assert (lora_run / "eval" / "reviews-validation.md").read_text().startswith("# ")
+
+
+def test_eval_of_an_adapter_directory_matches_the_run(lora_run, reviews_csv, tmp_path):
+    # same data file, same default carving: the run and its bare adapter must score alike (texts < 32 tokens)
+    from_run = evaluate(str(lora_run), data=str(reviews_csv), out=str(tmp_path / "a"))
+    from_adapter = evaluate(str(lora_run / "adapter"), data=str(reviews_csv), out=str(tmp_path / "b"))
+    assert from_run["count"] == from_adapter["count"] == 7
+    assert from_adapter["log_loss"] == pytest.approx(from_run["log_loss"], abs=1e-6)
+
+
+def test_target_without_recipe_needs_data(tiny_models):
+    with pytest.raises(PeftsentError, match="--data"):
+        evaluate(str(tiny_models["bert"]))
+
+
+def test_unknown_split_is_a_user_error(lora_run, capsys):
+    assert main([str(lora_run), "--split", "dev"]) == 2
+    assert "unknown split 'dev'" in capsys.readouterr().err
+
+
+def test_missing_target_is_a_user_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nothing-here")]) == 2
+    assert "error:" in capsys.readouterr().err

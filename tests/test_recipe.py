@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftsent.errors import RecipeError
+from peftsent.recipe import load_recipe, resolve_recipe
+
+from conftest import tiny_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted(ROOT.joinpath("recipes").rglob("*.yaml"))
+
+
+def _raw(tiny_models, reviews_csv, tmp_path, arch="bert", **method):
+    return tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "run", method={"name": "lora", **method})
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_resolves(path):
+    recipe = load_recipe(path)
+    assert recipe.method_name in path.stem or recipe.method_name == path.stem
+    assert recipe.train["output_dir"].startswith("runs/")
+    assert recipe.model_type in {"bert", "distilbert", "roberta"}
+
+
+def test_every_shipped_recipe_has_a_command_header():
+    for path in RECIPES:
+        header = path.read_text().splitlines()[:4]
+        command = f"python -m peftsent.train {path.relative_to(ROOT)}"
+        assert any(command in line for line in header), path
+
+
+def test_unknown_key_names_path_and_closest_key(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path, lora_alpah=16)
+    with pytest.raises(RecipeError) as info:
+        resolve_recipe(raw)
+    assert "method.lora_alpah" in str(info.value) and "did you mean 'lora_alpha'" in str(info.value)
+
+
+def test_all_problems_reported_at_once(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path, r="eight")
+    raw["train"]["lerning_rate"] = 1e-3
+    raw["model"]["max_lenght"] = 12
+    raw["evaluation"] = {}
+    with pytest.raises(RecipeError) as info:
+        resolve_recipe(raw)
+    assert len(info.value.problems) == 4
+    text = str(info.value)
+    for fragment in ("method.r: expected int", "train.lerning_rate", "'learning_rate'", "model.max_lenght",
+                     "'max_length'", "evaluation: unknown section", "'eval'"):
+        assert fragment in text
+
+
+def test_override_of_missing_key_is_an_error(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    with pytest.raises(RecipeError) as info:
+        resolve_recipe(raw, ["train.learning_rat=1e-3", "nosection.x=1", "train=3"])
+    text = str(info.value)
+    assert "'learning_rate'" in text and "unknown section 'nosection'" in text and "expected section.key=value" in text
+
+
+def test_override_values_parse_as_yaml(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    recipe = resolve_recipe(raw, ["train.learning_rate=3e-4", "method.r=4", "method.target_modules=[query, value]"])
+    assert recipe.train["learning_rate"] == pytest.approx(3e-4)
+    assert recipe.method["r"] == 4 and recipe.method["target_modules"] == ["query", "value"]
+
+
+def test_method_name_override_switches_schema(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    recipe = resolve_recipe(raw, ["method.name=ia3"])
+    assert recipe.method_name == "ia3" and recipe.method["feedforward_modules"] == ["output.dense"]
+
+
+def test_unknown_method_suggests_closest(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    with pytest.raises(RecipeError, match="did you mean 'lora'"):
+        resolve_recipe(raw, ["method.name=lroa"])
+
+
+def test_wrong_type_is_an_error(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    raw["train"]["per_device_train_batch_size"] = 1.5
+    with pytest.raises(RecipeError, match="train.per_device_train_batch_size: expected int"):
+        resolve_recipe(raw)
+
+
+def test_yaml_reads_exponent_floats(tmp_path, tiny_models, reviews_csv):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    raw["train"]["learning_rate"] = "PLACEHOLDER"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw).replace("PLACEHOLDER", "1e-3"))
+    assert load_recipe(path).train["learning_rate"] == pytest.approx(1e-3)
+
+
+def test_missing_file_is_a_recipe_error(tmp_path):
+    with pytest.raises(RecipeError, match="file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_modules_to_save_must_list_the_new_head(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path, arch="distilbert", modules_to_save=["classifier"])
+    with pytest.raises(RecipeError, match="missing: pre_classifier"):
+        resolve_recipe(raw)
+
+
+def test_task_type_is_fixed(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path, task_type="CAUSAL_LM")
+    with pytest.raises(RecipeError, match="method.task_type"):
+        resolve_recipe(raw)
+
+
+def test_training_arguments_own_checks_are_reported(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    raw["train"].update(eval_strategy="epoch", save_strategy="steps", save_steps=7)
+    with pytest.raises(RecipeError, match="train:"):
+        resolve_recipe(raw)
+
+
+def test_peft_config_checks_are_reported(tiny_models, reviews_csv, tmp_path):
+    raw = _raw(tiny_models, reviews_csv, tmp_path, use_dora=True, init_lora_weights="loftq")
+    with pytest.raises(RecipeError, match="method:"):
+        resolve_recipe(raw)
+
+
+def test_defaults_are_filled_per_architecture(tiny_models, reviews_csv, tmp_path):
+    recipe = resolve_recipe(_raw(tiny_models, reviews_csv, tmp_path, arch="distilbert"))
+    assert recipe.method["target_modules"] == ["q_lin", "k_lin", "v_lin", "out_lin", "ffn.lin1", "ffn.lin2"]
+    assert recipe.method["modules_to_save"] == ["pre_classifier", "classifier"]
+    assert recipe.train["metric_for_best_model"] == "accuracy"
+
+
+def test_resolved_recipe_round_trips(tiny_models, reviews_csv, tmp_path):
+    recipe = resolve_recipe(_raw(tiny_models, reviews_csv, tmp_path))
+    recipe.dump(tmp_path / "resolved.yaml")
+    again = load_recipe(tmp_path / "resolved.yaml")
+    assert again.to_dict() == recipe.to_dict()
