@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict"]
+CLIS = ["train", "eval", "merge", "predict", "compare"]
 
 
 def _run(*args, **kwargs):

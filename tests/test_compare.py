@@ -1,0 +1,69 @@
+import csv
+
+import pytest
+import yaml
+
+from peftsent.compare import compare, main
+from peftsent.errors import PeftsentError
+
+from conftest import tiny_recipe
+
+
+def _write_recipe(path, raw):
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture()
+def recipes(tiny_models, reviews_csv, tmp_path):
+    out = []
+    for method in ("full", "lora", "ia3"):
+        raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "runs" / method, {"name": method})
+        out.append(_write_recipe(tmp_path / f"{method}.yaml", raw))
+    return out
+
+
+def test_compare_trains_missing_runs_and_writes_table_csv_plot(recipes, tmp_path):
+    result = compare(recipes=recipes, seeds=2, out=str(tmp_path / "cmp"))
+    (rows,) = result["groups"].values()
+    assert [row.runs[0].recipe["method"]["name"] for row in rows] == ["full", "lora", "ia3"]
+    assert all(len(row.runs) == 2 for row in rows)
+    assert (tmp_path / "runs" / "lora-seed1" / "metrics.json").is_file()
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"compare.md", "compare.csv", "compare.png"}
+    lines = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [line["method"] for line in lines] == ["full", "lora", "ia3"] and " ± " in lines[1]["test acc"]
+    # every metric cell is traceable to the runs' metrics.json
+    accs = [r.metrics["test"]["accuracy"] for r in rows[1].runs]
+    import statistics
+
+    assert lines[1]["test acc"] == f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+    assert "Budget, equal for every row" in result["markdown"]
+
+
+def test_compare_reuses_finished_runs(recipes, tmp_path, monkeypatch):
+    compare(recipes=recipes[:1], out=str(tmp_path / "a"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("peftsent.train.train", no_training)
+    result = compare(recipes=recipes[:1], out=str(tmp_path / "b"))
+    assert len(next(iter(result["groups"].values()))) == 1
+
+
+def test_runs_with_different_budgets_go_to_separate_tables(tiny_models, reviews_csv, tmp_path):
+    from peftsent.recipe import resolve_recipe
+    from peftsent.train import train
+
+    a = train(resolve_recipe(tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "a")))
+    b = train(resolve_recipe(tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "b", max_steps=2)))
+    result = compare(run_dirs=[str(a), str(b)], out=str(tmp_path / "cmp"))
+    assert len(result["groups"]) == 2
+    assert "separate tables" in result["markdown"] and "## Table 2" in result["markdown"]
+
+
+def test_compare_user_errors(tmp_path, capsys):
+    with pytest.raises(PeftsentError, match="nothing to compare"):
+        compare()
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
