@@ -24,7 +24,8 @@ EPILOG = """examples:
   python -m peftsent.compare --recipes recipes/quick/full.yaml recipes/quick/lora.yaml recipes/quick/ia3.yaml
   python -m peftsent.compare --recipes recipes/quick/lora.yaml recipes/quick/ia3.yaml --seeds 3 --out runs/compare-3seeds
 
-Seed k > 0 of a recipe trains into <train.output_dir>-seed<k> with train.seed + k.
+Seed k > 0 of a recipe trains into <train.output_dir>-seed<k> with train.seed + k; with --set
+overrides the runs go to <out>/runs/<recipe name>[-seed<k>] instead, leaving the recipe's own run alone.
 Outputs: a table here, and compare.md, compare.csv, compare.png in --out (default runs/compare).
 """
 
@@ -108,15 +109,20 @@ def read_run(path: str | Path) -> RunRecord:
 # ---------------------------------------------------------------- runs from recipes
 
 
-def seeded_recipe(path: str, seed_index: int, overrides: list[str]):
-    """The recipe at ``path`` for seed index k: seed + k, output_dir suffixed ``-seed<k>`` for k > 0."""
+def seeded_recipe(path: str, seed_index: int, overrides: list[str], out: Path):
+    """The recipe at ``path`` for seed index k: seed + k, output_dir suffixed ``-seed<k>`` for k > 0.
+
+    With ``overrides`` the runs are not the recipe's own: they go to ``<out>/runs/<recipe name>``.
+    """
     from peftsent.recipe import load_recipe
 
     base = load_recipe(path, overrides)
-    if seed_index == 0:
+    output_dir = str(out / "runs" / Path(path).stem) if overrides else base.train["output_dir"]
+    if seed_index == 0 and not overrides:
         return base
-    return load_recipe(path, [*overrides, f"train.seed={base.train['seed'] + seed_index}",
-                              f"train.output_dir={base.train['output_dir']}-seed{seed_index}"])
+    seeded = [f"train.seed={base.train['seed'] + seed_index}"] if seed_index else []
+    suffix = f"-seed{seed_index}" if seed_index else ""
+    return load_recipe(path, [*overrides, *seeded, f"train.output_dir={output_dir}{suffix}"])
 
 
 def ensure_run(recipe) -> Path:
@@ -270,13 +276,13 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
     if seeds < 1:
         raise PeftsentError(f"--seeds {seeds}: expected at least 1")
     records = [read_run(path) for path in run_dirs]
-    planned = [seeded_recipe(path, k, list(overrides)) for path in recipes for k in range(seeds)]
+    out_dir = Path(out)
+    planned = [seeded_recipe(path, k, list(overrides), out_dir) for path in recipes for k in range(seeds)]
     for recipe in planned:  # every recipe checked before the first one trains
         if not _is_reusable(recipe):
             preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
     groups = group_rows(records)
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     for index, (budget, rows) in enumerate(groups.items()):
@@ -286,7 +292,8 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
             if len(groups) > 1 else "")
     caveat = ("\n`imdb-offline` test = a held-out part of IMDb's train split, not the official IMDb test set.\n"
               if any(b[0] == "imdb-offline" for b in groups) else "")
-    markdown = "# peftsent compare\n" + note + "\n" + "\n".join(sections) + caveat
+    applied = f"\nOverrides applied to every recipe: `{' '.join(overrides)}`.\n" if overrides else ""
+    markdown = "# peftsent compare\n" + note + applied + "\n" + "\n".join(sections) + caveat
     (out_dir / "compare.md").write_text(markdown)
     write_csv(groups, out_dir / "compare.csv")
     plot(groups, out_dir / "compare.png")

@@ -28,16 +28,30 @@ class Loaded:
 
 
 def _is_adapter_dir(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
+    from peftsent.methods.bottleneck import is_bottleneck_dir
+
+    return (path / "adapter_config.json").is_file() or is_bottleneck_dir(path)
+
+
+def _adapter_base(path: Path) -> str:
+    from peftsent.methods.bottleneck import is_bottleneck_dir, read_config
+
+    if is_bottleneck_dir(path):
+        return read_config(path)[1]
+    return json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
 
 
 def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None):
+    """A fresh full-precision base (never quantized) with the adapter and its trained head."""
     from peft import PeftModel
 
+    from peftsent.methods.bottleneck import is_bottleneck_dir, load_bottleneck
     from peftsent.modeling import load_base_model
 
     base = load_base_model(base_location, dtype)
     try:
+        if is_bottleneck_dir(adapter_dir):
+            return load_bottleneck(base, adapter_dir)
         return PeftModel.from_pretrained(base, str(adapter_dir))
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"adapter {adapter_dir} does not fit base model {base_location}: {err}") from None
@@ -60,11 +74,12 @@ def _load_classifier(location: str, dtype=None):
 
 
 def _capped(model, max_length: int) -> int:
-    from peftsent.registry import ARCHITECTURES, usable_positions
+    """``max_length`` capped at the positions the model can take, less a prompt method's virtual tokens."""
+    from peftsent.modeling import max_input_tokens
 
-    if model.config.model_type in ARCHITECTURES:
-        return min(max_length, usable_positions(model.config))
-    return min(max_length, int(getattr(model.config, "max_position_embeddings", max_length)))
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    virtual = int(getattr(peft_config, "num_virtual_tokens", 0) or 0) if peft_config is not None else 0
+    return max_input_tokens(model.config, max_length) - virtual
 
 
 def _load_run(path: Path, dtype=None) -> Loaded:
@@ -95,8 +110,7 @@ def load_target(target: str, dtype=None) -> Loaded:
         if is_finished_run(path):
             return _load_run(path, dtype)
         if _is_adapter_dir(path):
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            model = _attach_adapter(resolve_model(base).location, path, dtype)
+            model = _attach_adapter(resolve_model(_adapter_base(path)).location, path, dtype)
             return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, DEFAULT_MAX_LENGTH))
         if (path / "config.json").is_file():
             model = _load_classifier(str(path), dtype)

@@ -64,10 +64,11 @@ def load_tokenizer(location: str):
         raise ModelError(f"no tokenizer could be loaded from {location}: {err}") from None
 
 
-def load_base_model(location: str, dtype=None):
+def load_base_model(location: str, dtype=None, **kwargs):
     """``AutoModelForSequenceClassification`` with 2 labels and id2label = negative/positive.
 
-    ``dtype`` (e.g. ``torch.float32``) defaults to float32. Raises ModelError if loading fails.
+    ``dtype`` (e.g. ``torch.float32``) defaults to float32; ``kwargs`` go to
+    ``from_pretrained`` (quantization_config, device_map). Raises ModelError if loading fails.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -76,18 +77,53 @@ def load_base_model(location: str, dtype=None):
         with quiet_transformers():
             return AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID,
-                dtype=dtype or torch.float32,
+                dtype=dtype or torch.float32, **kwargs,
             )
     except (OSError, ValueError) as err:
         raise ModelError(f"model {location} could not be loaded: {err}") from None
 
 
-def make_peft_config(recipe):
-    """The peft config of the recipe's method (``task_type=SEQ_CLS``). Raises ValueError from peft's checks."""
+def _hidden_facts(model_config) -> dict:
+    """Sizes prompt methods need, under either naming (BERT ``hidden_size``, DistilBERT ``dim``)."""
+    get = lambda *names: next((getattr(model_config, n) for n in names if hasattr(model_config, n)), None)  # noqa: E731
+    return {"token_dim": get("hidden_size", "dim"), "num_attention_heads": get("num_attention_heads", "n_heads"),
+            "num_layers": get("num_hidden_layers", "n_layers")}
+
+
+def make_peft_config(recipe, model_config=None, total_steps: int | None = None):
+    """The method's config object (a peft config, or BottleneckConfig).
+
+    ``model_config`` fills the sizes prompt methods need; ``total_steps`` (optimizer
+    steps of the run) fills AdaLoRA's ``total_step``. Raises ValueError/TypeError
+    from the config's own checks.
+    """
     spec = method_spec(recipe.method_name)
     config_class = spec.load_config_class()
-    options = copy.deepcopy({k: v for k, v in recipe.method.items() if k != "name"})  # peft extends lists in place
+    options = copy.deepcopy({k: v for k, v in recipe.method.items()
+                             if k != "name" and k not in spec.extra_options})  # peft extends lists in place
+    if spec.virtual_tokens_option and model_config is not None:
+        for key, value in _hidden_facts(model_config).items():
+            options.setdefault(key, value)
+    if spec.name == "adalora" and options.get("total_step") is None:
+        options["total_step"] = total_steps or 1000  # the real count is filled in at train time
     return config_class(**{**options, **spec.fixed})
+
+
+def virtual_tokens(method: dict) -> int:
+    """Positions a method prepends to every input (prompt and p-tuning), else 0."""
+    option = method_spec(method["name"]).virtual_tokens_option
+    return int(method.get(option) or 0) if option else 0
+
+
+def max_input_tokens(model_config, requested: int, method: dict | None = None) -> int:
+    """Tokens an input may have: ``requested``, capped at the usable positions less the virtual tokens."""
+    from peftsent.registry import ARCHITECTURES, usable_positions
+
+    if model_config.model_type in ARCHITECTURES:
+        limit = usable_positions(model_config)
+    else:
+        limit = int(getattr(model_config, "max_position_embeddings", requested))
+    return min(requested, limit - (virtual_tokens(method) if method else 0))
 
 
 def _matches(module_name: str, target: str) -> bool:
@@ -133,14 +169,14 @@ def _is_head(name: str, head_modules) -> bool:
     return any(name.startswith(h + ".") or f".{h}." in name for h in head_modules)
 
 
-def parameter_report(model, head_modules) -> ParameterReport:
+def parameter_report(model, head_modules, full: bool = False) -> ParameterReport:
     """Count adapter, head, trainable-backbone and frozen parameters of a (peft) model.
 
-    ``head_modules``: names of the head (``modules_to_save``). peft keeps a frozen
+    ``head_modules``: names of the head (``modules_to_save``); ``full``: full fine-tuning
+    (trainable encoder weights count as backbone, not adapter). peft keeps a frozen
     ``original_module`` beside each trained copy; those duplicates are not counted.
     """
     counts = {"adapter": 0, "head": 0, "backbone_trainable": 0, "frozen": 0}
-    is_peft = hasattr(model, "peft_config")
     for name, param in model.named_parameters():
         if ".original_module." in name:
             continue
@@ -149,22 +185,46 @@ def parameter_report(model, head_modules) -> ParameterReport:
             counts["frozen"] += n
         elif ".modules_to_save." in name or _is_head(name, head_modules):
             counts["head"] += n
-        elif is_peft:
-            counts["adapter"] += n
-        else:
+        elif full:
             counts["backbone_trainable"] += n
+        else:
+            counts["adapter"] += n
     return ParameterReport(**counts)
 
 
-def wrap_model(model, recipe):
+def wrap_model(model, recipe, total_steps: int | None = None):
     """Apply the recipe's method to a loaded base model (full: unchanged, every weight trains)."""
     spec = method_spec(recipe.method_name)
     if spec.config_class is None:
         return model
+    check_target_modules(model, recipe)
+    config = make_peft_config(recipe, model.config, total_steps)
+    if not spec.is_peft:
+        from peftsent.methods.bottleneck import add_bottleneck_adapters
+
+        return add_bottleneck_adapters(model, config, arch_spec(recipe.model_type))
     from peft import get_peft_model
 
-    check_target_modules(model, recipe)
-    return get_peft_model(model, make_peft_config(recipe))
+    if spec.needs_cuda:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, config)
+
+
+def quantization_config(recipe):
+    """bitsandbytes 4-bit config of a qlora recipe; the head modules stay in full precision."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    method = recipe.method
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=method.get("bnb_4bit_quant_type", "nf4"),
+        bnb_4bit_use_double_quant=method.get("bnb_4bit_use_double_quant", True),
+        bnb_4bit_compute_dtype=getattr(torch, method.get("bnb_4bit_compute_dtype", "bfloat16")),
+        llm_int8_skip_modules=list(method.get("modules_to_save") or []),
+    )
 
 
 def merge_adapter(peft_model):
@@ -189,9 +249,16 @@ def head_modules_of(recipe) -> list[str]:
     return list(recipe.method.get("modules_to_save") or arch_spec(recipe.model_type).head_modules)
 
 
-def build_model(recipe):
-    """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport)."""
+def build_model(recipe, total_steps: int | None = None):
+    """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport).
+
+    ``total_steps``: optimizer steps of the run (AdaLoRA's rank schedule needs it).
+    qlora loads the base in 4-bit NF4 on CUDA; every other method in float32.
+    """
     source = resolve_model(recipe.model.name)
     tokenizer = load_tokenizer(source.location)
-    model = wrap_model(load_base_model(source.location), recipe)
-    return model, tokenizer, parameter_report(model, head_modules_of(recipe))
+    spec = method_spec(recipe.method_name)
+    quantized = {"quantization_config": quantization_config(recipe), "device_map": {"": 0}} if spec.needs_cuda else {}
+    model = wrap_model(load_base_model(source.location, **quantized), recipe, total_steps)
+    report = parameter_report(model, head_modules_of(recipe), full=spec.config_class is None)
+    return model, tokenizer, report

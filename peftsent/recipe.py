@@ -214,13 +214,15 @@ def _train_schema() -> dict[str, Any]:
 
 
 def _method_schema(name: str) -> dict[str, Any]:
-    config_class = method_spec(name).load_config_class()
+    spec = method_spec(name)
+    config_class = spec.load_config_class()
     schema: dict[str, Any] = {"name": str}
     if config_class is not None:
         hints = typing.get_type_hints(config_class)
         schema.update(
             {f.name: hints[f.name] for f in dataclasses.fields(config_class) if f.init and f.name not in _PEFT_INTERNAL}
         )
+    schema.update({key: kind for key, (kind, _) in spec.extra_options.items()})
     return schema
 
 
@@ -362,9 +364,27 @@ def _build(raw: dict, source: str) -> Recipe:
     )
 
 
+def _cuda_problem(spec) -> str | None:
+    """Why a CUDA-only method cannot run here (checked before any model is loaded), or None."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return (f"method.name: '{spec.name}' needs a CUDA GPU (bitsandbytes 4-bit NF4 kernels) and this machine has "
+                f"none; on CPU use method.name=lora (same adapter, full-precision base)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return f"method.name: '{spec.name}' needs bitsandbytes: pip install -e \".[qlora]\""
+    return None
+
+
 def _fill_method_defaults(recipe: Recipe, problems: list[str]) -> None:
     from peftsent.registry import arch_spec, model_type_of
 
+    spec = method_spec(recipe.method_name)
+    if spec.needs_cuda and (problem := _cuda_problem(spec)):
+        problems.append(problem)
+        return
     try:
         recipe.model_type = model_type_of(recipe.model.name)
         arch = arch_spec(recipe.model_type)
@@ -378,8 +398,9 @@ def _fill_method_defaults(recipe: Recipe, problems: list[str]) -> None:
             f"methods that do: {', '.join(supported_methods(arch))}"
         )
         return
-    spec = method_spec(recipe.method_name)
-    recipe.method = {"name": spec.name, **spec.defaults(arch), **{k: v for k, v in recipe.method.items() if k != "name"}}
+    extras = {key: default for key, (_, default) in spec.extra_options.items()}
+    recipe.method = {"name": spec.name, **spec.defaults(arch), **extras,
+                     **{k: v for k, v in recipe.method.items() if k != "name"}}
     saved = recipe.method.get("modules_to_save")
     if spec.config_class and saved is not None:
         missing = [m for m in arch.head_modules if m not in saved]
@@ -401,7 +422,7 @@ def _check_library_configs(recipe: Recipe, problems: list[str]) -> None:
         problems.append(f"train: {err}")
     if method_spec(recipe.method_name).config_class:
         try:
-            make_peft_config(recipe)
+            make_peft_config(recipe)  # prompt sizes and AdaLoRA's total_step are filled when the model is built
         except (ValueError, TypeError) as err:
             problems.append(f"method: {err}")
 

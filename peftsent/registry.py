@@ -43,12 +43,22 @@ class ArchSpec:
     """the subset of ``ia3_target_modules`` whose *input* IA3 scales (FFN layers)"""
     head_modules: tuple[str, ...]
     """modules that ``AutoModelForSequenceClassification`` initialises anew: always trained"""
+    layer_norm_modules: tuple[str, ...] = ("LayerNorm",)
+    """LayerNorm module names: LN tuning's default ``target_modules``"""
+    attention_output: str = r"encoder\.layer\.\d+\.attention\.output\.dense"
+    """regex of each layer's attention output projection (Houlsby adapters go after it)"""
+    ffn_output: str = r"encoder\.layer\.\d+\.output\.dense"
+    """regex of each layer's FFN output projection (Houlsby and Pfeiffer adapters go after it)"""
     position_offset: int = 0
     """positions of ``max_position_embeddings`` that inputs cannot use (RoBERTa: 2, padding offset)"""
     unsupported: dict[str, str] = field(default_factory=dict)
     """method name -> why it cannot work with this architecture"""
 
 
+_NO_PREFIX = (
+    "prefix tuning feeds past_key_values to every attention layer, and the transformers 5 encoder "
+    "of this architecture takes none (peft: 'Model does not support past key values')"
+)
 _BERT_LINEAR = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -58,6 +68,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ia3_target_modules=("k_lin", "v_lin", "ffn.lin2"),
         ia3_feedforward_modules=("ffn.lin2",),
         head_modules=("pre_classifier", "classifier"),
+        layer_norm_modules=("sa_layer_norm", "output_layer_norm"),
+        attention_output=r"transformer\.layer\.\d+\.attention\.out_lin",
+        ffn_output=r"transformer\.layer\.\d+\.ffn\.lin2",
+        unsupported={"prefix_tuning": _NO_PREFIX},
     ),
     "bert": ArchSpec(
         model_type="bert",
@@ -65,6 +79,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ia3_target_modules=("key", "value", "output.dense"),
         ia3_feedforward_modules=("output.dense",),
         head_modules=("classifier",),
+        unsupported={"prefix_tuning": _NO_PREFIX},
     ),
     "roberta": ArchSpec(
         model_type="roberta",
@@ -73,6 +88,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ia3_feedforward_modules=("output.dense",),
         head_modules=("classifier",),
         position_offset=2,
+        unsupported={"prefix_tuning": _NO_PREFIX},
     ),
 }
 

@@ -77,11 +77,42 @@ def _tensorboard_dir(path: Path):
 
 def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
     from peftsent.methods import method_spec
+    from peftsent.registry import resolve_model
     from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
 
-    target = work / (ADAPTER_DIR if method_spec(recipe.method_name).config_class else MODEL_DIR)
-    trainer.model.save_pretrained(target, safe_serialization=True)
+    spec = method_spec(recipe.method_name)
+    target = work / (ADAPTER_DIR if spec.config_class else MODEL_DIR)
+    if spec.config_class and not spec.is_peft:
+        from peftsent.methods.bottleneck import save_bottleneck
+
+        save_bottleneck(trainer.model, target, resolve_model(recipe.model.name).location)
+    else:
+        trainer.model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
+
+
+def optimizer_steps(recipe, n_train: int) -> int:
+    """Optimizer steps of the run: ``max_steps`` if set, else epochs x ceil(reviews / effective batch)."""
+    import math
+
+    train = recipe.train
+    if train.get("max_steps", -1) and train.get("max_steps", -1) > 0:
+        return int(train["max_steps"])
+    batch = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
+    return max(1, math.ceil(math.ceil(n_train / batch) * float(train["num_train_epochs"])))
+
+
+def _callbacks(recipe) -> list:
+    """AdaLoRA reallocates its rank budget after every optimizer step, while gradients still exist."""
+    if recipe.method_name != "adalora":
+        return []
+    from transformers import TrainerCallback
+
+    class AdaLoraBudget(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            model.base_model.update_and_allocate(state.global_step)
+
+    return [AdaLoraBudget()]
 
 
 def _drop_checkpoints(work: Path) -> None:
@@ -126,15 +157,14 @@ def train(recipe, overwrite: bool = False) -> Path:
     from peftsent.data import load_splits, tokenize_splits
     from peftsent.inference import predict_logits
     from peftsent.metrics import classification_metrics, trainer_metrics
-    from peftsent.modeling import build_model
-    from peftsent.registry import usable_positions
+    from peftsent.modeling import build_model, max_input_tokens
     from peftsent.rundir import METRICS_FILE, RECIPE_FILE, staging, write_json
     from peftsent.training_args import make_training_args
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
-    model, tokenizer, report = build_model(recipe)
-    max_length = min(recipe.model.max_length, usable_positions(model.config))
+    model, tokenizer, report = build_model(recipe, total_steps=optimizer_steps(recipe, len(splits["train"])))
+    max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
     tokenized = tokenize_splits(splits, tokenizer, max_length)
     print(f"peftsent: {recipe.method_name} on {recipe.model.name}: {report.trainable:,} trainable of "
           f"{report.total:,} parameters (adapter {report.adapter:,}, head {report.head:,}); "
@@ -149,6 +179,7 @@ def train(recipe, overwrite: bool = False) -> Path:
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
             compute_metrics=trainer_metrics(recipe.eval.ece_bins),
+            callbacks=_callbacks(recipe),
         )
         started = time.perf_counter()
         output = trainer.train()

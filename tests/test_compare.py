@@ -67,3 +67,10 @@ def test_compare_user_errors(tmp_path, capsys):
         compare()
     assert main([str(tmp_path / "missing")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_overrides_train_into_the_compare_directory(recipes, tmp_path):
+    result = compare(recipes=recipes[1:2], out=str(tmp_path / "cmp"), overrides=["train.max_steps=2"])
+    assert (tmp_path / "cmp" / "runs" / "lora" / "metrics.json").is_file()
+    assert not (tmp_path / "runs" / "lora").exists()
+    assert "train.max_steps=2" in result["markdown"] and "2 steps" in result["markdown"]

@@ -1,15 +1,16 @@
 """The method catalogue: every value ``method.name`` may take.
 
-Each :class:`MethodSpec` names the peft config class whose fields the recipe's
-``method`` section accepts, the defaults peftsent fills in per architecture,
-and whether the trained adapter can be merged into the base weights.
+Each :class:`MethodSpec` names the config class whose fields the recipe's
+``method`` section accepts (a peft config, or peftsent's own for bottleneck
+adapters), the defaults filled in per architecture, whether the trained
+adapter can be merged into the base weights, and what else it needs.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from peftsent.registry import ArchSpec
 
@@ -21,68 +22,99 @@ class MethodSpec:
     name: str
     summary: str
     config_class: str | None
-    """dotted path of the peft config class (``peft.LoraConfig``); None for full fine-tuning"""
+    """dotted path of the config class (``peft.LoraConfig``); None for full fine-tuning"""
     mergeable: bool
     """True if the adapter folds into the base weights (merge writes a standalone model)"""
+    source: str = ""
+    """paper or documentation the method and its defaults come from"""
     defaults: Callable[[ArchSpec], dict] = field(default=lambda arch: {})
     """options filled in when the recipe leaves them out, for a given architecture"""
     fixed: dict = field(default_factory=dict)
     """options peftsent sets itself; a recipe may only repeat the same value"""
+    extra_options: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """options that are not fields of ``config_class``: name -> (type, default)"""
+    virtual_tokens_option: str | None = None
+    """option holding how many positions the method prepends to every input (prompt methods)"""
+    needs_cuda: bool = False
 
     def load_config_class(self):
-        """The peft config class, imported on demand (None for ``full``)."""
+        """The config class, imported on demand (None for ``full``)."""
         if self.config_class is None:
             return None
         module, _, name = self.config_class.rpartition(".")
         return getattr(importlib.import_module(module), name)
 
+    @property
+    def is_peft(self) -> bool:
+        return bool(self.config_class and self.config_class.startswith("peft."))
+
+
+def _head(arch: ArchSpec) -> dict:
+    return {"modules_to_save": list(arch.head_modules)}
+
 
 def _lora_defaults(arch: ArchSpec) -> dict:
-    # all-linear targets and r=8, lora_alpha=16 follow the LoRA paper's (Hu et al. 2021) small ranks
-    # and QLoRA's finding (Dettmers et al. 2023) that adapting every linear layer matters most
-    return {
-        "r": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.1,
-        "target_modules": list(arch.linear_modules),
-        "modules_to_save": list(arch.head_modules),
-    }
+    # r=8, lora_alpha=16 follow LoRA's small ranks (Hu et al. 2021); every linear layer is adapted
+    # because QLoRA (Dettmers et al. 2023) found that matters most
+    return {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": list(arch.linear_modules), **_head(arch)}
+
+
+def _linear(arch: ArchSpec, **options) -> dict:
+    return {**options, "target_modules": list(arch.linear_modules), **_head(arch)}
 
 
 def _ia3_defaults(arch: ArchSpec) -> dict:
-    # targets from the IA3 paper (Liu et al. 2022, "Few-Shot PEFT is Better and Cheaper than ICL"):
-    # rescale keys, values and the FFN output
-    return {
-        "target_modules": list(arch.ia3_target_modules),
-        "feedforward_modules": list(arch.ia3_feedforward_modules),
-        "modules_to_save": list(arch.head_modules),
-    }
+    # IA3 (Liu et al. 2022, "Few-Shot PEFT is Better and Cheaper than ICL") rescales keys, values and the FFN
+    return {"target_modules": list(arch.ia3_target_modules),
+            "feedforward_modules": list(arch.ia3_feedforward_modules), **_head(arch)}
+
+
+def _prompt_defaults(arch: ArchSpec) -> dict:
+    return {"num_virtual_tokens": 20, **_head(arch)}
 
 
 _SEQ_CLS = {"task_type": "SEQ_CLS"}
-
-METHODS: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec("full", "full fine-tuning: every weight trains", None, mergeable=False),
-        MethodSpec(
-            "lora",
-            "LoRA low-rank updates (DoRA via use_dora, rsLoRA via use_rslora)",
-            "peft.LoraConfig",
-            mergeable=True,
-            defaults=_lora_defaults,
-            fixed=_SEQ_CLS,
-        ),
-        MethodSpec(
-            "ia3",
-            "IA3 learned rescaling of keys, values and FFN activations",
-            "peft.IA3Config",
-            mergeable=True,
-            defaults=_ia3_defaults,
-            fixed=_SEQ_CLS,
-        ),
-    )
+_QLORA_OPTIONS = {
+    "bnb_4bit_quant_type": (str, "nf4"),  # NormalFloat4 (Dettmers et al. 2023)
+    "bnb_4bit_use_double_quant": (bool, True),
+    "bnb_4bit_compute_dtype": (str, "bfloat16"),
 }
+
+CATALOGUE: tuple[MethodSpec, ...] = (
+    MethodSpec("full", "every weight trains", None, mergeable=False, source="Devlin et al. 2019 (BERT)"),
+    MethodSpec("lora", "low-rank updates of linear layers; DoRA (use_dora), rsLoRA (use_rslora)", "peft.LoraConfig",
+               True, "Hu et al. 2021, arXiv:2106.09685", _lora_defaults, _SEQ_CLS),
+    MethodSpec("qlora", "LoRA on a 4-bit NF4 base (bitsandbytes, CUDA only)", "peft.LoraConfig", True,
+               "Dettmers et al. 2023, arXiv:2305.14314", _lora_defaults, _SEQ_CLS, _QLORA_OPTIONS, needs_cuda=True),
+    MethodSpec("ia3", "learned rescaling of keys, values and FFN activations", "peft.IA3Config", True,
+               "Liu et al. 2022, arXiv:2205.05638", _ia3_defaults, _SEQ_CLS),
+    MethodSpec("adalora", "LoRA with a rank budget reallocated during training", "peft.AdaLoraConfig", True,
+               "Zhang et al. 2023, arXiv:2303.10512", lambda a: _linear(a, init_r=12, target_r=8, lora_alpha=16), _SEQ_CLS),
+    MethodSpec("loha", "low-rank Hadamard product updates", "peft.LoHaConfig", True,
+               "Hyeon-Woo et al. 2022 (FedPara), arXiv:2108.06098", lambda a: _linear(a, r=8, alpha=8), _SEQ_CLS),
+    MethodSpec("lokr", "low-rank Kronecker product updates", "peft.LoKrConfig", True,
+               "Yeh et al. 2024 (LyCORIS), arXiv:2309.14859", lambda a: _linear(a, r=8, alpha=8), _SEQ_CLS),
+    MethodSpec("vera", "shared frozen random low-rank matrices, trained scaling vectors", "peft.VeraConfig", True,
+               "Kopiczko et al. 2024, arXiv:2310.11454", lambda a: _linear(a, r=256), _SEQ_CLS),
+    MethodSpec("ln_tuning", "only the LayerNorm weights train", "peft.LNTuningConfig", True,
+               "Zhao et al. 2024, arXiv:2312.11420",
+               lambda a: {"target_modules": list(a.layer_norm_modules), **_head(a)}, _SEQ_CLS),
+    MethodSpec("prompt_tuning", "trained soft prompt prepended to the input embeddings", "peft.PromptTuningConfig",
+               False, "Lester et al. 2021, arXiv:2104.08691", _prompt_defaults, _SEQ_CLS,
+               virtual_tokens_option="num_virtual_tokens"),
+    MethodSpec("p_tuning", "soft prompt produced by a small trained encoder (MLP)", "peft.PromptEncoderConfig",
+               False, "Liu et al. 2021 (GPT Understands, Too), arXiv:2103.10385",
+               lambda a: {**_prompt_defaults(a), "encoder_hidden_size": 128}, _SEQ_CLS,
+               virtual_tokens_option="num_virtual_tokens"),
+    MethodSpec("prefix_tuning", "trained key/value prefixes in every attention layer", "peft.PrefixTuningConfig",
+               False, "Li & Liang 2021, arXiv:2101.00190", _prompt_defaults, _SEQ_CLS),
+    MethodSpec("bottleneck", "Houlsby / Pfeiffer bottleneck adapters after attention and FFN",
+               "peftsent.methods.bottleneck.BottleneckConfig", False,
+               "Houlsby et al. 2019, arXiv:1902.00751; Pfeiffer et al. 2021, arXiv:2005.00247",
+               lambda a: {"variant": "pfeiffer", "reduction_factor": 16, "non_linearity": "relu", **_head(a)}),
+)
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in CATALOGUE}
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -93,3 +125,32 @@ def method_spec(name: str) -> MethodSpec:
 def supported_methods(arch: ArchSpec) -> list[str]:
     """Names of the methods that work with ``arch``, in catalogue order."""
     return [name for name in METHODS if name not in arch.unsupported]
+
+
+def capability_table() -> str:
+    """Markdown table: which method works with which architecture (and why not), mergeable, source.
+
+    Generated from the registry; README.md embeds it (a test keeps the two equal).
+    Regenerate with ``python -m peftsent.methods``.
+    """
+    from peftsent.registry import ARCHITECTURES
+
+    archs = list(ARCHITECTURES)
+    lines = ["| method | " + " | ".join(archs) + " | mergeable | what it trains | source |",
+             "|---|" + "---|" * len(archs) + "---|---|---|"]
+    notes: dict[str, int] = {}
+    for spec in CATALOGUE:
+        cells = []
+        for arch in archs:
+            reason = ARCHITECTURES[arch].unsupported.get(spec.name)
+            if reason:
+                mark = notes.setdefault(reason, len(notes) + 1)
+                cells.append(f"no [{mark}]")
+            else:
+                cells.append("CUDA only" if spec.needs_cuda else "yes")
+        mergeable = "n/a" if spec.config_class is None else ("yes" if spec.mergeable else "no")
+        lines.append(f"| `{spec.name}` | " + " | ".join(cells) + f" | {mergeable} | "
+                     f"{spec.summary} | {spec.source} |")
+    for reason, mark in notes.items():
+        lines.append(f"\n[{mark}] {reason}.")
+    return "\n".join(lines)
