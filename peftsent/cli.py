@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from typing import Callable
@@ -13,9 +14,14 @@ from peftsent.errors import PeftsentError
 USER_ERROR = 2
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: staging directories are removed on the way out
+
+
 def run_cli(body: Callable[[], int], prog: str) -> int:
-    """Run ``body``; print a PeftsentError as ``prog: error: ...`` and return 2; Ctrl-C returns 130."""
+    """Run ``body``; print a PeftsentError as ``prog: error: ...`` and return 2; Ctrl-C or SIGTERM returns 130."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes, not the user's
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return body()
     except PeftsentError as err:

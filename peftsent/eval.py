@@ -39,14 +39,12 @@ def _data_section(loaded, data: str | None, text_column: str, label_column: str,
 
 def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
     """Where results go and the file-name prefix: a run's eval/, or the eval/ of the run holding merged/."""
-    from peftsent.rundir import EVAL_DIR, is_finished_run
+    from peftsent.rundir import EVAL_DIR
 
-    path = Path(target)
-    if loaded.run is not None:
-        return loaded.run.path / EVAL_DIR, ""
-    if path.is_dir() and is_finished_run(path.parent):
-        return path.parent / EVAL_DIR, f"{path.name}-"
-    return None, ""
+    if loaded.run is None:
+        return None, ""
+    prefix = "" if loaded.kind == "run" else f"{Path(target).resolve().name}-"
+    return loaded.run.path / EVAL_DIR, prefix
 
 
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,

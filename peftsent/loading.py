@@ -25,6 +25,7 @@ class Loaded:
     max_length: int
     """tokens per input after truncation"""
     run: Run | None = None
+    """the run whose recipe gives the defaults (data, max length): the target itself, or the run holding merged/"""
 
 
 def _is_adapter_dir(path: Path) -> bool:
@@ -109,12 +110,14 @@ def load_target(target: str, dtype=None) -> Loaded:
     if path.is_dir():
         if is_finished_run(path):
             return _load_run(path, dtype)
+        parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
+        max_length = parent.recipe().model.max_length if parent else DEFAULT_MAX_LENGTH
         if _is_adapter_dir(path):
             model = _attach_adapter(resolve_model(_adapter_base(path)).location, path, dtype)
-            return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, DEFAULT_MAX_LENGTH))
+            return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, max_length), parent)
         if (path / "config.json").is_file():
             model = _load_classifier(str(path), dtype)
-            return Loaded(model.eval(), load_tokenizer(str(path)), "model", _capped(model, DEFAULT_MAX_LENGTH))
+            return Loaded(model.eval(), load_tokenizer(str(path)), "model", _capped(model, max_length), parent)
         raise ModelError(
             f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
             f"nor a model directory (config.json)"

@@ -378,11 +378,11 @@ def _cuda_problem(spec) -> str | None:
     return None
 
 
-def _fill_method_defaults(recipe: Recipe, problems: list[str]) -> None:
+def _fill_method_defaults(recipe: Recipe, problems: list[str], for_training: bool = True) -> None:
     from peftsent.registry import arch_spec, model_type_of
 
     spec = method_spec(recipe.method_name)
-    if spec.needs_cuda and (problem := _cuda_problem(spec)):
+    if for_training and spec.needs_cuda and (problem := _cuda_problem(spec)):
         problems.append(problem)
         return
     try:
@@ -427,12 +427,15 @@ def _check_library_configs(recipe: Recipe, problems: list[str]) -> None:
             problems.append(f"method: {err}")
 
 
-def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str = "<dict>") -> Recipe:
+def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str = "<dict>",
+                   for_training: bool = True) -> Recipe:
     """Validate a raw recipe mapping (plus overrides) and fill in every default.
 
     Raises RecipeError listing every problem: unknown or missing keys, wrong
     types, unknown methods, overrides of keys that do not exist, a method the
-    model's architecture cannot take. Loads no model weights and no data.
+    model's architecture cannot take, a CUDA-only method without CUDA (only when
+    ``for_training``: a finished qlora run is evaluated and merged on a
+    full-precision base anywhere). Loads no model weights and no data.
     """
     problems: list[str] = []
     raw = _apply_overrides({k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}, overrides, problems)
@@ -441,7 +444,7 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
         raise RecipeError(problems, source)
     recipe = _build(raw, source)
     _check_values(recipe, problems)
-    _fill_method_defaults(recipe, problems)
+    _fill_method_defaults(recipe, problems, for_training)
     if not problems:
         _check_library_configs(recipe, problems)
     if problems:
@@ -449,10 +452,10 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), for_training: bool = True) -> Recipe:
     """Read a recipe file, apply ``section.key=value`` overrides, validate and resolve it.
 
     Raises RecipeError (all problems in one message) if the file is missing or invalid.
     """
     path = Path(path)
-    return resolve_recipe(_read_yaml(path), overrides, source=str(path))
+    return resolve_recipe(_read_yaml(path), overrides, source=str(path), for_training=for_training)

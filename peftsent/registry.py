@@ -139,7 +139,7 @@ def _model_type_of(directory: Path) -> str:
 
 def _offline_hint(name: str) -> str:
     return (
-        f"model '{name}' is not in the local Hugging Face cache and the hub cannot be reached. "
+        f"model '{name}' is not a local directory, not in the local Hugging Face cache, and the hub cannot be reached. "
         f"Either connect to the network once (or copy the model into the HF cache), "
         f"or use the embedded offline model: model.name={EMBEDDED_ALIAS} "
         f"(see recipes/quick/ for ready-made offline recipes)"

@@ -52,10 +52,10 @@ class Run:
         return (self.path / ADAPTER_DIR).is_dir()
 
     def recipe(self):
-        """The resolved recipe saved by train (re-validated)."""
+        """The resolved recipe saved by train (re-validated; a qlora run loads without CUDA too)."""
         from peftsent.recipe import load_recipe
 
-        return load_recipe(self.path / RECIPE_FILE)
+        return load_recipe(self.path / RECIPE_FILE, for_training=False)
 
     def metrics(self) -> dict:
         return json.loads((self.path / METRICS_FILE).read_text())
@@ -110,6 +110,7 @@ def staging(final: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    _readable(work)
     if final.exists():
         if not overwrite:
             shutil.rmtree(work, ignore_errors=True)
@@ -120,6 +121,15 @@ def staging(final: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         work.rename(final)
+
+
+def _readable(directory: Path) -> None:
+    """Give files written through private temporary files (mode 0600) the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(0o666 & ~umask)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -187,8 +187,10 @@ def train(recipe, overwrite: bool = False) -> Path:
                   "train_samples_per_second": output.metrics.get("train_samples_per_second")}
         results = {}
         batch_size = recipe.train["per_device_eval_batch_size"]
+        # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         for split in ("validation", "test") if recipe.eval.test else ("validation",):
-            logits, labels, speed = predict_logits(trainer.model, tokenizer, tokenized[split], batch_size)
+            logits, labels, speed = predict_logits(model, tokenizer, tokenized[split], batch_size)
             results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
             timing[f"{split}_samples_per_second"] = speed
         results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name

@@ -94,3 +94,30 @@ def tiny_recipe(model_dir: Path, data_file: Path, run_dir: Path, method: dict | 
             "bf16": False, "warmup_steps": 0, **train,
         },
     }
+
+
+TEXTS = ["a great movie, loved it", "awful and boring plot", "the acting was not very good but the story was the best"]
+
+
+def logits_of(model, tokenizer, texts=TEXTS):
+    """Float32 logits (len(texts), 2) of ``model`` in eval mode."""
+    import torch
+
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model.eval()(**batch).logits.float()
+
+
+def train_keeping_model(recipe, monkeypatch):
+    """Train ``recipe``; returns (run directory, the trained in-memory model, tokenizer)."""
+    import peftsent.train as train_module
+
+    kept = {}
+    real = train_module._save_weights
+
+    def spy(trainer, tokenizer, recipe, work):
+        kept["model"], kept["tokenizer"] = trainer.model, tokenizer
+        return real(trainer, tokenizer, recipe, work)
+
+    monkeypatch.setattr(train_module, "_save_weights", spy)
+    return train_module.train(recipe), kept["model"], kept["tokenizer"]

@@ -44,3 +44,26 @@ def test_hub_recipe_offline_fails_fast_naming_the_offline_alternative(tmp_path):
     assert "model.name=minilm-l6" in result.stderr and "data.name=imdb-offline" in result.stderr
     assert "recipes/quick/lora.yaml" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_during_training_leaves_nothing_behind(tiny_models, reviews_csv, tmp_path):
+    import signal
+    import time
+
+    import yaml
+
+    from conftest import tiny_recipe
+
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "runs" / "r", max_steps=100000)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    process = subprocess.Popen([sys.executable, "-m", "peftsent.train", str(tmp_path / "r.yaml")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and not list((tmp_path / "runs").glob(".r.partial-*/logs")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # training is under way
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert not list((tmp_path / "runs").iterdir())

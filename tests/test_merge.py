@@ -10,28 +10,9 @@ from peftsent.merge import TOLERANCES, merge
 from peftsent.modeling import merge_adapter
 from peftsent.recipe import resolve_recipe
 
-from conftest import ARCHS, tiny_recipe
+from conftest import ARCHS, logits_of, tiny_recipe, train_keeping_model
 
-TEXTS = ["a great movie, loved it", "awful and boring plot", "the acting was not very good but the story was the best"]
 AWAY = {"lora": {"name": "lora", "init_lora_weights": False}, "ia3": {"name": "ia3", "init_ia3_weights": False}}
-
-
-def _logits(model, tokenizer):
-    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return model.eval()(**batch).logits.float()
-
-
-def _train_keeping_model(recipe, monkeypatch):
-    kept = {}
-    real = train_module._save_weights
-
-    def spy(trainer, tokenizer, recipe, work):
-        kept["model"], kept["tokenizer"] = trainer.model, tokenizer
-        return real(trainer, tokenizer, recipe, work)
-
-    monkeypatch.setattr(train_module, "_save_weights", spy)
-    return train_module.train(recipe), kept["model"], kept["tokenizer"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -40,22 +21,22 @@ def test_trained_reloaded_merged_and_exported_logits_agree(arch, method, tiny_mo
     from peftsent.modeling import load_base_model
 
     raw = tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "run", AWAY[method], learning_rate=1e-2)
-    run, in_memory, tokenizer = _train_keeping_model(resolve_recipe(raw), monkeypatch)
-    trained = _logits(in_memory, tokenizer)
-    base = _logits(load_base_model(str(tiny_models[arch])), tokenizer)
+    run, in_memory, tokenizer = train_keeping_model(resolve_recipe(raw), monkeypatch)
+    trained = logits_of(in_memory, tokenizer)
+    base = logits_of(load_base_model(str(tiny_models[arch])), tokenizer)
     assert not torch.allclose(trained, base, atol=1e-4), "adapter is identity: the test could not fail"
 
     reloaded = load_target(str(run))
-    assert torch.allclose(_logits(reloaded.model, tokenizer), trained, atol=1e-5)
+    assert torch.allclose(logits_of(reloaded.model, tokenizer), trained, atol=1e-5)
     merged_in_memory = merge_adapter(load_target(str(run)).model)
-    assert torch.allclose(_logits(merged_in_memory, tokenizer), trained, atol=1e-5)
+    assert torch.allclose(logits_of(merged_in_memory, tokenizer), trained, atol=1e-5)
 
     target, parity = merge(run, probe_size=16)
     assert parity.passed and parity.max_abs_logit_diff <= 1e-4 and parity.agreement == 1.0
     from transformers import AutoModelForSequenceClassification
 
     exported = AutoModelForSequenceClassification.from_pretrained(target)
-    assert torch.allclose(_logits(exported, tokenizer), trained, atol=1e-5)
+    assert torch.allclose(logits_of(exported, tokenizer), trained, atol=1e-5)
     assert exported.config.id2label == {0: "negative", 1: "positive"}
 
 
@@ -92,7 +73,7 @@ def test_adapter_loads_with_plain_peft_and_keeps_the_trained_head(lora_run, tiny
     plain = PeftModel.from_pretrained(base, lora_run / "adapter")
     tokenizer = AutoTokenizer.from_pretrained(lora_run / "adapter")
     ours = load_target(str(lora_run))
-    assert torch.allclose(_logits(plain, tokenizer), _logits(ours.model, tokenizer), atol=1e-6)
+    assert torch.allclose(logits_of(plain, tokenizer), logits_of(ours.model, tokenizer), atol=1e-6)
 
 
 def test_second_merge_is_a_no_op(lora_run):
@@ -125,3 +106,14 @@ def test_merge_cli_user_errors(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 2
     assert "not a finished run directory" in capsys.readouterr().err
+
+
+def test_eval_of_the_merged_directory_equals_eval_of_the_run(lora_run):
+    from peftsent.eval import evaluate
+
+    merge(lora_run, probe_size=8, force=True)
+    from_run = evaluate(str(lora_run))
+    from_merged = evaluate(str(lora_run / "merged"))  # data and max length come from the run's recipe
+    assert from_merged["count"] == from_run["count"] and from_merged["accuracy"] == from_run["accuracy"]
+    assert from_merged["log_loss"] == pytest.approx(from_run["log_loss"], abs=1e-5)
+    assert (lora_run / "eval" / "merged-reviews-test.json").is_file()

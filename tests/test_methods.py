@@ -11,7 +11,7 @@ from peftsent.modeling import load_base_model, merge_adapter
 from peftsent.recipe import resolve_recipe
 from peftsent.registry import ARCHITECTURES
 
-from conftest import ARCHS, tiny_recipe
+from conftest import ARCHS, logits_of, tiny_recipe, train_keeping_model
 
 #: options that start each adapter away from the identity, so the round-trip checks can fail
 AWAY = {
@@ -28,25 +28,6 @@ AWAY = {
 }
 PAIRS = [(arch, method) for arch in ARCHS for method in AWAY if method not in ARCHITECTURES[arch].unsupported]
 UNSUPPORTED = [(arch, method) for arch, spec in ARCHITECTURES.items() for method in spec.unsupported]
-TEXTS = ["a great movie, loved it", "awful and boring plot", "the acting was not very good but the story was the best"]
-
-
-def _logits(model, tokenizer):
-    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return model.eval()(**batch).logits.float()
-
-
-def _train_keeping_model(recipe, monkeypatch):
-    kept = {}
-    real = train_module._save_weights
-
-    def spy(trainer, tokenizer, recipe, work):
-        kept["model"], kept["tokenizer"] = trainer.model, tokenizer
-        return real(trainer, tokenizer, recipe, work)
-
-    monkeypatch.setattr(train_module, "_save_weights", spy)
-    return train_module.train(recipe), kept["model"], kept["tokenizer"]
 
 
 def test_every_catalogue_method_is_covered():
@@ -57,21 +38,21 @@ def test_every_catalogue_method_is_covered():
 def test_method_trains_reloads_and_merges(arch, method, tiny_models, reviews_csv, tmp_path, monkeypatch):
     raw = tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "run", {"name": method, **AWAY[method]},
                       learning_rate=1e-2)
-    run, in_memory, tokenizer = _train_keeping_model(resolve_recipe(raw), monkeypatch)
+    run, in_memory, tokenizer = train_keeping_model(resolve_recipe(raw), monkeypatch)
     import json
 
     report = json.loads((run / "metrics.json").read_text())["parameters"]
     trainable = sum(p.numel() for n, p in in_memory.named_parameters() if p.requires_grad)
     assert report["trainable"] == trainable and report["adapter"] > 0 and report["head"] > 0
 
-    trained = _logits(in_memory, tokenizer)
-    base = _logits(load_base_model(str(tiny_models[arch])), tokenizer)
+    trained = logits_of(in_memory, tokenizer)
+    base = logits_of(load_base_model(str(tiny_models[arch])), tokenizer)
     assert not torch.allclose(trained, base, atol=1e-4), "the adapter changed nothing: the test could not fail"
     reloaded = load_target(str(run))
-    assert torch.allclose(_logits(reloaded.model, tokenizer), trained, atol=1e-5)
+    assert torch.allclose(logits_of(reloaded.model, tokenizer), trained, atol=1e-5)
     if METHODS[method].mergeable:
         merged = merge_adapter(load_target(str(run)).model)
-        assert torch.allclose(_logits(merged, tokenizer), trained, atol=1e-5)
+        assert torch.allclose(logits_of(merged, tokenizer), trained, atol=1e-5)
 
 
 @pytest.mark.parametrize(("arch", "method"), UNSUPPORTED, ids=[f"{a}-{m}" for a, m in UNSUPPORTED])

@@ -142,3 +142,11 @@ def test_resolved_recipe_round_trips(tiny_models, reviews_csv, tmp_path):
     recipe.dump(tmp_path / "resolved.yaml")
     again = load_recipe(tmp_path / "resolved.yaml")
     assert again.to_dict() == recipe.to_dict()
+
+
+def test_finished_qlora_run_recipe_loads_without_cuda(tiny_models, reviews_csv, tmp_path):
+    """eval and merge of a qlora run use a full-precision base, so they need no CUDA."""
+    raw = _raw(tiny_models, reviews_csv, tmp_path)
+    raw["method"] = {"name": "qlora", "r": 4}
+    recipe = resolve_recipe(raw, for_training=False)
+    assert recipe.method["bnb_4bit_quant_type"] == "nf4" and recipe.method["r"] == 4

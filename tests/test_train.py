@@ -8,19 +8,13 @@ from peftsent.loading import load_target
 from peftsent.recipe import resolve_recipe
 from peftsent.train import train
 
-from conftest import ARCHS, tiny_recipe
+from conftest import ARCHS, logits_of, tiny_recipe
 
 AWAY_FROM_IDENTITY = {
     "full": {"name": "full"},
     "lora": {"name": "lora", "init_lora_weights": False},
     "ia3": {"name": "ia3", "init_ia3_weights": False},
 }
-
-
-def _logits(model, tokenizer, texts):
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return model.eval()(**batch).logits
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -50,11 +44,10 @@ def test_reloaded_run_gives_the_same_logits(arch, method, tiny_models, reviews_c
     recipe = resolve_recipe(raw)
     run = train(recipe)
     loaded = load_target(str(run))
-    texts = ["a great movie, loved it", "awful and boring plot"]
-    reloaded = _logits(loaded.model, loaded.tokenizer, texts)
+    reloaded = logits_of(loaded.model, loaded.tokenizer)
     # the trained weights differ from a fresh build: the comparison below can fail
     fresh, tokenizer, _ = build_model(recipe)
-    assert not torch.allclose(_logits(fresh, tokenizer, texts), reloaded, atol=1e-6)
+    assert not torch.allclose(logits_of(fresh, tokenizer), reloaded, atol=1e-6)
     # metrics.json (computed in memory after training) == eval of the reloaded run
     from peftsent.eval import evaluate
 
@@ -64,7 +57,7 @@ def test_reloaded_run_gives_the_same_logits(arch, method, tiny_models, reviews_c
     assert result["log_loss"] == pytest.approx(saved["log_loss"], abs=1e-6)
     if method != "full":
         base = load_base_model(str(tiny_models[arch]))
-        assert not torch.allclose(_logits(base, tokenizer, texts), reloaded, atol=1e-4), "adapter is identity"
+        assert not torch.allclose(logits_of(base, tokenizer), reloaded, atol=1e-4), "adapter is identity"
 
 
 def test_existing_run_directory_is_refused(tiny_models, reviews_csv, tmp_path):

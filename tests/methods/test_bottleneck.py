@@ -7,13 +7,7 @@ from peftsent.modeling import load_base_model
 from peftsent.recipe import resolve_recipe
 from peftsent.registry import ARCHITECTURES
 
-from conftest import ARCHS, tiny_recipe
-
-
-def _logits(model, tokenizer):
-    batch = tokenizer(["a great movie", "an awful plot was boring"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return model.eval()(**batch).logits
+from conftest import ARCHS, logits_of, tiny_recipe
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -33,11 +27,11 @@ def test_fresh_adapter_is_identity_and_only_adapters_and_head_train(arch, tiny_m
     tokenizer = AutoTokenizer.from_pretrained(tiny_models[arch])
     torch.manual_seed(0)
     base = load_base_model(str(tiny_models[arch]))
-    before = _logits(base, tokenizer)
+    before = logits_of(base, tokenizer)
     head = list(ARCHITECTURES[arch].head_modules)
     model = add_bottleneck_adapters(base, BottleneckConfig(variant="houlsby", reduction_factor=4, modules_to_save=head),
                                     ARCHITECTURES[arch])
-    assert torch.allclose(_logits(model, tokenizer), before, atol=1e-6)
+    assert torch.allclose(logits_of(model, tokenizer), before, atol=1e-6)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".bottleneck." in n or n.split(".")[0] in head for n in trainable)
     down = next(p for n, p in model.named_parameters() if n.endswith("bottleneck.down.weight"))
