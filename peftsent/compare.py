@@ -200,7 +200,7 @@ def row_cells(row: Row) -> dict[str, str]:
     cells["train samples/s"] = _mean_std(row.values(("timing", "train_samples_per_second")), 2)
     cells["peak RSS MiB"] = _mean_std(row.values(("memory", "peak_rss_mib")), 0)
     cells["eval samples/s"] = _mean_std(row.values(("timing", "test_samples_per_second")), 1)
-    cells["merge max |Δlogit|"] = f"{max(parities):.2g}" if parities else "not merged"
+    cells["merge max abs Δlogit"] = f"{max(parities):.2g}" if parities else "not merged"
     return cells
 
 

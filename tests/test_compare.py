@@ -74,3 +74,9 @@ def test_overrides_train_into_the_compare_directory(recipes, tmp_path):
     assert (tmp_path / "cmp" / "runs" / "lora" / "metrics.json").is_file()
     assert not (tmp_path / "runs" / "lora").exists()
     assert "train.max_steps=2" in result["markdown"] and "2 steps" in result["markdown"]
+
+
+def test_markdown_rows_have_as_many_cells_as_the_header(recipes, tmp_path):
+    result = compare(recipes=recipes[:2], out=str(tmp_path / "cmp"))
+    table = [line for line in result["markdown"].splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, "a cell contains '|' and breaks the table"
