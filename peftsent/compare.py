@@ -275,7 +275,8 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         raise PeftsentError("nothing to compare: give run directories and/or --recipes")
     if seeds < 1:
         raise PeftsentError(f"--seeds {seeds}: expected at least 1")
-    records = [read_run(path) for path in run_dirs]
+    unique = list(dict.fromkeys(str(Path(p).resolve()) for p in run_dirs))  # a run named twice counts once
+    records = [read_run(path) for path in unique]
     out_dir = Path(out)
     planned = [seeded_recipe(path, k, list(overrides), out_dir) for path in recipes for k in range(seeds)]
     for recipe in planned:  # every recipe checked before the first one trains

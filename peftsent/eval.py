@@ -75,7 +75,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-        stem = f"{prefix}{Path(section.name).stem if Path(section.name).suffix else section.name}-{split}"
+        subset = f"-n{max_samples}" if max_samples is not None else ""  # a subset never overwrites the full report
+        stem = f"{prefix}{Path(section.name).stem if Path(section.name).suffix else section.name}-{split}{subset}"
         write_json(directory / f"{stem}.json", result)
         (directory / f"{stem}.md").write_text(
             f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"

@@ -113,7 +113,9 @@ def load_target(target: str, dtype=None) -> Loaded:
         parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
         max_length = parent.recipe().model.max_length if parent else DEFAULT_MAX_LENGTH
         if _is_adapter_dir(path):
-            model = _attach_adapter(resolve_model(_adapter_base(path)).location, path, dtype)
+            # inside a run, the recipe names the base (portable); a bare adapter names it in its config
+            base = parent.recipe().model.name if parent else _adapter_base(path)
+            model = _attach_adapter(resolve_model(base).location, path, dtype)
             return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, max_length), parent)
         if (path / "config.json").is_file():
             model = _load_classifier(str(path), dtype)

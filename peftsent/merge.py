@@ -173,7 +173,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
         merged.save_pretrained(work, safe_serialization=True)
         loaded.tokenizer.save_pretrained(work)
         (work / "README.md").write_text(_model_card(run, recipe, parity).replace("PATH", str(target)))
-    write_json(run.path / PARITY_FILE, {"output": str(target), **dataclasses.asdict(parity), "passed": parity.passed})
+    inside = target.resolve().parent == run.path.resolve()
+    output = target.name if inside else str(target.resolve())  # relative to the run when inside it
+    write_json(run.path / PARITY_FILE, {"output": output, **dataclasses.asdict(parity), "passed": parity.passed})
     return target, parity
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods"]
 
 
 def _run(*args, **kwargs):

@@ -46,3 +46,24 @@ def test_unknown_split_is_a_user_error(lora_run, capsys):
 def test_missing_target_is_a_user_error(tmp_path, capsys):
     assert main([str(tmp_path / "nothing-here")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_subset_eval_does_not_overwrite_the_full_report(lora_run):
+    full = evaluate(str(lora_run))
+    evaluate(str(lora_run), max_samples=4)
+    kept = json.loads((lora_run / "eval" / "reviews-test.json").read_text())
+    assert kept["count"] == full["count"] == 16
+    assert json.loads((lora_run / "eval" / "reviews-test-n4.json").read_text())["count"] == 4
+
+
+def test_adapter_inside_a_run_takes_its_base_from_the_recipe(lora_run, tmp_path):
+    """A copied run works on another machine even though adapter_config.json names a local base path."""
+    import shutil
+
+    copy = tmp_path / "copied-run"
+    shutil.copytree(lora_run, copy)
+    config = json.loads((copy / "adapter" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "/nonexistent/other-machine/model"
+    (copy / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    result = evaluate(str(copy / "adapter"), out=str(tmp_path / "out"))
+    assert result["accuracy"] == evaluate(str(lora_run))["accuracy"]
