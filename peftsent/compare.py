@@ -10,13 +10,13 @@ into separate tables, each headed by its budget.
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftsent.cli import make_parser, run_cli
+from peftsent.cli import check_out_dir, make_parser, run_cli
 from peftsent.errors import PeftsentError
 
 EPILOG = """examples:
@@ -95,15 +95,23 @@ def read_run(path: str | Path) -> RunRecord:
     from peftsent.merge import PARITY_FILE
     from peftsent.rundir import RECIPE_FILE, open_run
 
+    from peftsent.errors import RunDirError
+
     run = open_run(path)
     parity_file = run.path / PARITY_FILE
-    return RunRecord(
-        path=run.path,
-        recipe=yaml.safe_load((run.path / RECIPE_FILE).read_text()),
-        metrics=run.metrics(),
-        checkpoint_bytes=_dir_bytes(run.weights),
-        parity=json.loads(parity_file.read_text()) if parity_file.is_file() else None,
-    )
+    try:
+        record = RunRecord(
+            path=run.path,
+            recipe=yaml.safe_load((run.path / RECIPE_FILE).read_text()),
+            metrics=run.metrics(),
+            checkpoint_bytes=_dir_bytes(run.weights),
+            parity=json.loads(parity_file.read_text()) if parity_file.is_file() else None,
+        )
+        record.budget, record.metrics["parameters"]["trainable"]  # noqa: B018  (fields compare reads)
+    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+        raise RunDirError(f"{run.path}: damaged run directory ({type(err).__name__}: {err}); "
+                          f"its recipe.yaml / metrics.json are not as train writes them") from None
+    return record
 
 
 # ---------------------------------------------------------------- runs from recipes
@@ -125,26 +133,33 @@ def seeded_recipe(path: str, seed_index: int, overrides: list[str], out: Path):
     return load_recipe(path, [*overrides, *seeded, f"train.output_dir={output_dir}{suffix}"])
 
 
-def ensure_run(recipe) -> Path:
-    """Reuse the recipe's run directory if it holds a finished run of the same resolved recipe, else train it.
+def is_reusable(recipe) -> bool:
+    """True if the recipe's run directory holds a finished run of the same resolved recipe.
 
-    Raises PeftsentError if the directory holds a different recipe (nothing is overwritten).
+    Raises PeftsentError if it holds a run of a different recipe (nothing is overwritten).
     """
     import yaml
 
     from peftsent.rundir import RECIPE_FILE, is_finished_run
-    from peftsent.train import train
 
     run_dir = recipe.run_dir
-    if is_finished_run(run_dir):
-        saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
-        if saved == yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
-            print(f"peftsent.compare: reusing {run_dir}", file=sys.stderr)
-            return run_dir
-        raise PeftsentError(
-            f"{run_dir} holds a run of a different recipe; move it away or set another train.output_dir"
-        )
-    print(f"peftsent.compare: training {recipe.source} into {run_dir}", file=sys.stderr)
+    if not is_finished_run(run_dir):
+        return False
+    saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
+    if saved != yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
+        raise PeftsentError(f"{run_dir} holds a run of a different recipe ({recipe.source}); move it away, "
+                            f"or compare with another --out")
+    return True
+
+
+def ensure_run(recipe) -> Path:
+    """Reuse the recipe's finished run (see :func:`is_reusable`), else train it."""
+    from peftsent.train import train
+
+    if is_reusable(recipe):
+        print(f"peftsent.compare: reusing {recipe.run_dir}", file=sys.stderr)
+        return recipe.run_dir
+    print(f"peftsent.compare: training {recipe.source} into {recipe.run_dir}", file=sys.stderr)
     return train(recipe)
 
 
@@ -278,9 +293,14 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
     unique = list(dict.fromkeys(str(Path(p).resolve()) for p in run_dirs))  # a run named twice counts once
     records = [read_run(path) for path in unique]
     out_dir = Path(out)
+    check_out_dir(out_dir)
     planned = [seeded_recipe(path, k, list(overrides), out_dir) for path in recipes for k in range(seeds)]
+    clashes = [str(d) for d, n in Counter(str(r.run_dir) for r in planned).items() if n > 1]
+    if clashes:
+        raise PeftsentError(f"several recipes would train into {', '.join(clashes)} (same file name or "
+                            f"train.output_dir); rename a recipe file or give each its own train.output_dir")
     for recipe in planned:  # every recipe checked before the first one trains
-        if not _is_reusable(recipe):
+        if not is_reusable(recipe):
             preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
     groups = group_rows(records)
@@ -299,12 +319,6 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
     write_csv(groups, out_dir / "compare.csv")
     plot(groups, out_dir / "compare.png")
     return {"markdown": markdown, "out": out_dir, "groups": groups}
-
-
-def _is_reusable(recipe) -> bool:
-    from peftsent.rundir import is_finished_run
-
-    return is_finished_run(recipe.run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

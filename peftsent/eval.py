@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from peftsent.cli import make_parser, run_cli
+from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
 from peftsent.errors import PeftsentError
 
 EPILOG = """examples:
@@ -63,6 +63,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
 
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    check_out_dir(out)
     loaded = load_target(target)
     section = _data_section(loaded, data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="run directory, adapter directory, model directory or hub id")
     parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
     parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
-    parser.add_argument("--batch-size", type=int, default=64, help="reviews per forward pass (default: 64)")
-    parser.add_argument("--max-samples", type=int, help="seeded stratified subset of the split")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="reviews per forward pass (default: 64)")
+    parser.add_argument("--max-samples", type=positive_int, help="seeded stratified subset of the split")
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")
     parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import tempfile
 
 
-def eval_trainer(model, tokenizer, batch_size: int = 64, progress: bool = True):
+def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progress: bool = True):
     """A Trainer that only predicts: float32, no logging, CPU unless CUDA is present."""
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="peftsent-eval-"),
+        output_dir=output_dir,
         per_device_eval_batch_size=batch_size,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
@@ -32,7 +32,9 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
     import numpy as np
 
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
-    output = eval_trainer(model, tokenizer, batch_size, progress).predict(dataset.select(order), metric_key_prefix="predict")
+    with tempfile.TemporaryDirectory(prefix="peftsent-eval-") as scratch:  # Trainer wants a directory; nothing stays
+        trainer = eval_trainer(model, tokenizer, scratch, batch_size, progress)
+        output = trainer.predict(dataset.select(order), metric_key_prefix="predict")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     restored = np.empty_like(logits)
     restored[order] = logits

@@ -126,7 +126,32 @@ classify("A wonderful, moving film.")
 
 
 def _is_merged_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors")) and not (path / "adapter_config.json").exists()
+
+
+def _same_merge(target: Path, run) -> bool:
+    """True if ``target`` is the merged model this run's merge.json records."""
+    import json
+
+    record = run.path / PARITY_FILE
+    if not (_is_merged_dir(target) and record.is_file()):
+        return False
+    output = Path(json.loads(record.read_text()).get("output", ""))
+    return (output if output.is_absolute() else run.path / output).resolve() == target.resolve()
+
+
+def _check_target(target: Path, run) -> None:
+    """Refuse an output that would overwrite the run itself, its weights, or anything but a merged model."""
+    from peftsent.rundir import MERGED_DIR
+
+    resolved, run_dir = target.resolve(), run.path.resolve()
+    if resolved == run_dir or resolved in run_dir.parents or (
+            run_dir in resolved.parents and resolved != run_dir / MERGED_DIR):
+        raise MergeError(f"--out {target} would overwrite the run {run.path} or its files; "
+                         f"use the default {run.path / MERGED_DIR} or a directory outside the run")
+    if target.exists() and not _is_merged_dir(target):
+        raise MergeError(f"{target} exists and is not a merged model; --force only replaces merged models, "
+                         f"so nothing was touched: choose another --out")
 
 
 def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "float32",
@@ -153,10 +178,12 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     recipe = run.recipe()
     _check_mergeable(run, recipe)
     target = Path(out) if out else run.path / MERGED_DIR
+    _check_target(target, run)
     if target.exists() and not force:
-        if _is_merged_dir(target):
+        if _same_merge(target, run):
             return target, None
-        raise MergeError(f"{target} exists and is not a merged model; choose another --out or pass --force")
+        raise MergeError(f"{target} exists and is not this run's merged model; choose another --out "
+                         f"(or --force to replace a merged model)")
 
     loaded = load_target(str(run.path))  # fresh float32 base + adapter
     probes = _probe_set(recipe, loaded.tokenizer, probe_size)

@@ -152,17 +152,40 @@ def check_target_modules(model, recipe) -> None:
         raise RecipeError(problems, recipe.source)
 
 
-def check_targets_on_meta(recipe, source: ModelSource) -> None:
-    """:func:`check_target_modules` on a weightless (meta-device) copy of the model: no compute."""
-    if not method_spec(recipe.method_name).config_class:
-        return
+def check_method_on_meta(recipe, source: ModelSource) -> None:
+    """Apply the method to a weightless (meta-device) copy of the model: no weights load, no compute.
+
+    Catches what peft and the config only reject when the model is built (``r: 0``, a dropout of 1.5,
+    targets that match nothing, more virtual tokens than positions). Raises RecipeError.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(source.location, num_labels=len(ID2LABEL))
-    with torch.device("meta"), quiet_transformers():
-        model = AutoModelForSequenceClassification.from_config(config)
+    spec = method_spec(recipe.method_name)
+    try:
+        config = AutoConfig.from_pretrained(source.location, num_labels=len(ID2LABEL))
+        with torch.device("meta"), quiet_transformers():
+            model = AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise RecipeError(f"model.name: {source.name} has an invalid config: {err}", recipe.source) from None
+    room = max_input_tokens(config, recipe.model.max_length, recipe.method)
+    if room < 8:
+        raise RecipeError(f"method: {virtual_tokens(recipe.method)} virtual tokens leave {room} positions of "
+                          f"the model's {max_input_tokens(config, 10**9)} for the review; lower num_virtual_tokens",
+                          recipe.source)
+    if spec.config_class is None:
+        return
     check_target_modules(model, recipe)
+    if spec.needs_cuda:
+        return
+    try:
+        with torch.device("meta"), quiet_transformers():
+            wrap_model(model, recipe, total_steps=1000)
+    except RecipeError:
+        raise
+    except Exception as err:  # peft's own checks: ValueError, NoMatchingPeftModuleError, ZeroDivisionError, ...
+        raise RecipeError(f"method: {recipe.method_name} rejects these options: {type(err).__name__}: {err}",
+                          recipe.source) from None
 
 
 def _is_head(name: str, head_modules) -> bool:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from peftsent.cli import make_parser, run_cli
+from peftsent.cli import make_parser, positive_int, run_cli
 from peftsent.errors import DataError
 
 EPILOG = """examples:
@@ -35,15 +35,24 @@ def read_texts(path: str, text_column: str = "text") -> list[str]:
     import pandas as pd
 
     file = Path(path)
+    if file.suffix.lower() == ".parquet":
+        raise DataError(f"{path}: predict reads .txt, .csv, .json and .jsonl files")
     if not file.is_file():
         raise DataError(f"file not found: {path}")
     if file.suffix.lower() in {".csv", ".jsonl", ".json"}:
-        frame = pd.read_csv(file) if file.suffix.lower() == ".csv" else pd.read_json(file, lines=file.suffix.lower() == ".jsonl")
+        try:
+            frame = pd.read_csv(file) if file.suffix.lower() == ".csv" else pd.read_json(file, lines=file.suffix.lower() == ".jsonl")
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise DataError(f"cannot read {path} as {file.suffix[1:]} (expected a table with a "
+                            f"'{text_column}' column, json as a list of records): {err}") from None
         if text_column not in frame.columns:
             raise DataError(f"{path}: column '{text_column}' not found; columns are: {', '.join(map(str, frame.columns))}; "
                             f"pass --text-column")
         return check_texts(list(frame[text_column]), path)
-    return [line for line in file.read_text().splitlines() if line.strip()]
+    try:
+        return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; expected one review per line (or a .csv / .jsonl file)") from None
 
 
 def check_texts(texts: list, where: str) -> list[str]:
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
-    parser.add_argument("--batch-size", type=int, default=32, help="reviews per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="reviews per forward pass (default: 32)")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:

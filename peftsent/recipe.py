@@ -178,7 +178,9 @@ def _read_yaml(path: Path) -> dict:
         hint = " (recipes ship in recipes/ and recipes/quick/)" if not path.is_absolute() else ""
         raise RecipeError(f"file not found: {path}{hint}")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError:
+        raise RecipeError("not a UTF-8 text file; a recipe is YAML text", source=str(path)) from None
     except yaml.YAMLError as err:
         raise RecipeError(f"not valid YAML: {err}", source=str(path)) from None
     if data is None:
@@ -249,7 +251,10 @@ def _type_problem(path: str, value: Any, annotation: Any) -> str | None:
         TypeAdapter(annotation).validate_python(value, strict=True)
     except ValidationError as err:
         expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        return f"{path}: expected {expected}, found {value!r} ({type(value).__name__}): {err.errors()[0]['msg']}"
+        hint = ""
+        if isinstance(value, bool) or value is None:
+            hint = "; YAML reads no/yes/off/on/~ as booleans or null: quote the word, e.g. 'no'"
+        return f"{path}: expected {expected}, found {value!r} ({type(value).__name__}): {err.errors()[0]['msg']}{hint}"
     except Exception:  # an annotation pydantic cannot check: leave it to the config class
         return None
     return None
@@ -295,6 +300,9 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
         if name is None:
             problems.append(f"method.name: missing; expected one of {', '.join(METHODS)}")
             return
+        if not isinstance(name, str):
+            problems.append(f"method.name: expected one method name (e.g. lora), found {name!r}")
+            return
         if name not in METHODS:
             problems.append(f"method.name: unknown method {name!r}; {_closest(str(name), METHODS)} (methods: {', '.join(METHODS)})")
             return
@@ -338,12 +346,40 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         value = getattr(recipe.data, key)
         if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
             problems.append(f"data.{key}: expected a fraction in (0, 1) or a whole count >= 1, found {value}")
+    _check_train_values(recipe.train, problems)
+    if recipe.data.sample_seed < 0:
+        problems.append(f"data.sample_seed: expected an integer >= 0, found {recipe.data.sample_seed}")
     if recipe.eval.ece_bins < 1:
         problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
     spec = method_spec(recipe.method_name)
     for key, value in spec.fixed.items():
         if key in recipe.method and str(recipe.method[key]) != value:
             problems.append(f"method.{key}: peftsent sets this to {value!r}; remove it from the recipe")
+
+
+#: metrics the Trainer reports on validation, usable as ``train.metric_for_best_model``
+SELECTION_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "ece", "log_loss", "loss")
+
+
+def _check_train_values(train: dict, problems: list[str]) -> None:
+    """Ranges TrainingArguments only checks once training starts (or never)."""
+    positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+    for key in positive:
+        if isinstance(train.get(key), int) and train[key] < 1:
+            problems.append(f"train.{key}: expected an integer >= 1, found {train[key]}")
+    if isinstance(train.get("learning_rate"), (int, float)) and train["learning_rate"] < 0:
+        problems.append(f"train.learning_rate: expected >= 0 (per optimizer step), found {train['learning_rate']}")
+    if isinstance(train.get("seed"), int) and not 0 <= train["seed"] < 2**32:
+        problems.append(f"train.seed: expected an integer in [0, 2**32), found {train['seed']}")
+    metric = train.get("metric_for_best_model")
+    if metric is not None and str(metric).removeprefix("eval_") not in SELECTION_METRICS:
+        problems.append(f"train.metric_for_best_model: expected one of {', '.join(SELECTION_METRICS)} "
+                        f"(validation metrics), found {metric!r}")
+    if train.get("push_to_hub"):
+        problems.append("train.push_to_hub: runs are written locally; merge the run and upload merged/ "
+                        "with huggingface_hub instead")
+    if not train.get("output_dir"):
+        problems.append("train.output_dir: expected a directory path such as runs/NAME")
 
 
 def _default_output_dir(source: str) -> str:

@@ -133,8 +133,8 @@ def _model_type_of(directory: Path) -> str:
         raise ModelError(f"model directory {directory} has no config.json; expected a Hugging Face model directory")
     try:
         return str(json.loads(config.read_text())["model_type"])
-    except (ValueError, KeyError) as err:
-        raise ModelError(f"{config} is not a valid model config (no 'model_type')") from err
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{config} is not a valid model config: expected a JSON object with 'model_type'") from err
 
 
 def _offline_hint(name: str) -> str:

@@ -85,12 +85,25 @@ def open_run(path: str | Path) -> Run:
 
 
 def check_new_run(path: Path, overwrite: bool) -> None:
-    """Refuse to train into an existing directory unless ``overwrite``. Raises RunDirError."""
-    if Path(path).exists() and not overwrite:
-        raise RunDirError(
-            f"run directory {path} already exists; choose another with train.output_dir=runs/NAME "
-            f"or replace it with --overwrite"
-        )
+    """Refuse a run directory that exists (unless ``overwrite`` and it is a finished run), that is the
+    working directory or one of its parents, or that sits below a file. Raises RunDirError."""
+    path = Path(path)
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise RunDirError(f"train.output_dir={path} is the working directory or above it; name a new directory, "
+                          f"e.g. train.output_dir=runs/NAME")
+    blocking = next((p for p in [resolved, *resolved.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise RunDirError(f"train.output_dir={path}: {blocking} is a file, not a directory; choose another path")
+    if path.exists():
+        if not overwrite:
+            raise RunDirError(
+                f"run directory {path} already exists; choose another with train.output_dir=runs/NAME "
+                f"or replace it with --overwrite"
+            )
+        if not is_finished_run(path):
+            raise RunDirError(f"{path} exists and is not a finished run directory; --overwrite only replaces "
+                              f"runs, so nothing was deleted: choose another train.output_dir")
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ def preflight(recipe, overwrite: bool = False) -> None:
     """Check, before any compute: the run directory is new, the model and data are reachable,
     and every target module name matches. Raises one RecipeError/RunDirError listing the problems."""
     from peftsent.data import check_available
-    from peftsent.modeling import check_targets_on_meta
+    from peftsent.modeling import check_method_on_meta
     from peftsent.registry import resolve_model
     from peftsent.rundir import check_new_run
 
@@ -41,7 +41,7 @@ def preflight(recipe, overwrite: bool = False) -> None:
         source = None
     if problems:
         raise RecipeError(problems + _offline_recipe_hint(recipe, problems), recipe.source)
-    check_targets_on_meta(recipe, source)
+    check_method_on_meta(recipe, source)
 
 
 def _offline_recipe_hint(recipe, problems: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ def make_training_args(recipe, output_dir: str, **extra):
 
     kwargs = {**recipe.train, **extra, "output_dir": output_dir}
     if kwargs.get("bf16") == "auto":
-        kwargs["bf16"] = bf16_available()
+        kwargs["bf16"] = bf16_available() and not kwargs.get("fp16")  # fp16: true means fp16 instead
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
     return TrainingArguments(**kwargs)
