@@ -147,7 +147,16 @@ def _read_file(path: str, section):
             f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
             f"columns are: {', '.join(map(str, frame.columns))}; {fixes}"
         )
+    if section.text_column == section.label_column:
+        raise DataError(f"data.text_column and data.label_column are both '{section.text_column}'; "
+                        f"name two different columns")
+    if len(frame) == 0:
+        raise DataError(f"{path} has a header but no reviews")
     frame = frame[[section.text_column, section.label_column]]
+    bad_text = [(i, t) for i, t in enumerate(frame[section.text_column]) if not isinstance(t, str) or not t.strip()]
+    if bad_text:  # reported by file row, before any split shuffles them
+        raise DataError(f"{path}: {len(bad_text)} reviews are empty or not text: {_describe_rows(bad_text)} "
+                        f"(rows counted from 0 after the header)")
     return frame.rename(columns={section.text_column: "text", section.label_column: "label"})
 
 

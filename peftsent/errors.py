@@ -14,7 +14,7 @@ class PeftsentError(Exception):
 class RecipeError(PeftsentError):
     """A recipe (or an override) is invalid. The message lists every problem found."""
 
-    def __init__(self, problems: list[str] | str, source: str | None = None):
+    def __init__(self, problems: list[str] | str, source: str | None = None, hint: str | None = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         head = f"invalid recipe {source}" if source else "invalid recipe"
         if len(self.problems) == 1:
@@ -22,7 +22,7 @@ class RecipeError(PeftsentError):
         else:
             listed = "\n".join(f"  - {p}" for p in self.problems)
             message = f"{head}: {len(self.problems)} problems\n{listed}"
-        super().__init__(message)
+        super().__init__(message + (f"\n{hint}" if hint else ""))
 
 
 class DataError(PeftsentError):

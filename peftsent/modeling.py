@@ -144,9 +144,12 @@ def check_target_modules(model, recipe) -> None:
             continue  # a regex or "all-linear": peft resolves it
         for target in wanted or []:
             if not any(_matches(name, target) for name in names):
+                arch = arch_spec(recipe.model_type)
+                kind, known = (("LayerNorm modules", arch.layer_norm_modules) if recipe.method_name == "ln_tuning"
+                               else ("linear modules", arch.linear_modules))
                 problems.append(
                     f"method.{key}: '{target}' matches no module of this {recipe.model_type} model; "
-                    f"its linear modules are: {', '.join(arch_spec(recipe.model_type).linear_modules)}"
+                    f"its {kind} are: {', '.join(known)}"
                 )
     if problems:
         raise RecipeError(problems, recipe.source)

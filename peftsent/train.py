@@ -40,16 +40,16 @@ def preflight(recipe, overwrite: bool = False) -> None:
         problems.append(f"model.name: {err}")
         source = None
     if problems:
-        raise RecipeError(problems + _offline_recipe_hint(recipe, problems), recipe.source)
+        raise RecipeError(problems, recipe.source, hint=_offline_recipe_hint(recipe, problems))
     check_method_on_meta(recipe, source)
 
 
-def _offline_recipe_hint(recipe, problems: list[str]) -> list[str]:
+def _offline_recipe_hint(recipe, problems: list[str]) -> str | None:
     """Point at the offline twin ``recipes/quick/<name>.yaml`` when the hub was the problem."""
     quick = Path(recipe.source).parent / "quick" / Path(recipe.source).name
     if quick.is_file() and any("hub cannot be reached" in p for p in problems):
-        return [f"offline alternative: python -m peftsent.train {quick} (embedded model, imdb-offline reviews)"]
-    return []
+        return f"offline alternative: python -m peftsent.train {quick} (embedded model, imdb-offline reviews)"
+    return None
 
 
 def peak_memory() -> dict:

@@ -56,7 +56,7 @@ def test_empty_texts_are_reported(tmp_path):
 
 def test_empty_split_is_an_error(tmp_path, reviews_csv):
     empty = write_csv(tmp_path / "empty.csv", [])
-    with pytest.raises(DataError, match="split 'test' is empty"):
+    with pytest.raises(DataError, match="empty.csv has a header but no reviews"):
         load_splits(_section(reviews_csv, test_file=str(empty)))
 
 
