@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -52,13 +51,44 @@ def _offline_recipe_hint(recipe, problems: list[str]) -> str | None:
     return None
 
 
-def peak_memory() -> dict:
-    """Peak memory of this process: resident set (MiB, ru_maxrss) and CUDA allocations (MiB or None)."""
-    import torch
+class PeakMemory:
+    """Peak resident memory of this process while a run is under way (MiB), sampled every ``interval_s``.
 
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    cuda_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mib": round(rss_mib, 1), "peak_cuda_mib": None if cuda_mib is None else round(cuda_mib, 1)}
+    Sampled rather than read from ru_maxrss, which never goes down: a second run in the same process
+    (compare) would otherwise report the first one's peak. CUDA: ``torch.cuda.max_memory_allocated``.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        import threading
+
+        import psutil
+        import torch
+
+        self._process, self._interval = psutil.Process(), interval_s
+        self._stop, self.peak = threading.Event(), self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        import torch
+
+        self.peak = max(self.peak, self._process.memory_info().rss)
+        cuda_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        return {"peak_rss_mib": round(self.peak / 2**20, 1),
+                "peak_cuda_mib": None if cuda_mib is None else round(cuda_mib, 1)}
 
 
 @contextlib.contextmanager
@@ -125,7 +155,7 @@ def _drop_checkpoints(work: Path) -> None:
         shutil.rmtree(checkpoint)
 
 
-def _run_summary(recipe, report, splits, timing: dict, results: dict) -> dict:
+def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict) -> dict:
     from peftsent import __version__
 
     return {
@@ -140,7 +170,7 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict) -> dict:
         "parameters": report.to_dict(),
         **results,
         "timing": timing,
-        "memory": peak_memory(),
+        "memory": memory,
     }
 
 
@@ -170,7 +200,7 @@ def train(recipe, overwrite: bool = False) -> Path:
           f"{report.total:,} parameters (adapter {report.adapter:,}, head {report.head:,}); "
           f"train/validation/test = {len(splits['train'])}/{len(splits['validation'])}/{len(splits['test'])} reviews",
           file=sys.stderr)
-    with staging(recipe.run_dir, overwrite) as work, _tensorboard_dir(work / "logs"):
+    with staging(recipe.run_dir, overwrite) as work, _tensorboard_dir(work / "logs"), PeakMemory() as memory:
         trainer = Trainer(
             model=model,
             args=make_training_args(recipe, output_dir=str(work)),
@@ -197,7 +227,7 @@ def train(recipe, overwrite: bool = False) -> Path:
         _save_weights(trainer, tokenizer, recipe, work)
         _drop_checkpoints(work)
         recipe.dump(work / RECIPE_FILE)
-        write_json(work / METRICS_FILE, _run_summary(recipe, report, splits, timing, results))
+        write_json(work / METRICS_FILE, _run_summary(recipe, report, splits, timing, results, memory.report()))
     return recipe.run_dir
 
 
