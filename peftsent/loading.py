@@ -111,10 +111,11 @@ def load_target(target: str, dtype=None) -> Loaded:
         if is_finished_run(path):
             return _load_run(path, dtype)
         parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
-        max_length = parent.recipe().model.max_length if parent else DEFAULT_MAX_LENGTH
+        recipe = parent.recipe() if parent else None
+        max_length = recipe.model.max_length if recipe else DEFAULT_MAX_LENGTH
         if _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
-            base = parent.recipe().model.name if parent else _adapter_base(path)
+            base = recipe.model.name if recipe else _adapter_base(path)
             model = _attach_adapter(resolve_model(base).location, path, dtype)
             return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, max_length), parent)
         if (path / "config.json").is_file():

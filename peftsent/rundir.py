@@ -18,6 +18,7 @@ renamed when complete, so an interrupted command leaves nothing that looks finis
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -52,13 +53,20 @@ class Run:
         return (self.path / ADAPTER_DIR).is_dir()
 
     def recipe(self):
-        """The resolved recipe saved by train (re-validated; a qlora run loads without CUDA too)."""
-        from peftsent.recipe import load_recipe
-
-        return load_recipe(self.path / RECIPE_FILE, for_training=False)
+        """The resolved recipe saved by train (re-validated once per file version; a qlora run loads without
+        CUDA too). Treat it as read-only: it is shared by every caller in this process."""
+        path = self.path / RECIPE_FILE
+        return _saved_recipe(str(path.resolve()), path.stat().st_mtime_ns)
 
     def metrics(self) -> dict:
         return json.loads((self.path / METRICS_FILE).read_text())
+
+
+@functools.lru_cache(maxsize=32)
+def _saved_recipe(path: str, mtime_ns: int):
+    from peftsent.recipe import load_recipe
+
+    return load_recipe(path, for_training=False)
 
 
 def is_finished_run(path: Path) -> bool:
