@@ -134,25 +134,41 @@ def check_target_modules(model, recipe) -> None:
     """Every name in ``target_modules`` / ``modules_to_save`` must match a module of ``model``.
 
     peft itself only fails when no name matches; a typo in one of six names
-    would silently train less. Raises RecipeError naming the names that match nothing.
+    would silently train less. Raises RecipeError naming, per key, the names that match
+    nothing, the model's own names, and the symbolic form that follows any model.
     """
     names = [name for name, _ in model.named_modules()]
     problems = []
     for key in ("target_modules", "feedforward_modules", "modules_to_save"):
         wanted = recipe.method.get(key)
         if isinstance(wanted, str):
-            continue  # a regex or "all-linear": peft resolves it
-        for target in wanted or []:
-            if not any(_matches(name, target) for name in names):
-                arch = arch_spec(recipe.model_type)
-                kind, known = (("LayerNorm modules", arch.layer_norm_modules) if recipe.method_name == "ln_tuning"
-                               else ("linear modules", arch.linear_modules))
-                problems.append(
-                    f"method.{key}: '{target}' matches no module of this {recipe.model_type} model; "
-                    f"its {kind} are: {', '.join(known)}"
-                )
+            continue  # a regex: peft resolves it
+        unmatched = [t for t in wanted or [] if not any(_matches(name, t) for name in names)]
+        if unmatched:
+            quoted = ", ".join(f"'{t}'" for t in unmatched)
+            verb = "matches" if len(unmatched) == 1 else "match"
+            problems.append(f"method.{key}: {quoted} {verb} no module of this {recipe.model_type} model; "
+                            f"{_module_names_hint(key, recipe)}")
     if problems:
         raise RecipeError(problems, recipe.source)
+
+
+def _module_names_hint(key: str, recipe) -> str:
+    """The model's own names for ``method.<key>`` and the recipe form that follows whichever model is loaded."""
+    from peftsent.registry import head_to_save
+
+    arch = arch_spec(recipe.model_type)
+    if key == "modules_to_save":
+        head = head_to_save(recipe.model.name, recipe.model_type)
+        return f"its head modules are: {', '.join(head)}; or write method.modules_to_save=head"
+    if recipe.method_name == "ln_tuning":
+        return (f"its LayerNorm modules are: {', '.join(arch.layer_norm_modules)}; or remove "
+                f"method.{key} to get every LayerNorm of whichever model is loaded")
+    if key == "feedforward_modules":
+        return (f"its linear modules are: {', '.join(arch.linear_modules)}; or remove method.{key} "
+                f"to get the default of whichever model is loaded")
+    return (f"its linear modules are: {', '.join(arch.linear_modules)}; or write method.{key}=all-linear "
+            f"(or method.{key}=attention: {', '.join(arch.attention_modules)})")
 
 
 def check_method_on_meta(recipe, source: ModelSource) -> None:

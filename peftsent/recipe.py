@@ -314,12 +314,26 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
             problems.append(f"{path}: unknown key{owner}; {_closest(str(key), schema)}")
             continue
         problem = _type_problem(path, value, schema[key])
+        if problem and section == "method":
+            problem = _module_group_problem(key, value, problem)
         if problem:
             problems.append(problem)
     if section in ("model", "data"):
         for key in ("name",):
             if key not in values:
                 problems.append(f"{section}.{key}: missing (required)")
+
+
+def _module_group_problem(key: str, value: Any, problem: str) -> str | None:
+    """A symbolic module group (``modules_to_save: head``) is valid where the field wants a list of names."""
+    from peftsent.registry import MODULE_GROUPS
+
+    groups = MODULE_GROUPS.get(key)
+    if not groups or not isinstance(value, str):
+        return problem
+    if value in groups:
+        return None
+    return f"{problem}; or one of the symbolic groups: {', '.join(groups)}"
 
 
 def _check_raw(raw: dict, problems: list[str]) -> None:
@@ -435,15 +449,43 @@ def _fill_method_defaults(recipe: Recipe, problems: list[str], for_training: boo
         )
         return
     extras = {key: default for key, (_, default) in spec.extra_options.items()}
-    recipe.method = {"name": spec.name, **spec.defaults(arch), **extras,
-                     **{k: v for k, v in recipe.method.items() if k != "name"}}
-    saved = recipe.method.get("modules_to_save")
-    if spec.config_class and saved is not None:
+    chosen = {k: v for k, v in recipe.method.items() if k != "name"}
+    recipe.method = {"name": spec.name, **spec.defaults(arch), **extras, **chosen}
+    _resolve_module_names(recipe, arch, chosen, problems)
+
+
+def _resolve_module_names(recipe: Recipe, arch, chosen: dict, problems: list[str]) -> None:
+    """Replace symbolic module groups by this model's module names, then check the module lists.
+
+    ``all-linear`` / ``attention`` / ``head`` (registry.MODULE_GROUPS) become explicit names here,
+    so the run's saved recipe.yaml names every module and re-loads identically. ``chosen``: the
+    method options the recipe itself set (the rest are defaults).
+    """
+    from peftsent.registry import MODULE_GROUPS, expand_module_groups
+
+    method = recipe.method
+    for key in MODULE_GROUPS:
+        if key in method:
+            method[key] = expand_module_groups(key, method[key], arch, recipe.model.name)
+    targets, feedforward = method.get("target_modules"), method.get("feedforward_modules")
+    if isinstance(targets, list) and isinstance(feedforward, list):
+        # IA3 scales the input of feedforward modules; peft requires them to be a subset of target_modules
+        if "feedforward_modules" not in chosen:  # the default follows the targets the recipe chose
+            method["feedforward_modules"] = [m for m in feedforward if m in targets]
+        elif outside := [m for m in feedforward if m not in targets]:
+            problems.append(
+                f"method.feedforward_modules: {', '.join(outside)} not in method.target_modules "
+                f"({', '.join(targets)}); feedforward_modules must be a subset of target_modules: "
+                f"add them to target_modules, or drop feedforward_modules to get the default"
+            )
+    saved = method.get("modules_to_save")
+    if method_spec(recipe.method_name).config_class and saved is not None:
         missing = [m for m in arch.head_modules if m not in saved]
         if missing:
             problems.append(
                 f"method.modules_to_save: must list every newly initialised head module of {recipe.model_type} "
-                f"({', '.join(arch.head_modules)}); missing: {', '.join(missing)}"
+                f"({', '.join(arch.head_modules)}); missing: {', '.join(missing)}; "
+                f"or write method.modules_to_save=head to follow whichever model is loaded"
             )
 
 

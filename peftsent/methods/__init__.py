@@ -50,17 +50,17 @@ class MethodSpec:
 
 
 def _head(arch: ArchSpec) -> dict:
-    return {"modules_to_save": list(arch.head_modules)}
+    return {"modules_to_save": "head"}  # symbolic: expanded per model by registry.expand_module_groups
 
 
 def _lora_defaults(arch: ArchSpec) -> dict:
     # r=8, lora_alpha=16 follow LoRA's small ranks (Hu et al. 2021); every linear layer is adapted
     # because QLoRA (Dettmers et al. 2023) found that matters most
-    return {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": list(arch.linear_modules), **_head(arch)}
+    return {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": "all-linear", **_head(arch)}
 
 
 def _linear(arch: ArchSpec, **options) -> dict:
-    return {**options, "target_modules": list(arch.linear_modules), **_head(arch)}
+    return {**options, "target_modules": "all-linear", **_head(arch)}
 
 
 def _ia3_defaults(arch: ArchSpec) -> dict:
