@@ -190,6 +190,13 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized):
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
     class RunTrainer(Trainer):
+        def _run_epoch(self, *args, **kwargs):
+            # resumed from the final checkpoint in the middle of an epoch, transformers would train one step more
+            if self.state.global_step >= self.state.max_steps:
+                self.control.should_training_stop = True
+                return None
+            return super()._run_epoch(*args, **kwargs)
+
         def _load_best_model(self):
             reloaded = _reload_checkpoint(recipe, self.state.best_model_checkpoint)
             if reloaded is None:
