@@ -304,7 +304,7 @@ def _apply_overrides(raw: dict, overrides: typing.Sequence[str], problems: list[
             problems.append(f"override '{item}': unknown section '{section}'; {_closest(section, SECTIONS)}")
             continue
         schema = _section_schema(section, raw)
-        if schema is not None and name not in schema:
+        if schema is not None and name not in schema and not (section == "train" and name in CONTROLLED_TRAIN_KEYS):
             problems.append(f"override '{item}': {section}.{name} does not exist; {_closest(name, schema)}")
             continue
         target = raw.setdefault(section, {})
@@ -336,6 +336,9 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
     owner = {"method": f" for method '{values.get('name')}'", "train": " (transformers.TrainingArguments)"}.get(section, "")
     for key, value in values.items():
         path = f"{section}.{key}"
+        if section == "train" and key in CONTROLLED_TRAIN_KEYS:
+            problems.append(f"{path}: peftsent sets this itself; use {CONTROLLED_TRAIN_KEYS[key]}")
+            continue
         if key not in schema:
             problems.append(f"{path}: unknown key{owner}; {_closest(str(key), schema)}")
             continue
@@ -406,9 +409,6 @@ def _check_train_values(train: dict, problems: list[str]) -> None:
                         "with huggingface_hub instead")
     if not train.get("output_dir"):
         problems.append("train.output_dir: expected a directory path such as runs/NAME")
-    for key, instead in CONTROLLED_TRAIN_KEYS.items():
-        if key in train:
-            problems.append(f"train.{key}: peftsent sets this itself; use {instead}")
     _check_early_stopping(train, problems)
 
 

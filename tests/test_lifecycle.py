@@ -168,3 +168,42 @@ def test_seed_governs_initialisation_and_inference_leaves_the_rng_alone(tiny_mod
     state = torch.random.get_rng_state()
     predict_logits(loaded.model, loaded.tokenizer, tokenized["test"], progress=False)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("metric,expected", [("log_loss", False), ("loss", False), ("eval_ece", False),
+                                             ("accuracy", True), ("roc_auc", True), ("macro_f1", True)])
+def test_greater_is_better_follows_the_selection_metric(metric, expected, tmp_path):
+    raw = tiny_recipe(tmp_path, tmp_path / "r.csv", tmp_path / "run", metric_for_best_model=metric)
+    from peftsent.recipe import _build
+
+    assert _build(raw, "<dict>").train["greater_is_better"] is expected
+    raw["train"]["greater_is_better"] = not expected  # a recipe that says so wins
+    assert _build(raw, "<dict>").train["greater_is_better"] is (not expected)
+
+
+@pytest.mark.parametrize("key,value,hint", [
+    ("resume_from_checkpoint", "runs/x/checkpoint-2", "--resume"),
+    ("overwrite_output_dir", True, "--overwrite"),
+    ("do_train", True, "remove the key"),
+    ("do_eval", True, "eval_strategy"),
+    ("do_predict", True, "eval.test"),
+    ("early_stopping_patience", 0, "expected an integer >= 1"),
+    ("early_stopping_threshold", -0.1, "expected >= 0"),
+])
+def test_train_keys_peftsent_controls_are_refused_naming_the_alternative(key, value, hint, tiny_models,
+                                                                        reviews_csv, tmp_path):
+    from peftsent.errors import RecipeError
+
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", **{key: value})
+    with pytest.raises(RecipeError, match=f"train.{key}") as err:
+        resolve_recipe(raw)
+    assert hint in str(err.value)
+
+
+def test_early_stopping_needs_evaluations_to_compare(tiny_models, reviews_csv, tmp_path):
+    from peftsent.errors import RecipeError
+
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", early_stopping_patience=2,
+                      eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    with pytest.raises(RecipeError, match="load_best_model_at_end: true and an eval_strategy"):
+        resolve_recipe(raw)
