@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
             return 0
         run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return 0  # the main process reports
         import json
 
         summary = json.loads((run_dir / "metrics.json").read_text())
