@@ -198,6 +198,8 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized):
             return super()._run_epoch(*args, **kwargs)
 
         def _load_best_model(self):
+            if self.state.best_global_step == self.state.global_step:
+                return  # the last step is the best: the model in memory is that checkpoint, no reload
             reloaded = _reload_checkpoint(recipe, self.state.best_model_checkpoint)
             if reloaded is None:
                 return super()._load_best_model()
@@ -296,6 +298,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
     only the main one writes. Raises RecipeError/RunDirError/DataError/ModelError
     before training starts for user mistakes.
     """
+    from accelerate import PartialState
     from transformers import set_seed
 
     from peftsent.data import load_splits, tokenize_splits
@@ -306,7 +309,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
-    with run_stage(recipe, args.distributed_state, overwrite, resume) as stage:
+    with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume) as stage:
         if stage.results_written:
             return stage.finish()
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck

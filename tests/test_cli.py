@@ -66,4 +66,8 @@ def test_sigterm_during_training_leaves_nothing_behind(tiny_models, reviews_csv,
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert not list((tmp_path / "runs").iterdir())
+    left = list((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs" / "r").exists()  # never a directory that looks finished
+    if left:  # a checkpoint was complete: it is kept, unlocked, for --resume
+        assert [p.name for p in left] == [".r.partial"] and "--resume" in err
+        assert not (left[0] / "peftsent.lock").exists()

@@ -227,3 +227,17 @@ def test_cuda_bf16_run_killed_after_a_checkpoint_resumes(tiny_models, reviews_cs
     got = _scores(train(recipe, resume=True))
     # bf16 kernels on CUDA are deterministic for a fixed batch order; a looser bound is stated in the note
     assert got == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("method", [{"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16},
+                                    {"name": "adalora", "init_r": 4, "target_r": 1}])
+def test_methods_whose_checkpoints_cannot_continue_say_so(method, tiny_models, reviews_csv, tmp_path, capsys):
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", method, **STEPS)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    _stage_by_hand(resolve_recipe(raw), None, ["trainer_state.json", "optimizer.pt", "scheduler.pt",
+                                               "rng_state.pth", "adapter_model.safetensors"])
+    assert main([str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{method['name']} runs cannot be continued" in err and "--overwrite" in err
+    assert stage_path(tmp_path / "run").is_dir()
