@@ -51,7 +51,7 @@ def test_adalora_with_a_changing_rank_budget_reloads_evaluates_predicts_and_merg
     method = {"name": "adalora", "init_r": 4, "target_r": 1, "tinit": 1, "tfinal": 2, "deltaT": 1}
     raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", method, max_steps=None,
                       num_train_epochs=3, eval_strategy="epoch", save_strategy="epoch", learning_rate=0.05,
-                      metric_for_best_model="log_loss")
+                      per_device_train_batch_size=16, metric_for_best_model="log_loss")  # 2 steps per epoch
     del raw["train"]["max_steps"]
     run = train(resolve_recipe(raw))
     ranks = json.loads((run / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
