@@ -342,8 +342,9 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[s
     from peftsent.methods import NOT_RESUMABLE
 
     if recipe.method_name in NOT_RESUMABLE and not (stage / METRICS_FILE).is_file():
-        raise RunDirError(f"--resume: {recipe.method_name} runs cannot be continued ({NOT_RESUMABLE[recipe.method_name]}); "
-                          f"{nothing}; start again with --overwrite")
+        why = NOT_RESUMABLE[recipe.method_name]
+        raise RunDirError(f"--resume: {recipe.method_name} runs cannot be continued ({why}); {nothing}; "
+                          f"start again with --overwrite")
     if not stage.is_dir():
         done = f"; {final} is already a finished run" if is_finished_run(final) else ""
         raise RunDirError(f"--resume: nothing is staged for {final} (no {stage}){done}; "

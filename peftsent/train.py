@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run directory, or discard an interrupted run's staged checkpoints")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its newest complete checkpoint (same recipe and overrides)")
+                        help="continue an interrupted run from its newest complete checkpoint "
+                             "(same recipe and overrides)")
     parser.add_argument("--dry-run", action="store_true", help="validate the recipe, print it resolved, train nothing")
     args = parser.parse_intermixed_args(argv)
 

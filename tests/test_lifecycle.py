@@ -3,13 +3,13 @@
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 
 import pytest
 import torch
 import yaml
 
-from peftsent.errors import RunDirError
 from peftsent.recipe import resolve_recipe
 from peftsent.rundir import KILL_AT_ENV, LOCK_FILE, is_finished_run, stage_path
 from peftsent.train import main, train
@@ -74,8 +74,6 @@ def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_metrics(one_thr
             assert stage.is_dir(), "nothing is deleted by a refused command"
             train(recipe, overwrite=True)  # discards the stage, trains from scratch
             assert _scores(recipe.run_dir) == pytest.approx(expected, abs=1e-6)
-            import shutil
-
             shutil.rmtree(recipe.run_dir)
             continue
         run = train(recipe, resume=True)
@@ -83,9 +81,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_metrics(one_thr
         assert is_finished_run(run) and not stage.exists()
         assert not list(run.glob("checkpoint-*")) and not (run / LOCK_FILE).exists()
         state = json.loads((run / "trainer_state.json").read_text())
-        assert state["global_step"] == 6, (point, state["global_step"], [e.get("step") for e in state["log_history"]])  # the whole run's history, not the best checkpoint's copy
-        import shutil
-
+        assert state["global_step"] == 6, point  # the whole run's history, not the best checkpoint's copy
         shutil.rmtree(run)
 
 
