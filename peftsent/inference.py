@@ -3,7 +3,26 @@ evaluation, ``peftsent.eval`` and merge's parity check, always in float32 (no au
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Leave the global python, numpy and torch (CPU and CUDA) random states as they were: inference builds a
+    Trainer, which re-seeds them, and must not change what a later training run draws."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progress: bool = True):
@@ -32,12 +51,13 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
     import numpy as np
 
     order = np.argsort(np.asarray(dataset["length"]), kind="stable")
-    with tempfile.TemporaryDirectory(prefix="peftsent-eval-") as scratch:  # Trainer wants a directory; nothing stays
+    # labels stay out of the forward pass: no loss is needed (AdaLoRA's adds a regulariser that fails at inference)
+    inputs = dataset.select(order).remove_columns([c for c in ("labels",) if c in dataset.column_names])
+    with preserved_rng(), tempfile.TemporaryDirectory(prefix="peftsent-eval-") as scratch:  # nothing stays
         trainer = eval_trainer(model, tokenizer, scratch, batch_size, progress)
-        output = trainer.predict(dataset.select(order), metric_key_prefix="predict")
+        output = trainer.predict(inputs, metric_key_prefix="predict")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     restored = np.empty_like(logits)
     restored[order] = logits
-    labels = np.empty_like(output.label_ids)
-    labels[order] = output.label_ids
+    labels = np.asarray(dataset["labels"]) if "labels" in dataset.column_names else None
     return restored.astype(np.float32), labels, output.metrics.get("predict_samples_per_second")

@@ -91,10 +91,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "load_best_model_at_end": True,
-    "metric_for_best_model": "accuracy",  # on the validation split, never test
-    "greater_is_better": True,
-    "save_total_limit": 1,
-    "save_only_model": True,
+    "metric_for_best_model": "accuracy",  # on the validation split, never test; greater_is_better follows it
+    "save_total_limit": 1,  # the best checkpoint is kept as well when it is not the newest
+    "save_only_model": False,  # full checkpoints (optimizer, scheduler, RNG): --resume continues them
     "logging_steps": 20,
     "report_to": ["tensorboard"],
     "train_sampling_strategy": "group_by_length",  # batches of similar length: less padding
@@ -102,6 +101,32 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "bf16": "auto",  # bf16 autocast where the CPU/GPU supports it; parameters stay fp32
 }
+
+#: peftsent's own keys in the ``train`` section (not TrainingArguments fields): name -> (type, default)
+TRAIN_EXTRAS: dict[str, tuple[Any, Any]] = {
+    "early_stopping_patience": (int | None, None),
+    # evaluations without improvement before training stops (transformers.EarlyStoppingCallback); None: never stops
+    "early_stopping_threshold": (float, 0.0),
+    # improvement of metric_for_best_model that counts as one (same units as the metric)
+}
+
+#: TrainingArguments fields peftsent decides itself -> what to use instead
+CONTROLLED_TRAIN_KEYS: dict[str, str] = {
+    "resume_from_checkpoint": "python -m peftsent.train RECIPE --resume (continues the newest complete checkpoint)",
+    "overwrite_output_dir": "python -m peftsent.train RECIPE --overwrite",
+    "do_train": "python -m peftsent.train trains every recipe; remove the key",
+    "do_eval": "validation runs on train.eval_strategy; remove the key",
+    "do_predict": "the test split is scored once at the end (eval.test); remove the key",
+}
+
+#: selection metrics where a lower value is better (greater_is_better defaults to False for them)
+LOWER_IS_BETTER = ("loss", "log_loss", "ece")
+
+
+def greater_is_better(metric: str) -> bool:
+    """Direction of ``train.metric_for_best_model``: False for loss, log_loss and ece, True otherwise."""
+    return str(metric).removeprefix("eval_") not in LOWER_IS_BETTER
+
 
 #: peft config fields that describe a saved adapter rather than a choice a recipe makes
 _PEFT_INTERNAL = {"peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode"}
@@ -212,7 +237,8 @@ def _train_schema() -> dict[str, Any]:
     from transformers import TrainingArguments
 
     hints = typing.get_type_hints(TrainingArguments)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainingArguments) if f.init}
+    schema = {f.name: hints[f.name] for f in dataclasses.fields(TrainingArguments) if f.init}
+    return {**schema, **{key: kind for key, (kind, _) in TRAIN_EXTRAS.items()}}
 
 
 def _method_schema(name: str) -> dict[str, Any]:
@@ -278,7 +304,7 @@ def _apply_overrides(raw: dict, overrides: typing.Sequence[str], problems: list[
             problems.append(f"override '{item}': unknown section '{section}'; {_closest(section, SECTIONS)}")
             continue
         schema = _section_schema(section, raw)
-        if schema is not None and name not in schema:
+        if schema is not None and name not in schema and not (section == "train" and name in CONTROLLED_TRAIN_KEYS):
             problems.append(f"override '{item}': {section}.{name} does not exist; {_closest(name, schema)}")
             continue
         target = raw.setdefault(section, {})
@@ -310,6 +336,9 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
     owner = {"method": f" for method '{values.get('name')}'", "train": " (transformers.TrainingArguments)"}.get(section, "")
     for key, value in values.items():
         path = f"{section}.{key}"
+        if section == "train" and key in CONTROLLED_TRAIN_KEYS:
+            problems.append(f"{path}: peftsent sets this itself; use {CONTROLLED_TRAIN_KEYS[key]}")
+            continue
         if key not in schema:
             problems.append(f"{path}: unknown key{owner}; {_closest(str(key), schema)}")
             continue
@@ -394,6 +423,22 @@ def _check_train_values(train: dict, problems: list[str]) -> None:
                         "with huggingface_hub instead")
     if not train.get("output_dir"):
         problems.append("train.output_dir: expected a directory path such as runs/NAME")
+    _check_early_stopping(train, problems)
+
+
+def _check_early_stopping(train: dict, problems: list[str]) -> None:
+    patience, threshold = train.get("early_stopping_patience"), train.get("early_stopping_threshold")
+    if isinstance(threshold, (int, float)) and threshold < 0:
+        problems.append(f"train.early_stopping_threshold: expected >= 0 (in units of the selection metric), "
+                        f"found {threshold}")
+    if patience is None:
+        return
+    if isinstance(patience, int) and patience < 1:
+        problems.append(f"train.early_stopping_patience: expected an integer >= 1 (evaluations) or null, "
+                        f"found {patience}")
+    if not train.get("load_best_model_at_end") or train.get("eval_strategy") in ("no", None):
+        problems.append("train.early_stopping_patience: needs train.load_best_model_at_end: true and an "
+                        "eval_strategy (epoch or steps, with eval_steps) to compare evaluations")
 
 
 def _default_output_dir(source: str) -> str:
@@ -402,8 +447,9 @@ def _default_output_dir(source: str) -> str:
 
 
 def _build(raw: dict, source: str) -> Recipe:
-    train = {**TRAIN_DEFAULTS, **(raw.get("train") or {})}
+    train = {**TRAIN_DEFAULTS, **{k: d for k, (_, d) in TRAIN_EXTRAS.items()}, **(raw.get("train") or {})}
     train.setdefault("output_dir", _default_output_dir(source))
+    train.setdefault("greater_is_better", greater_is_better(train["metric_for_best_model"]))
     return Recipe(
         model=ModelSection(**raw["model"]),
         data=DataSection(**raw["data"]),

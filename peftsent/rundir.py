@@ -7,12 +7,15 @@
       adapter/         peft adapter (safetensors) + tokenizer, for adapter methods, or
       model/           full model (safetensors) + tokenizer, for full fine-tuning
       metrics.json     validation and test metrics, parameter counts, timings, memory
-      trainer_state.json, logs/ (TensorBoard events)
+      trainer_state.json (the whole run's history), logs/ (TensorBoard events)
       merged/          written by merge
       eval/            written by eval
 
-Directories are written into a hidden ``.<name>.partial-<pid>`` sibling and
-renamed when complete, so an interrupted command leaves nothing that looks finished.
+A training run lives in the stable hidden sibling ``.<name>.partial/`` until it is complete
+(:func:`open_stage` ... :meth:`Stage.finish`): locked with PID and host, holding full
+checkpoints (model, optimizer, scheduler, RNG, Trainer state) that ``--resume`` continues,
+renamed to ``<name>/`` in one step at the end, so an interrupted command never leaves a
+directory that looks finished. Other commands (merge) stage into ``.<name>.partial-<pid>``.
 """
 
 from __future__ import annotations
@@ -158,3 +161,276 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the life cycle of a training run
+
+STAGE_SUFFIX = ".partial"
+LOCK_FILE = "peftsent.lock"
+TRAINER_STATE_FILE = "trainer_state.json"
+#: test hook: SIGKILL this process at a named point of the life cycle (step-N, save-N, final-evaluation, rename)
+KILL_AT_ENV = "PEFTSENT_TEST_KILL_AT"
+#: train keys that change what is written about a run, not what it computes: a resume may change them
+OUTPUT_ONLY_TRAIN_KEYS = frozenset({"output_dir", "report_to", "logging_steps", "logging_strategy",
+                                    "logging_first_step", "logging_dir", "disable_tqdm", "log_level", "run_name"})
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process if ``$PEFTSENT_TEST_KILL_AT`` names this point (tests of interrupted runs)."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stage_path(final: Path) -> Path:
+    """The staging directory of run directory ``final``: ``.<name>.partial`` beside it (same name every time)."""
+    final = Path(final)
+    return final.parent / f".{final.name}{STAGE_SUFFIX}"
+
+
+def _this_host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def read_lock(stage: Path) -> dict | None:
+    """The lock of a staging directory ({pid, host, started}) or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(stage) / LOCK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_is_live(lock: dict | None) -> bool:
+    """True if ``lock`` belongs to a running process: same host and the PID exists, or another host (cannot tell)."""
+    if not lock:
+        return False
+    if lock.get("host") != _this_host():
+        return True
+    try:
+        os.kill(int(lock["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+def _checkpoint_number(path: Path) -> int:
+    return int(path.name.rpartition("-")[2]) if path.name.rpartition("-")[2].isdigit() else -1
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed (None if it can): Trainer writes trainer_state.json last, so a
+    checkpoint without it was cut short; one with it but without the model, optimizer, scheduler or RNG
+    state is damaged."""
+    state = checkpoint / TRAINER_STATE_FILE
+    if not state.is_file():
+        return "incomplete (the process stopped while saving it)"
+    try:
+        json.loads(state.read_text())
+    except ValueError as err:
+        return f"damaged ({TRAINER_STATE_FILE} is not valid JSON: {err})"
+    missing = [name for name in ("optimizer.pt", "scheduler.pt") if not (checkpoint / name).is_file()]
+    if not list(checkpoint.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    if not list(checkpoint.glob("*.safetensors")) and not list(checkpoint.glob("*.bin")):
+        missing.append("model weights (*.safetensors)")
+    if missing:
+        return f"damaged (missing {', '.join(missing)}; save_only_model: true keeps no optimizer state)"
+    return None
+
+
+def checkpoints(stage: Path) -> list[Path]:
+    """``checkpoint-N`` directories of a staging directory, oldest first."""
+    return sorted((p for p in Path(stage).glob("checkpoint-*") if p.is_dir()), key=_checkpoint_number)
+
+
+def _recipe_differences(staged: dict, current: dict) -> list[str]:
+    """Dotted keys where two resolved recipes differ, ignoring output-only train keys."""
+    out = []
+    for section in sorted(set(staged) | set(current)):
+        a, b = staged.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if section == "train" and key in OUTPUT_ONLY_TRAIN_KEYS:
+                continue
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key}: {a.get(key)!r} staged, {b.get(key)!r} now")
+    return out
+
+
+@dataclass
+class Stage:
+    """A run being written: ``path`` (the staging directory) becomes ``final`` when complete.
+
+    ``resume_from_checkpoint``: the checkpoint to continue (transformers' name), or None for a new run;
+    ``results_written``: the run's results were complete when it stopped (only the rename is left).
+    ``distributed``: accelerate's ``PartialState``; only its main process writes, the others wait.
+    """
+
+    final: Path
+    path: Path
+    resume_from_checkpoint: str | None
+    distributed: object
+    overwrite: bool = False
+    results_written: bool = False
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.distributed.is_main_process
+
+    def finish(self, write=None) -> Path:
+        """Write the results (``write(stage_path)``, main process only; metrics.json last), remove the
+        checkpoints and the lock, and rename the stage to the run directory in one step. Returns ``final``."""
+        if self.is_main_process:
+            if write is not None:
+                write(self.path)
+            for checkpoint in checkpoints(self.path):
+                shutil.rmtree(checkpoint)
+            _readable(self.path)
+            kill_point("rename")
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            if self.final.exists():  # --overwrite of a finished run (checked before training)
+                old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+                self.final.rename(old)
+                self.path.rename(self.final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                self.path.rename(self.final)
+        self.distributed.wait_for_everyone()
+        return self.final
+
+    def abandon(self) -> str:
+        """After an error or interrupt: keep the stage if a checkpoint can be resumed (lock released), else
+        remove it. Returns what was done, for the message."""
+        if not self.is_main_process:
+            return ""
+        resumable = [c for c in checkpoints(self.path) if checkpoint_problem(c) is None]
+        if resumable:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            return (f"{resumable[-1].name} is kept in {self.path}: continue with --resume, "
+                    f"or start again with --overwrite")
+        shutil.rmtree(self.path, ignore_errors=True)
+        return ""
+
+
+def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[str | None, bool]:
+    """Read-only checks of a run's staging directory (every process runs them before anyone writes).
+
+    Returns (checkpoint to resume or None, results already written). Raises RunDirError: a live lock,
+    a stage without --resume/--overwrite, --resume with nothing staged, another recipe, no complete
+    checkpoint or a damaged newest checkpoint. Nothing is deleted here.
+    """
+    import yaml
+
+    final = recipe.run_dir
+    lock = read_lock(stage)
+    if stage.exists() and lock_is_live(lock):
+        raise RunDirError(f"{stage} is in use by process {lock.get('pid')} on {lock.get('host')} (started "
+                          f"{lock.get('started')}); wait for it to finish or stop it, then use --resume")
+    if not resume:
+        if stage.exists() and not overwrite:
+            held = f" (left by process {lock.get('pid')} on {lock.get('host')}, which is gone)" if lock else ""
+            newest = [c.name for c in checkpoints(stage) if checkpoint_problem(c) is None]
+            what = f"newest complete checkpoint {newest[-1]}" if newest else "no complete checkpoint"
+            raise RunDirError(f"an interrupted run of {final} is staged in {stage}{held}, {what}; continue it "
+                              f"with --resume, or discard it and start again with --overwrite")
+        return None, False
+    nothing = "nothing was deleted"
+    from peftsent.methods import NOT_RESUMABLE
+
+    if recipe.method_name in NOT_RESUMABLE and not (stage / METRICS_FILE).is_file():
+        why = NOT_RESUMABLE[recipe.method_name]
+        raise RunDirError(f"--resume: {recipe.method_name} runs cannot be continued ({why}); {nothing}; "
+                          f"start again with --overwrite")
+    if not stage.is_dir():
+        done = f"; {final} is already a finished run" if is_finished_run(final) else ""
+        raise RunDirError(f"--resume: nothing is staged for {final} (no {stage}){done}; "
+                          f"start the run without --resume")
+    staged_file = stage / RECIPE_FILE
+    if not staged_file.is_file():
+        raise RunDirError(f"--resume: {stage} has no {RECIPE_FILE}, so it cannot be checked against this recipe; "
+                          f"{nothing}; start again with --overwrite")
+    differences = _recipe_differences(yaml.safe_load(staged_file.read_text()) or {},
+                                      yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
+    if differences:
+        raise RunDirError("--resume: the staged run was started with another recipe (" + "; ".join(differences)
+                          + f"); resume with the same recipe and overrides, or start again with --overwrite; {nothing}")
+    if (stage / METRICS_FILE).is_file():
+        return None, True  # stopped after writing its results: only the rename is left
+    staged = checkpoints(stage)
+    problems = [(c, checkpoint_problem(c)) for c in staged]
+    complete = [c for c, problem in problems if problem is None]
+    if not complete:
+        why = "; ".join(f"{c.name} is {p}" for c, p in problems) or "it stopped before its first checkpoint"
+        raise RunDirError(f"--resume: nothing can be resumed from {stage}: {why}; {nothing}; "
+                          f"start again with --overwrite")
+    newest = staged[-1]
+    damaged = checkpoint_problem(newest)
+    if damaged and damaged.startswith("damaged"):
+        raise RunDirError(f"--resume: the newest checkpoint {newest} is {damaged}; {nothing}; remove it to resume "
+                          f"from {complete[-1].name}, or start again with --overwrite")
+    return str(complete[-1]), False
+
+
+def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = False) -> Stage:
+    """Stage a training run of ``recipe``: check (every process), then create or take over the staging
+    directory and lock it with PID and host (main process), while the others wait at a barrier.
+
+    ``distributed``: accelerate's ``PartialState`` (``TrainingArguments.distributed_state``). Raises RunDirError
+    (see :func:`_staged_state`); the run directory itself is checked by :func:`check_new_run`.
+    """
+    import datetime
+    import yaml
+
+    final = Path(recipe.run_dir)
+    stage = stage_path(final)
+    checkpoint, written = _staged_state(stage, recipe, resume, overwrite)
+    distributed.wait_for_everyone()  # nobody writes before every process has checked
+    if distributed.is_main_process:
+        if stage.exists() and not resume:
+            shutil.rmtree(stage)  # --overwrite of an abandoned stage (a live one was refused above)
+        stage.mkdir(parents=True, exist_ok=resume)
+        lock = {"pid": os.getpid(), "host": _this_host(),
+                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        write_json(stage / LOCK_FILE, lock)
+        staged = yaml.safe_load(yaml.safe_dump(recipe.to_dict()))
+        (stage / RECIPE_FILE).write_text(yaml.safe_dump(staged, sort_keys=False))
+        if checkpoint:
+            for later in checkpoints(stage):
+                if _checkpoint_number(later) > _checkpoint_number(Path(checkpoint)):
+                    shutil.rmtree(later)  # cut short while saving; Trainer saves that step again
+    distributed.wait_for_everyone()
+    return Stage(final, stage, checkpoint, distributed, overwrite, written)
+
+
+@contextlib.contextmanager
+def run_stage(recipe, distributed, overwrite: bool = False, resume: bool = False) -> Iterator[Stage]:
+    """:func:`open_stage` as a context: on an error or interrupt the stage is kept if it can be resumed
+    (the message says so) and removed otherwise."""
+    import sys
+
+    stage = open_stage(recipe, distributed, overwrite, resume)
+    try:
+        yield stage
+    except BaseException:
+        kept = stage.abandon()
+        if kept:
+            print(f"peftsent: {kept}", file=sys.stderr)
+        raise
+
+
+def lifecycle_callback():
+    """A Trainer callback marking the life-cycle points the interrupted-run tests stop at."""
+    from transformers import TrainerCallback
+
+    class LifeCycle(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            kill_point(f"step-{state.global_step}")
+
+        def on_save(self, args, state, control, **kwargs):
+            kill_point(f"save-{state.global_step}")
+
+    return LifeCycle()

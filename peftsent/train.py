@@ -20,12 +20,19 @@ Overrides are section.key=value, the value parsed as YAML; the key must exist
 (train.* takes any transformers.TrainingArguments field, method.* the fields of
 the method's peft config). The run directory is train.output_dir (default
 runs/<recipe name>); it is written atomically.
+
+An interrupted run keeps its checkpoints in .<name>.partial/ beside the run
+directory: continue it with the same command plus --resume, or discard it with
+--overwrite. Several processes (CPU: gloo; GPUs: NCCL):
+  torchrun --nproc_per_node 2 -m peftsent.train recipes/quick/lora.yaml
+  accelerate launch --num_processes 2 -m peftsent.train recipes/quick/lora.yaml
 """
 
 
 def preflight(recipe, overwrite: bool = False) -> None:
-    """Check, before any compute: the run directory is new, the model and data are reachable,
-    and every target module name matches. Raises one RecipeError/RunDirError listing the problems."""
+    """Check, before any compute: the run directory is new, the model and data are reachable, the
+    checkpoints can be resumed, and every target module name matches. Raises one RecipeError/RunDirError
+    listing the problems."""
     from peftsent.data import check_available
     from peftsent.modeling import check_method_on_meta
     from peftsent.registry import resolve_model
@@ -33,6 +40,9 @@ def preflight(recipe, overwrite: bool = False) -> None:
 
     check_new_run(recipe.run_dir, overwrite)
     problems = list(check_available(recipe.data))
+    if recipe.train.get("save_only_model"):
+        problems.append("train.save_only_model: true keeps no optimizer, scheduler or RNG state, so an interrupted "
+                        "run could not be continued with --resume; remove the key")
     try:
         source = resolve_model(recipe.model.name)
     except ModelError as err:
@@ -121,38 +131,142 @@ def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def optimizer_steps(recipe, n_train: int) -> int:
-    """Optimizer steps of the run: ``max_steps`` if set, else epochs x ceil(reviews / effective batch)."""
+def optimizer_steps(recipe, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps`` if set, else epochs x steps per epoch, where each of
+    ``world_size`` processes takes ``per_device_train_batch_size`` reviews per batch and accumulates
+    ``gradient_accumulation_steps`` batches per step (an estimate for AdaLoRA's config; the Trainer's own
+    count replaces it when training starts)."""
     import math
 
     train = recipe.train
     if train.get("max_steps", -1) and train.get("max_steps", -1) > 0:
         return int(train["max_steps"])
-    batch = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
-    return max(1, math.ceil(math.ceil(n_train / batch) * float(train["num_train_epochs"])))
+    batches = math.ceil(math.ceil(n_train / train["per_device_train_batch_size"]) / world_size)
+    per_epoch = max(1, math.ceil(batches / train.get("gradient_accumulation_steps", 1)))
+    return max(1, math.ceil(per_epoch * float(train["num_train_epochs"])))
 
 
 def _callbacks(recipe) -> list:
-    """AdaLoRA reallocates its rank budget after every optimizer step, while gradients still exist."""
-    if recipe.method_name != "adalora":
-        return []
-    from transformers import TrainerCallback
+    """Early stopping (transformers.EarlyStoppingCallback), AdaLoRA's budget, the life-cycle points."""
+    from transformers import EarlyStoppingCallback
 
-    class AdaLoraBudget(TrainerCallback):
-        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-            model.base_model.update_and_allocate(state.global_step)
+    from peftsent.rundir import lifecycle_callback
 
-    return [AdaLoraBudget()]
+    callbacks = [lifecycle_callback()]
+    if recipe.train.get("early_stopping_patience"):
+        callbacks.append(EarlyStoppingCallback(recipe.train["early_stopping_patience"],
+                                               recipe.train.get("early_stopping_threshold") or 0.0))
+    if recipe.method_name == "adalora":
+        from peftsent.methods.adalora import adalora_callback
+
+        callbacks.append(adalora_callback())
+    return callbacks
 
 
-def _drop_checkpoints(work: Path) -> None:
-    import shutil
+def _reload_checkpoint(recipe, checkpoint: str):
+    """The model of a saved checkpoint, loaded as eval loads a run (fresh float32 base + adapter in inference
+    mode) for peft methods: peft's in-place reload puts p-tuning's saved (already encoded) prompt through the
+    prompt encoder again and mis-sizes AdaLoRA's reallocated ranks. None for full fine-tuning and bottleneck
+    adapters, where the Trainer's own reload (a plain state dict) is right."""
+    from peftsent.methods import method_spec
 
-    for checkpoint in work.glob("checkpoint-*"):
-        state = checkpoint / "trainer_state.json"
-        if state.is_file() and not (work / "trainer_state.json").exists():
-            state.replace(work / "trainer_state.json")
-        shutil.rmtree(checkpoint)
+    if not method_spec(recipe.method_name).is_peft:
+        return None
+    from peftsent.loading import _attach_adapter
+    from peftsent.registry import resolve_model
+
+    return _attach_adapter(resolve_model(recipe.model.name).location, checkpoint)
+
+
+def _make_trainer(recipe, args, model, tokenizer, tokenized):
+    """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
+    ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
+    it multiplies it by the number of processes (eval_loss 1.386 instead of 0.693 under two, gradients doubled)
+    and skips the division by ``gradient_accumulation_steps``."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from peftsent.metrics import trainer_metrics
+
+    (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
+
+    class RunTrainer(Trainer):
+        def _run_epoch(self, *args, **kwargs):
+            # resumed from the final checkpoint in the middle of an epoch, transformers would train one step more
+            if self.state.global_step >= self.state.max_steps:
+                self.control.should_training_stop = True
+                return None
+            return super()._run_epoch(*args, **kwargs)
+
+        def _load_best_model(self):
+            if self.state.best_global_step == self.state.global_step:
+                return  # the last step is the best: the model in memory is that checkpoint, no reload
+            reloaded = _reload_checkpoint(recipe, self.state.best_model_checkpoint)
+            if reloaded is None:
+                return super()._load_best_model()
+            self.model = reloaded.to(self.args.device)
+
+    return RunTrainer(
+        model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        compute_metrics=trainer_metrics(recipe.eval.ece_bins), callbacks=_callbacks(recipe),
+    )
+
+
+def check_best_reload(trainer, validation: dict) -> None:
+    """The model in memory after ``load_best_model_at_end`` must score the validation split as the best
+    checkpoint did when training evaluated it (``trainer_state`` log history): log-loss within 1e-4 in float32,
+    2e-2 under bf16/fp16 autocast (training evaluated in lower precision). Raises RuntimeError otherwise."""
+    state, args = trainer.state, trainer.args
+    if not args.load_best_model_at_end or state.best_global_step is None:
+        return
+    logged = next((e for e in state.log_history
+                   if e.get("step") == state.best_global_step and "eval_log_loss" in e), None)
+    if logged is None:
+        return
+    tolerance = 2e-2 if (args.bf16 or args.fp16) else 1e-4
+    if abs(logged["eval_log_loss"] - validation["log_loss"]) > tolerance:
+        raise RuntimeError(
+            f"the best checkpoint (step {state.best_global_step}) had validation log-loss "
+            f"{logged['eval_log_loss']:.6f} when it was evaluated, but the model reloaded from it gives "
+            f"{validation['log_loss']:.6f} (tolerance {tolerance}): its saved weights do not reproduce it")
+
+
+def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> dict:
+    """Validation (also the best-reload check: one pass) and test metrics of the selected model, float32,
+    over whole splits on every process."""
+    from peftsent.inference import predict_logits
+    from peftsent.metrics import classification_metrics
+    from peftsent.rundir import kill_point
+
+    kill_point("final-evaluation")
+    # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    results = {}
+    for split in ("validation", "test") if recipe.eval.test else ("validation",):
+        logits, labels, speed = predict_logits(model, tokenizer, tokenized[split],
+                                               recipe.train["per_device_eval_batch_size"])
+        results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
+        timing[f"{split}_samples_per_second"] = speed
+    check_best_reload(trainer, results["validation"])
+    state = trainer.state
+    results["best_checkpoint"] = state.best_model_checkpoint and Path(state.best_model_checkpoint).name
+    results["global_step"], results["max_steps"] = state.global_step, state.max_steps
+    if recipe.train.get("early_stopping_patience"):
+        stopped = state.global_step if state.global_step < state.max_steps else None
+        results["early_stopping"] = {"patience": recipe.train["early_stopping_patience"],
+                                     "threshold": recipe.train.get("early_stopping_threshold") or 0.0,
+                                     "stopped_at_step": stopped}
+    return results
+
+
+def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict) -> None:
+    """Weights, recipe, the whole run's trainer_state.json, then metrics.json (last: the results are complete)."""
+    from peftsent.rundir import METRICS_FILE, RECIPE_FILE, TRAINER_STATE_FILE, write_json
+
+    _save_weights(trainer, tokenizer, recipe, work)
+    recipe.dump(work / RECIPE_FILE)
+    trainer.state.save_to_json(str(work / TRAINER_STATE_FILE))
+    write_json(work / METRICS_FILE, summary)
 
 
 def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict) -> dict:
@@ -174,68 +288,66 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: di
     }
 
 
-def train(recipe, overwrite: bool = False) -> Path:
+def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
     Model selection uses the validation split (best checkpoint by
     ``train.metric_for_best_model``); the test split is evaluated once, at the end.
-    Raises RecipeError/RunDirError/DataError/ModelError before training starts
-    for user mistakes.
+    ``resume``: continue the staged run from its newest complete checkpoint (see
+    :mod:`peftsent.rundir`). Every process of a torchrun/accelerate launch calls this;
+    only the main one writes. Raises RecipeError/RunDirError/DataError/ModelError
+    before training starts for user mistakes.
     """
-    from transformers import DataCollatorWithPadding, Trainer
+    from accelerate import PartialState
+    from transformers import set_seed
 
     from peftsent.data import load_splits, tokenize_splits
-    from peftsent.inference import predict_logits
-    from peftsent.metrics import classification_metrics, trainer_metrics
     from peftsent.modeling import build_model, max_input_tokens
-    from peftsent.rundir import METRICS_FILE, RECIPE_FILE, staging, write_json
+    from peftsent.rundir import run_stage, stage_path
     from peftsent.training_args import make_training_args
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
-    model, tokenizer, report = build_model(recipe, total_steps=optimizer_steps(recipe, len(splits["train"])))
-    max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
-    tokenized = tokenize_splits(splits, tokenizer, max_length)
+    args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
+    with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume) as stage:
+        if stage.results_written:
+            return stage.finish()
+        set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
+        model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
+        max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
+        tokenized = tokenize_splits(splits, tokenizer, max_length)
+        if stage.is_main_process:
+            _announce(recipe, report, splits, stage)
+        with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
+            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized)
+            started = time.perf_counter()
+            output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
+            timing = {"train_seconds": round(time.perf_counter() - started, 1),
+                      "train_samples_per_second": output.metrics.get("train_samples_per_second"),
+                      "world_size": args.world_size}
+            results = _final_evaluation(trainer, recipe, tokenizer, tokenized, timing)
+            results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
+            summary = _run_summary(recipe, report, splits, timing, results, memory.report())
+            return stage.finish(lambda work: _write_results(work, trainer, tokenizer, recipe, summary))
+
+
+def _announce(recipe, report, splits, stage) -> None:
+    resumed = f"; resuming from {Path(stage.resume_from_checkpoint).name}" if stage.resume_from_checkpoint else ""
     print(f"peftsent: {recipe.method_name} on {recipe.model.name}: {report.trainable:,} trainable of "
           f"{report.total:,} parameters (adapter {report.adapter:,}, head {report.head:,}); "
-          f"train/validation/test = {len(splits['train'])}/{len(splits['validation'])}/{len(splits['test'])} reviews",
-          file=sys.stderr)
-    with staging(recipe.run_dir, overwrite) as work, _tensorboard_dir(work / "logs"), PeakMemory() as memory:
-        trainer = Trainer(
-            model=model,
-            args=make_training_args(recipe, output_dir=str(work)),
-            train_dataset=tokenized["train"],
-            eval_dataset=tokenized["validation"],
-            data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer,
-            compute_metrics=trainer_metrics(recipe.eval.ece_bins),
-            callbacks=_callbacks(recipe),
-        )
-        started = time.perf_counter()
-        output = trainer.train()
-        timing = {"train_seconds": round(time.perf_counter() - started, 1),
-                  "train_samples_per_second": output.metrics.get("train_samples_per_second")}
-        results = {}
-        batch_size = recipe.train["per_device_eval_batch_size"]
-        # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
-        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-        for split in ("validation", "test") if recipe.eval.test else ("validation",):
-            logits, labels, speed = predict_logits(model, tokenizer, tokenized[split], batch_size)
-            results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
-            timing[f"{split}_samples_per_second"] = speed
-        results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name
-        _save_weights(trainer, tokenizer, recipe, work)
-        _drop_checkpoints(work)
-        recipe.dump(work / RECIPE_FILE)
-        write_json(work / METRICS_FILE, _run_summary(recipe, report, splits, timing, results, memory.report()))
-    return recipe.run_dir
+          f"train/validation/test = {len(splits['train'])}/{len(splits['validation'])}/{len(splits['test'])} "
+          f"reviews{resumed}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m peftsent.train", "Fine-tune an encoder for sentiment from a YAML recipe.", EPILOG)
     parser.add_argument("recipe", help="recipe YAML file (see recipes/ and recipes/quick/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key, e.g. method.r=16")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run directory, or discard an interrupted run's staged checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its newest complete checkpoint "
+                             "(same recipe and overrides)")
     parser.add_argument("--dry-run", action="store_true", help="validate the recipe, print it resolved, train nothing")
     args = parser.parse_intermixed_args(argv)
 
@@ -250,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
             preflight(recipe, args.overwrite)
             print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
             return 0
-        run_dir = train(recipe, overwrite=args.overwrite)
+        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return 0  # the main process reports
         import json
 
         summary = json.loads((run_dir / "metrics.json").read_text())

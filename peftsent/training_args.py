@@ -34,7 +34,9 @@ def make_training_args(recipe, output_dir: str, **extra):
     import torch
     from transformers import TrainingArguments
 
-    kwargs = {**recipe.train, **extra, "output_dir": output_dir}
+    from peftsent.recipe import TRAIN_EXTRAS
+
+    kwargs = {**{k: v for k, v in recipe.train.items() if k not in TRAIN_EXTRAS}, **extra, "output_dir": output_dir}
     if kwargs.get("bf16") == "auto":
         kwargs["bf16"] = bf16_available() and not kwargs.get("fp16")  # fp16: true means fp16 instead
     if not torch.cuda.is_available():

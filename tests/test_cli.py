@@ -46,7 +46,7 @@ def test_hub_recipe_offline_fails_fast_naming_the_offline_alternative(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_during_training_leaves_nothing_behind(tiny_models, reviews_csv, tmp_path):
+def test_sigterm_during_training_leaves_only_a_resumable_stage(tiny_models, reviews_csv, tmp_path):
     import signal
     import time
 
@@ -59,11 +59,14 @@ def test_sigterm_during_training_leaves_nothing_behind(tiny_models, reviews_csv,
     process = subprocess.Popen([sys.executable, "-m", "peftsent.train", str(tmp_path / "r.yaml")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 90
-    while time.time() < deadline and not list((tmp_path / "runs").glob(".r.partial-*/logs")):
-        time.sleep(0.2)
-    time.sleep(1.0)  # training is under way
+    while time.time() < deadline and not list((tmp_path / "runs").glob(".r.partial/checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)  # training is under way and one checkpoint is complete
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert not list((tmp_path / "runs").iterdir())
+    left = list((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs" / "r").exists()  # never a directory that looks finished
+    # the complete checkpoint is kept, unlocked, for --resume
+    assert [p.name for p in left] == [".r.partial"] and "--resume" in err
+    assert not (left[0] / "peftsent.lock").exists()

@@ -116,6 +116,12 @@ CATALOGUE: tuple[MethodSpec, ...] = (
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in CATALOGUE}
 
+#: methods whose checkpoints cannot continue training (``--resume``), and why
+NOT_RESUMABLE: dict[str, str] = {
+    "p_tuning": "peft saves the prompt encoder's output, not the encoder (MLP) that training continues",
+    "adalora": "peft saves the adapter cut to its current ranks and not the rank allocator's importance scores",
+}
+
 
 def method_spec(name: str) -> MethodSpec:
     """The catalogue entry for ``name``; KeyError if unknown (recipe validation reports it)."""

@@ -1,0 +1,82 @@
+"""Several processes (torchrun / accelerate launch, CPU gloo): one staging directory, one writer, whole-split metrics."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _torchrun(recipe_file: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "-m", "peftsent.train", str(recipe_file), *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=recipe_file.parent, timeout=600)
+
+
+def _two_process_recipe(tiny_models, reviews_csv, tmp_path) -> Path:
+    # per-device eval batches of 3 over 16 reviews: uneven shards, so whole-split gathering is exercised
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "runs" / "two", max_steps=4, eval_strategy="steps",
+                      eval_steps=2, save_strategy="steps", save_steps=2, learning_rate=0.03,
+                      per_device_train_batch_size=4, per_device_eval_batch_size=3, metric_for_best_model="log_loss",
+                      disable_tqdm=True)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_two_processes_write_one_run_with_whole_split_metrics(tiny_models, reviews_csv, tmp_path):
+    from peftsent.eval import evaluate
+
+    result = _torchrun(_two_process_recipe(tiny_models, reviews_csv, tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "two"
+    assert sorted(p.name for p in run.parent.iterdir()) == ["two"]  # one stage, renamed once, nothing left over
+    assert result.stdout.count("run directory:") == 1  # the main process reports
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["timing"]["world_size"] == 2
+    for split in ("validation", "test"):  # what one process computes for the same weights
+        alone = evaluate(str(run), split=split)
+        assert alone["count"] == metrics[split]["count"] == 16
+        assert alone["accuracy"] == metrics[split]["accuracy"]
+        assert alone["log_loss"] == pytest.approx(metrics[split]["log_loss"], abs=1e-6)
+    state = json.loads((run / "trainer_state.json").read_text())
+    for entry in (e for e in state["log_history"] if "eval_loss" in e):  # the mean loss, not world_size times it
+        # (the Trainer averages batch means, padded shards included: close to the exact log-loss, not equal)
+        assert entry["eval_loss"] == pytest.approx(entry["eval_log_loss"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes(tiny_models, reviews_csv, tmp_path):
+    recipe_file = _two_process_recipe(tiny_models, reviews_csv, tmp_path)
+    whole = tmp_path / "whole.yaml"
+    raw = yaml.safe_load(recipe_file.read_text())
+    raw["train"]["output_dir"] = str(tmp_path / "runs" / "whole")
+    whole.write_text(yaml.safe_dump(raw))
+    assert _torchrun(whole).returncode == 0
+    killed = _torchrun(recipe_file, env={"PEFTSENT_TEST_KILL_AT": "save-2"})
+    assert killed.returncode != 0 and not (tmp_path / "runs" / "two").exists()
+    resumed = _torchrun(recipe_file, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    assert got["resumed_from"] == "checkpoint-2"
+    for split in ("validation", "test"):
+        assert got[split]["accuracy"] == expected[split]["accuracy"]
+        assert got[split]["log_loss"] == pytest.approx(expected[split]["log_loss"], abs=1e-6)
