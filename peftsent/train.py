@@ -174,13 +174,24 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: di
     }
 
 
-def train(recipe, overwrite: bool = False) -> Path:
+def _baseline(recipe, splits) -> dict | None:
+    """The TF-IDF + LR baseline on the run's own splits when ``eval.baseline: tfidf`` (before training: seconds)."""
+    if recipe.eval.baseline == "none":
+        return None
+    from peftsent.baseline import tfidf_baseline
+
+    return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
+
+
+def train(recipe, overwrite: bool = False, callbacks: list = ()) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
     Model selection uses the validation split (best checkpoint by
     ``train.metric_for_best_model``); the test split is evaluated once, at the end.
-    Raises RecipeError/RunDirError/DataError/ModelError before training starts
-    for user mistakes.
+    ``callbacks``: extra ``transformers.TrainerCallback``s (peftsent.tune's pruning).
+    With ``eval.baseline: tfidf`` the TF-IDF baseline on the same splits goes into
+    metrics.json under ``baseline``. Raises RecipeError/RunDirError/DataError/ModelError
+    before training starts for user mistakes.
     """
     from transformers import DataCollatorWithPadding, Trainer
 
@@ -193,6 +204,7 @@ def train(recipe, overwrite: bool = False) -> Path:
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
+    baseline = _baseline(recipe, splits)
     model, tokenizer, report = build_model(recipe, total_steps=optimizer_steps(recipe, len(splits["train"])))
     max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
     tokenized = tokenize_splits(splits, tokenizer, max_length)
@@ -209,7 +221,7 @@ def train(recipe, overwrite: bool = False) -> Path:
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
             compute_metrics=trainer_metrics(recipe.eval.ece_bins),
-            callbacks=_callbacks(recipe),
+            callbacks=[*_callbacks(recipe), *callbacks],
         )
         started = time.perf_counter()
         output = trainer.train()
@@ -224,6 +236,8 @@ def train(recipe, overwrite: bool = False) -> Path:
             results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
             timing[f"{split}_samples_per_second"] = speed
         results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name
+        if baseline is not None:
+            results["baseline"] = baseline
         _save_weights(trainer, tokenizer, recipe, work)
         _drop_checkpoints(work)
         recipe.dump(work / RECIPE_FILE)
@@ -258,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
         print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
+        if "baseline" in summary:
+            from peftsent.baseline import compare_line
+
+            print(compare_line(summary))
         return 0
 
     return run_cli(body, "peftsent.train")
