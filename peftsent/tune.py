@@ -343,9 +343,12 @@ def _objective(path: str, overrides: list[str], spec: TuneSpec, out: Path):
 
 def _storage(url: str):
     """An optuna RDB storage with heartbeats: a trial whose process died is failed and retried once."""
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
     try:
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                           heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
@@ -518,7 +521,8 @@ def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) ->
         "direction": spec.direction, "trials": dict(Counter(row["state"] for row in rows)),
         "best_trial": None if best is None else best.number,
         "best_value": None if best is None else best.value,
-        "best_params": {} if best is None else {p.key: p.decode(best.params[p.key]) for p in spec.params},
+        "best_params": {} if best is None else {p.key: p.decode(best.params[p.key]) for p in spec.params
+                                                 if p.key in best.params},
         "this_invocation_seconds": round(seconds, 1),
         "trial_wall_seconds": round(sum(r["wall seconds"] or 0 for r in rows), 1),
         "plots_skipped": skipped,
