@@ -19,8 +19,9 @@ with the trial's values as overrides, trained into ``OUT/trials/trial-<n>``; it
 evaluates the validation split only (``eval.test=false``): the test split is
 reported once, by training ``OUT/best.yaml``. The objective is always a
 validation metric; the median pruner reads the same metric at every
-evaluation during training (set ``train.eval_strategy=steps`` to give it more
-than one per epoch). ``train`` validates a ``tune`` section and otherwise
+evaluation during training and can stop a trial before its last step (give it
+evaluations within an epoch with ``train.eval_strategy=steps train.eval_steps=K
+train.save_strategy=steps train.save_steps=K``). ``train`` validates a ``tune`` section and otherwise
 ignores it; run directories and ``best.yaml`` hold one concrete recipe, without it.
 
 Outputs in ``--out`` (default ``runs/tune/<recipe name>``): ``tune.db`` (the
@@ -290,7 +291,8 @@ def check_values(path: str, overrides: list[str], spec: TuneSpec) -> None:
 
 def pruning_callback(trial, spec: TuneSpec):
     """A ``transformers.TrainerCallback`` that reports ``spec.metric`` at every evaluation to the optuna
-    ``trial`` (step = optimizer step) and raises ``optuna.TrialPruned`` when the pruner says so."""
+    ``trial`` (step = optimizer step) and raises ``optuna.TrialPruned`` when the pruner says so, except
+    at the final step (a finished run is kept and counts)."""
     import optuna
     from transformers import TrainerCallback
 
@@ -301,7 +303,8 @@ def pruning_callback(trial, spec: TuneSpec):
             if metrics is None or metrics.get(key) is None:
                 return
             trial.report(float(metrics[key]), step=state.global_step)
-            if trial.should_prune():
+            # the last evaluation ends the run anyway: its compute is spent, so the trial counts
+            if state.global_step < state.max_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"validation {spec.metric} {metrics[key]:.4f} at step "
                                          f"{state.global_step} is worse than the median of earlier trials")
 

@@ -16,7 +16,7 @@ SPACE = {"train.learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]}, "method.r": {
 
 
 def _recipe_file(tmp_path, tiny_models, reviews_csv, tune_section, arch="bert", **train):
-    raw = tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "runs" / "r", max_steps=2, **train)
+    raw = tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "runs" / "r", **{"max_steps": 2, **train})
     raw["tune"] = tune_section
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -106,9 +106,10 @@ def test_study_trains_trials_writes_reports_and_resumes(tiny_models, reviews_csv
 def test_pruned_trial_leaves_no_run_and_no_best(tiny_models, reviews_csv, tmp_path, capsys):
     import optuna
 
-    path = _recipe_file(tmp_path, tiny_models, reviews_csv, SPACE)
+    steps = dict(max_steps=4, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2)
+    path = _recipe_file(tmp_path, tiny_models, reviews_csv, SPACE, **steps)
     out = tmp_path / "tune"
-    # accuracy is always below 1.1: the first validation report prunes the trial
+    # accuracy is always below 1.1: the validation report at step 2 of 4 prunes the trial
     result = tune(path, trials=1, out=str(out), pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     (row,) = _rows(out)
     assert row["state"] == "PRUNED" and row["last reported step"] == "2"
@@ -133,3 +134,38 @@ def test_peftsent_tune_is_the_same_command(tiny_models, reviews_csv, tmp_path, c
         assert run() == 2
         err = capsys.readouterr().err
         assert "test-split metric" in err and "Traceback" not in err
+
+
+def test_pruning_callback_never_prunes_the_last_evaluation():
+    import optuna
+    from types import SimpleNamespace
+
+    from peftsent.tune import TuneSpec, pruning_callback
+
+    class Trial:
+        reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return True
+
+    trial = Trial()
+    callback = pruning_callback(trial, TuneSpec((), "loss", 0))
+    callback.on_evaluate(None, SimpleNamespace(global_step=10, max_steps=10), None, metrics={"eval_loss": 0.5})
+    with pytest.raises(optuna.TrialPruned):
+        callback.on_evaluate(None, SimpleNamespace(global_step=5, max_steps=10), None, metrics={"eval_loss": 0.7})
+    assert trial.reports == [(10, 0.5), (5, 0.7)]
+
+
+@pytest.mark.parametrize("name", ["lora", "full"])
+def test_shipped_search_spaces_pass_the_up_front_checks(name):
+    from pathlib import Path
+
+    from peftsent.tune import check_values, tune_spec
+
+    path = str(Path(__file__).resolve().parent.parent / "recipes" / "quick" / f"{name}.yaml")
+    spec = tune_spec(load_recipe(path))
+    check_values(path, [], spec)
+    assert spec.direction == "maximize" and spec.params
