@@ -21,6 +21,7 @@ VERBS = {
     "methods": ("peftsent.methods.__main__", "which fine-tuning method works with which architecture"),
     "analyze": ("peftsent.analyze", "error analysis of a run's predictions"),
     "tune": ("peftsent.tune", "search a recipe's tune: section with Optuna"),
+    "baseline": ("peftsent.baseline", "TF-IDF + logistic regression on a recipe's training reviews (seconds)"),
 }
 
 USAGE = "usage: peftsent {" + ",".join(VERBS) + "} [ARGS ...]"

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline"]
 
 
 def _run(*args, **kwargs):
@@ -71,7 +71,7 @@ def test_sigterm_during_training_leaves_nothing_behind(tiny_models, reviews_csv,
 
 # ---------------------------------------------------------------- the peftsent console script
 
-VERBS = ["train", "merge", "eval", "predict", "compare", "methods", "analyze", "tune"]
+VERBS = ["train", "merge", "eval", "predict", "compare", "methods", "analyze", "tune", "baseline"]
 
 
 def test_console_script_is_declared():
