@@ -453,7 +453,7 @@ def _trial_rows(study, spec: TuneSpec) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        row = {"number": t.number, "state": t.state.name, f"validation {spec.metric}": t.value}
+        row = {"number": t.number, "state": t.state.name, f"objective: validation {spec.metric}": t.value}
         by_key = {p.key: p for p in spec.params}
         row.update({f"param {k}": _yaml_text(by_key[k].decode(v)) if k in by_key else v for k, v in t.params.items()})
         validation = t.user_attrs.get("validation", {})
@@ -479,7 +479,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def _plots(study, out: Path) -> list[str]:
+def _plots(study, spec: TuneSpec, out: Path) -> list[str]:
     """history.png, importance.png (two complete trials or more) and intermediate.png; returns what was skipped."""
     import warnings
 
@@ -500,7 +500,9 @@ def _plots(study, out: Path) -> list[str]:
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         for name, plot in plots.items():
             axes = plot(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            if name != "importance.png":
+                axes.set_ylabel(f"validation {spec.metric}")
+            figure = axes.figure
             figure.set_size_inches(8, 4.5)
             figure.tight_layout()
             figure.savefig(out / name, dpi=110)
@@ -516,7 +518,7 @@ def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) ->
 
     rows = _trial_rows(study, spec)
     _write_csv(rows, out / "trials.csv")
-    skipped = _plots(study, out)
+    skipped = _plots(study, spec, out)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     best = study.best_trial if complete else None
     summary = {

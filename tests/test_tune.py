@@ -88,7 +88,7 @@ def test_study_trains_trials_writes_reports_and_resumes(tiny_models, reviews_csv
     for row in rows:  # each trial is an ordinary run, validation only; its parameters and metrics are in the CSV
         summary = json.loads((out / "trials" / f"trial-{row['number']}" / "metrics.json").read_text())
         assert "test" not in summary
-        assert float(row["val accuracy"]) == summary["validation"]["accuracy"] == float(row["validation accuracy"])
+        assert float(row["val accuracy"]) == summary["validation"]["accuracy"] == float(row["objective: validation accuracy"])
         assert row["param method.r"] in {"2", "4"} and float(row["wall seconds"]) > 0
     assert {"history.png", "best.yaml", "study.json", "tune.db"} <= {p.name for p in out.iterdir()}
     # best.yaml is a complete recipe that train runs as is, with the test split
