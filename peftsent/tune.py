@@ -336,6 +336,9 @@ def _objective(path: str, overrides: list[str], spec: TuneSpec, out: Path):
         validation = _validation_scalars(summary["validation"])
         trial.set_user_attr("validation", validation)
         trial.set_user_attr("train_seconds", summary["timing"]["train_seconds"])
+        if spec.report_key not in validation:  # roc_auc with one class in the validation split
+            raise PeftsentError(f"tune.metric {spec.metric}: undefined on this validation split "
+                                f"({run_dir / 'metrics.json'}); choose another metric, e.g. accuracy or log_loss")
         return validation[spec.report_key]
 
     return objective
@@ -425,11 +428,13 @@ def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float 
     out_dir = Path(out) if out else Path("runs") / "tune" / Path(path).stem
     check_out_dir(out_dir)
     preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES, f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out_dir / 'tune.db').resolve()}"
+    if storage is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     name = study_name or f"peftsent-{Path(path).stem}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(_storage(url), name, spec, _fingerprint(path, overrides, spec), pruner)
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     remaining = trials - _finished(study)
     if remaining > 0:

@@ -169,3 +169,10 @@ def test_shipped_search_spaces_pass_the_up_front_checks(name):
     spec = tune_spec(load_recipe(path))
     check_values(path, [], spec)
     assert spec.direction == "maximize" and spec.params
+
+
+def test_unusable_storage_is_one_message_and_writes_nothing(tiny_models, reviews_csv, tmp_path, capsys):
+    path = _recipe_file(tmp_path, tiny_models, reviews_csv, SPACE)
+    assert main([path, "--trials", "1", "--storage", "nonsense://x", "--out", str(tmp_path / "tune")]) == 2
+    assert "--storage nonsense://x: cannot open it" in capsys.readouterr().err
+    assert not (tmp_path / "tune").exists()
