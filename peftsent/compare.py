@@ -139,17 +139,23 @@ def seeded_recipe(path: str, seed_index: int, overrides: list[str], out: Path):
 def is_reusable(recipe) -> bool:
     """True if the recipe's run directory holds a finished run of the same resolved recipe.
 
-    Raises PeftsentError if it holds a run of a different recipe (nothing is overwritten).
+    ``eval.baseline`` is left out of the comparison: it does not change the trained run, and compare fits
+    the baseline itself when a run lacks it. Raises PeftsentError if it holds a run of a different recipe
+    (nothing is overwritten).
     """
     import yaml
 
     from peftsent.rundir import RECIPE_FILE, is_finished_run
 
+    def trained(raw: dict) -> dict:
+        (raw.get("eval") or {}).pop("baseline", None)
+        return raw
+
     run_dir = recipe.run_dir
     if not is_finished_run(run_dir):
         return False
-    saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
-    if saved != yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
+    saved = trained(yaml.safe_load((run_dir / RECIPE_FILE).read_text()))
+    if saved != trained(yaml.safe_load(yaml.safe_dump(recipe.to_dict()))):
         raise PeftsentError(f"{run_dir} holds a run of a different recipe ({recipe.source}); move it away, "
                             f"or compare with another --out")
     return True
@@ -382,6 +388,8 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         if not is_reusable(recipe):
             preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
+    if any(recipe.eval.baseline != "none" for recipe in planned):  # a reused run may predate the switch
+        baseline = next(recipe.eval.baseline for recipe in planned if recipe.eval.baseline != "none")
     groups = group_rows(records)
     baselines = group_baselines(groups, baseline)
     out_dir.mkdir(parents=True, exist_ok=True)

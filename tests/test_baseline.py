@@ -114,3 +114,14 @@ def test_recipe_switch_adds_the_row_and_reuses_the_stored_baseline(tiny_models, 
     stored = json.loads((tmp_path / "runs" / "lora" / "metrics.json").read_text())["baseline"]
     assert list(result["baselines"].values()) == [stored]
     assert "tfidf-logreg" in result["markdown"]
+
+
+def test_a_run_trained_without_the_switch_is_reused_and_gets_the_row(tiny_models, reviews_csv, tmp_path):
+    from peftsent.compare import compare
+
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "runs" / "lora")
+    compare(recipes=[_write(tmp_path / "lora.yaml", raw)], out=str(tmp_path / "a"))
+    raw["eval"] = {"baseline": "tfidf"}
+    result = compare(recipes=[_write(tmp_path / "lora.yaml", raw)], out=str(tmp_path / "b"))  # no retraining
+    assert "baseline" not in json.loads((tmp_path / "runs" / "lora" / "metrics.json").read_text())
+    assert len(result["baselines"]) == 1 and "tfidf-logreg" in result["markdown"]
