@@ -32,10 +32,14 @@ def run_cli(body: Callable[[], int], prog: str) -> int:
         return 130
 
 
+#: set by the ``peftsent`` dispatcher (peftsent/__main__.py) so a verb's usage reads ``peftsent train``
+prog_override: str | None = None
+
+
 def make_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
     """An ArgumentParser whose description and examples keep their line breaks."""
     return argparse.ArgumentParser(
-        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog_override or prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
 
 

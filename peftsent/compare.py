@@ -4,7 +4,9 @@ Rows come from finished run directories, or from recipes (missing runs are
 trained, finished runs with the same resolved recipe reused). With ``--seeds N``
 each recipe runs with N seeds and metric cells show mean ± std (sample std).
 Runs whose data, splits or budget differ are never mixed in one table: they go
-into separate tables, each headed by its budget.
+into separate tables, each headed by its budget. With ``--baseline tfidf`` (or
+when a compared recipe sets ``eval.baseline: tfidf``) every table gets a row for
+TF-IDF + logistic regression fitted on the same training reviews (peftsent.baseline).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ EPILOG = """examples:
   python -m peftsent.compare runs/quick/full runs/quick/lora runs/quick/ia3
   python -m peftsent.compare --recipes recipes/quick/full.yaml recipes/quick/lora.yaml recipes/quick/ia3.yaml
   python -m peftsent.compare --recipes recipes/quick/lora.yaml recipes/quick/ia3.yaml --seeds 3 --out runs/compare-3seeds
+  python -m peftsent.compare runs/quick/full runs/quick/lora --baseline tfidf
 
 Seed k > 0 of a recipe trains into <train.output_dir>-seed<k> with train.seed + k; with --set
 overrides the runs go to <out>/runs/<recipe name>[-seed<k>] instead, leaving the recipe's own run alone.
@@ -136,17 +139,23 @@ def seeded_recipe(path: str, seed_index: int, overrides: list[str], out: Path):
 def is_reusable(recipe) -> bool:
     """True if the recipe's run directory holds a finished run of the same resolved recipe.
 
-    Raises PeftsentError if it holds a run of a different recipe (nothing is overwritten).
+    ``eval.baseline`` is left out of the comparison: it does not change the trained run, and compare fits
+    the baseline itself when a run lacks it. Raises PeftsentError if it holds a run of a different recipe
+    (nothing is overwritten).
     """
     import yaml
 
     from peftsent.rundir import RECIPE_FILE, is_finished_run
 
+    def trained(raw: dict) -> dict:
+        (raw.get("eval") or {}).pop("baseline", None)
+        return raw
+
     run_dir = recipe.run_dir
     if not is_finished_run(run_dir):
         return False
-    saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
-    if saved != yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
+    saved = trained(yaml.safe_load((run_dir / RECIPE_FILE).read_text()))
+    if saved != trained(yaml.safe_load(yaml.safe_dump(recipe.to_dict()))):
         raise PeftsentError(f"{run_dir} holds a run of a different recipe ({recipe.source}); move it away, "
                             f"or compare with another --out")
     return True
@@ -228,29 +237,72 @@ def describe_budget(budget: tuple) -> str:
             f"(subset seed {seed}); {steps}; max length {max_length} tokens")
 
 
-def markdown_table(rows: list[Row]) -> str:
+def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
+    """The table cells of a TF-IDF baseline (see peftsent.baseline), in ``columns`` order; "—" where a
+    column has no meaning for a linear model. Its "train s" is the fit time (vectorizer + logistic regression)."""
+    def metric(split, name):
+        value = (baseline.get(split) or {}).get(name)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    known = {
+        "recipe": "baseline: TF-IDF + logistic regression", "method": "tfidf-logreg", "base model": "none (linear)",
+        "seeds": "1", "val acc": metric("validation", "accuracy"), "val F1": metric("validation", "f1"),
+        "test acc": metric("test", "accuracy"), "test F1": metric("test", "f1"),
+        "train s": f"{baseline['fit_seconds']:.0f}",
+        "train samples/s": f"{baseline['train_reviews'] / max(baseline['fit_seconds'], 1e-9):.2f}",
+    }
+    return {column: known.get(column, "—") for column in columns}
+
+
+def _baseline_note(baseline: dict, rows: list[Row]) -> str:
+    """A sentence under a table: what the baseline row is, and which rows do not beat it on test accuracy."""
+    from peftsent.baseline import DESCRIPTION
+
+    note = (f"Baseline row: {DESCRIPTION} (C={baseline['C']:g} chosen on validation, {baseline['features']:,} "
+            f"features), fitted on the same {baseline['train_reviews']:,} training reviews in "
+            f"{baseline['fit_seconds']:.1f} s.")
+    linear = (baseline.get("test") or {}).get("accuracy")
+    if linear is None:
+        return note
+    behind = [row_cells(row)["recipe"] for row in rows
+              if row.values(("test", "accuracy")) and statistics.mean(row.values(("test", "accuracy"))) <= linear]
+    if behind:
+        note += f" Not above it on test accuracy ({linear:.4f}): {', '.join(behind)}."
+    else:
+        note += f" Every fine-tune beats its test accuracy ({linear:.4f})."
+    return note
+
+
+def markdown_table(rows: list[Row], baseline: dict | None = None) -> str:
     cells = [row_cells(row) for row in rows]
     columns = list(cells[0])
+    if baseline is not None:
+        cells.append(baseline_cells(baseline, columns))
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(c[col] for col in columns) + " |" for c in cells]
     return "\n".join(lines)
 
 
-def write_csv(groups: dict[tuple, list[Row]], path: Path) -> None:
-    """One line per row, with the budget as a column."""
+def write_csv(groups: dict[tuple, list[Row]], path: Path, baselines: dict[tuple, dict] | None = None) -> None:
+    """One line per row, with the budget as a column; a baseline row closes each budget that has one."""
+    baselines = baselines or {}
     with path.open("w", newline="") as handle:
         writer = None
         for budget, rows in groups.items():
-            for row in rows:
-                cells = {"budget": describe_budget(budget), **row_cells(row)}
+            lines = [row_cells(row) for row in rows]
+            if budget in baselines:
+                lines.append(baseline_cells(baselines[budget], list(lines[0])))
+            for line in lines:
+                cells = {"budget": describe_budget(budget), **line}
                 if writer is None:
                     writer = csv.DictWriter(handle, fieldnames=list(cells))
                     writer.writeheader()
                 writer.writerow(cells)
 
 
-def plot(groups: dict[tuple, list[Row]], path: Path) -> None:
-    """Test accuracy against trainable parameters (log x), one point per recipe, error bars across seeds."""
+def plot(groups: dict[tuple, list[Row]], path: Path, baselines: dict[tuple, dict] | None = None) -> None:
+    """Test accuracy against trainable parameters (log x), one point per recipe, error bars across seeds;
+    each table's TF-IDF baseline (if any) as a dashed horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,6 +319,13 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> None:
             label = f"{row.runs[0].recipe['method']['name']}" + (f" (table {index + 1})" if len(groups) > 1 else "")
             ax.errorbar(x, statistics.mean(accuracy), yerr=std, fmt="o", capsize=4, label=label)
             ax.annotate(label, (x, statistics.mean(accuracy)), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        linear = ((baselines or {}).get(budget) or {}).get("test", {}).get("accuracy")
+        if linear is not None:
+            where = f" (table {index + 1})" if len(groups) > 1 else ""
+            ax.axhline(linear, linestyle="--", color=f"C{index}", alpha=0.7,
+                       label=f"TF-IDF + LR baseline{where}: {linear:.4f}")
+    if baselines:
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("test accuracy")
@@ -277,15 +336,41 @@ def plot(groups: dict[tuple, list[Row]], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, out: str = "runs/compare",
-            overrides: list[str] = ()) -> dict:
-    """Build the comparison; returns {"markdown": str, "out": Path, "groups": {budget: [Row]}}.
+def group_baselines(groups: dict[tuple, list[Row]], requested: str = "none") -> dict[tuple, dict]:
+    """Budget -> TF-IDF baseline, for every budget where ``requested`` is ``tfidf`` or a run's recipe sets
+    ``eval.baseline: tfidf``. A run's stored baseline (metrics.json) is reused when its settings are current;
+    otherwise it is fitted on the splits of the first run's data section (same reviews for every row)."""
+    from peftsent.baseline import NAME, baseline_for, is_current
+    from peftsent.rundir import open_run
 
-    Trains the recipe runs that are missing (``seeds`` per recipe). Raises
+    out = {}
+    for budget, rows in groups.items():
+        records = [run for row in rows for run in row.runs]
+        if requested != NAME and not any(r.recipe.get("eval", {}).get("baseline") == NAME for r in records):
+            continue
+        stored = next((r.metrics["baseline"] for r in records if is_current(r.metrics.get("baseline"))), None)
+        if stored is None:
+            recipe = open_run(records[0].path).recipe()
+            print(f"peftsent.compare: fitting the TF-IDF baseline on {describe_budget(budget)}", file=sys.stderr)
+            stored = baseline_for(recipe.data, recipe.eval.ece_bins)
+        out[budget] = stored
+    return out
+
+
+def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, out: str = "runs/compare",
+            overrides: list[str] = (), baseline: str = "none") -> dict:
+    """Build the comparison; returns {"markdown": str, "out": Path, "groups": {budget: [Row]},
+    "baselines": {budget: baseline dict}}.
+
+    Trains the recipe runs that are missing (``seeds`` per recipe). ``baseline``: ``tfidf`` adds a
+    TF-IDF + logistic-regression row to every table (see :func:`group_baselines`). Raises
     PeftsentError/RecipeError for bad inputs before any training starts.
     """
+    from peftsent.baseline import BASELINES
     from peftsent.train import preflight
 
+    if baseline not in BASELINES:
+        raise PeftsentError(f"--baseline {baseline}: expected one of {', '.join(BASELINES)}")
     if not run_dirs and not recipes:
         raise PeftsentError("nothing to compare: give run directories and/or --recipes")
     if seeds < 1:
@@ -303,12 +388,18 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         if not is_reusable(recipe):
             preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
+    if any(recipe.eval.baseline != "none" for recipe in planned):  # a reused run may predate the switch
+        baseline = next(recipe.eval.baseline for recipe in planned if recipe.eval.baseline != "none")
     groups = group_rows(records)
+    baselines = group_baselines(groups, baseline)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     for index, (budget, rows) in enumerate(groups.items()):
         title = f"## Table {index + 1}" if len(groups) > 1 else "## Comparison"
-        sections.append(f"{title}\n\nBudget, equal for every row: {describe_budget(budget)}.\n\n{markdown_table(rows)}\n")
+        linear = baselines.get(budget)
+        note = f"\n{_baseline_note(linear, rows)}\n" if linear else ""
+        sections.append(f"{title}\n\nBudget, equal for every row: {describe_budget(budget)}.\n\n"
+                        f"{markdown_table(rows, linear)}\n{note}")
     note = ("\nThese runs used different data or budgets, so they are shown in separate tables.\n"
             if len(groups) > 1 else "")
     caveat = ("\n`imdb-offline` test = a held-out part of IMDb's train split, not the official IMDb test set.\n"
@@ -316,9 +407,9 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
     applied = f"\nOverrides applied to every recipe: `{' '.join(overrides)}`.\n" if overrides else ""
     markdown = "# peftsent compare\n" + note + applied + "\n" + "\n".join(sections) + caveat
     (out_dir / "compare.md").write_text(markdown)
-    write_csv(groups, out_dir / "compare.csv")
-    plot(groups, out_dir / "compare.png")
-    return {"markdown": markdown, "out": out_dir, "groups": groups}
+    write_csv(groups, out_dir / "compare.csv", baselines)
+    plot(groups, out_dir / "compare.png", baselines)
+    return {"markdown": markdown, "out": out_dir, "groups": groups, "baselines": baselines}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,11 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="runs per recipe; cells show mean ± std (default: 1)")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                         help="overrides applied to every recipe, e.g. --set data.max_train_samples=1000")
+    parser.add_argument("--baseline", choices=("none", "tfidf"), default="none",
+                        help="tfidf: add a TF-IDF + logistic-regression row fitted on the same training reviews "
+                             "(default: none, unless a recipe sets eval.baseline: tfidf)")
     parser.add_argument("--out", default="runs/compare", help="directory for compare.md, .csv, .png (default: runs/compare)")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        result = compare(args.run_dirs, args.recipes, args.seeds, args.out, args.overrides)
+        result = compare(args.run_dirs, args.recipes, args.seeds, args.out, args.overrides, args.baseline)
         print(result["markdown"])
         print(f"written: {result['out'] / 'compare.md'}, compare.csv, compare.png", file=sys.stderr)
         return 0

@@ -6,7 +6,8 @@ A recipe has five sections::
     data:   {name, text_column, label_column, ...}   -> DataSection
     method: {name, <options of the peft config>}     -> dict, checked against e.g. peft.LoraConfig
     train:  {<any transformers.TrainingArguments field>}
-    eval:   {ece_bins, test}                         -> EvalSection
+    eval:   {ece_bins, test, baseline}               -> EvalSection
+    tune:   {<search keys>, <settings>}              -> optional; read by ``peftsent.tune`` only
 
 Unknown keys, wrong types, unknown methods and overrides of keys that do not
 exist are all collected and raised together as one :class:`RecipeError`,
@@ -25,10 +26,13 @@ from typing import Any
 
 import yaml
 
+from peftsent.baseline import BASELINES
 from peftsent.errors import ModelError, RecipeError
 from peftsent.methods import METHODS, method_spec, supported_methods
 
 SECTIONS = ("model", "data", "method", "train", "eval")
+#: sections a recipe may add; ``tune`` (the search space of peftsent.tune) is validated, then ignored by train
+OPTIONAL_SECTIONS = ("tune",)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class EvalSection:
     """equal-width confidence bins of the expected calibration error (Guo et al. 2017)"""
     test: bool = True
     """evaluate the test split once at the end of training (never used for model selection)"""
+    baseline: str = "none"
+    """``tfidf``: also fit TF-IDF + logistic regression on the same training reviews (seconds; see
+    peftsent.baseline) and report it beside the run; ``none``: no baseline"""
 
 
 #: peftsent's TrainingArguments defaults; any other TrainingArguments field may be set in a recipe
@@ -147,6 +154,9 @@ class Recipe:
     """where the recipe came from (path), for messages"""
     model_type: str = field(default="")
     """``config.model_type`` of the base model, from the registry or the model's config"""
+    tune: dict[str, Any] = field(default_factory=dict)
+    """the raw ``tune`` section (search space of peftsent.tune); not part of :meth:`to_dict`: a run is one
+    concrete recipe"""
 
     @property
     def method_name(self) -> str:
@@ -367,14 +377,26 @@ def _module_group_problem(key: str, value: Any, problem: str) -> str | None:
 
 def _check_raw(raw: dict, problems: list[str]) -> None:
     for section in raw:
-        if section not in SECTIONS:
-            problems.append(f"{section}: unknown section; {_closest(str(section), SECTIONS)}")
+        if section not in SECTIONS + OPTIONAL_SECTIONS:
+            problems.append(f"{section}: unknown section; {_closest(str(section), SECTIONS + OPTIONAL_SECTIONS)}")
     for section in ("model", "data", "method"):
         if section not in raw:
             problems.append(f"{section}: missing section (required)")
     for section in SECTIONS:
         if section in raw:
             _check_section(section, raw[section], raw, problems)
+    if "tune" in raw:
+        _check_tune(raw, problems)
+
+
+def _check_tune(raw: dict, problems: list[str]) -> None:
+    """The tune section's keys, distributions and metric (peftsent.tune.parse_tune decides them)."""
+    from peftsent.tune import parse_tune
+
+    train = {**TRAIN_DEFAULTS, **(raw["train"] if isinstance(raw.get("train"), dict) else {})}
+    _, found = parse_tune(raw["tune"], lambda section: _section_schema(section, raw),
+                          train["metric_for_best_model"], train["seed"])
+    problems.extend(found)
 
 
 def _check_values(recipe: Recipe, problems: list[str]) -> None:
@@ -394,6 +416,8 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         problems.append(f"data.sample_seed: expected an integer >= 0, found {recipe.data.sample_seed}")
     if recipe.eval.ece_bins < 1:
         problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
+    if recipe.eval.baseline not in BASELINES:
+        problems.append(f"eval.baseline: expected one of {', '.join(BASELINES)}, found {recipe.eval.baseline!r}")
     spec = method_spec(recipe.method_name)
     for key, value in spec.fixed.items():
         if key in recipe.method and str(recipe.method[key]) != value:
@@ -457,6 +481,7 @@ def _build(raw: dict, source: str) -> Recipe:
         train=train,
         eval=EvalSection(**(raw.get("eval") or {})),
         source=source,
+        tune=dict(raw.get("tune") or {}),
     )
 
 

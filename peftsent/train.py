@@ -178,7 +178,7 @@ def _reload_checkpoint(recipe, checkpoint: str):
     return _attach_adapter(resolve_model(recipe.model.name).location, checkpoint)
 
 
-def _make_trainer(recipe, args, model, tokenizer, tokenized):
+def _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks=()):
     """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
     ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
     it multiplies it by the number of processes (eval_loss 1.386 instead of 0.693 under two, gradients doubled)
@@ -208,7 +208,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized):
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_metrics=trainer_metrics(recipe.eval.ece_bins), callbacks=_callbacks(recipe),
+        compute_metrics=trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
     )
 
 
@@ -288,14 +288,25 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: di
     }
 
 
-def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
+def _baseline(recipe, splits) -> dict | None:
+    """The TF-IDF + LR baseline on the run's own splits when ``eval.baseline: tfidf`` (before training: seconds)."""
+    if recipe.eval.baseline == "none":
+        return None
+    from peftsent.baseline import tfidf_baseline
+
+    return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
+
+
+def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list = ()) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
     Model selection uses the validation split (best checkpoint by
     ``train.metric_for_best_model``); the test split is evaluated once, at the end.
     ``resume``: continue the staged run from its newest complete checkpoint (see
     :mod:`peftsent.rundir`). Every process of a torchrun/accelerate launch calls this;
-    only the main one writes. Raises RecipeError/RunDirError/DataError/ModelError
+    only the main one writes. ``callbacks``: extra ``transformers.TrainerCallback``s
+    (peftsent.tune's pruning). With ``eval.baseline: tfidf`` the TF-IDF baseline on the
+    same splits goes into metrics.json under ``baseline``. Raises RecipeError/RunDirError/DataError/ModelError
     before training starts for user mistakes.
     """
     from accelerate import PartialState
@@ -312,6 +323,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume) as stage:
         if stage.results_written:
             return stage.finish()
+        baseline = _baseline(recipe, splits) if stage.is_main_process else None
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
         model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
         max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
@@ -319,13 +331,15 @@ def train(recipe, overwrite: bool = False, resume: bool = False) -> Path:
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
-            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized)
+            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks)
             started = time.perf_counter()
             output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
             timing = {"train_seconds": round(time.perf_counter() - started, 1),
                       "train_samples_per_second": output.metrics.get("train_samples_per_second"),
                       "world_size": args.world_size}
             results = _final_evaluation(trainer, recipe, tokenizer, tokenized, timing)
+            if baseline is not None:
+                results["baseline"] = baseline
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
             summary = _run_summary(recipe, report, splits, timing, results, memory.report())
             return stage.finish(lambda work: _write_results(work, trainer, tokenizer, recipe, summary))
@@ -374,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
         print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
+        if "baseline" in summary:
+            from peftsent.baseline import compare_line
+
+            print(compare_line(summary))
         return 0
 
     return run_cli(body, "peftsent.train")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare", "methods"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline"]
 
 
 def _run(*args, **kwargs):
@@ -70,3 +70,50 @@ def test_sigterm_during_training_leaves_only_a_resumable_stage(tiny_models, revi
     # the complete checkpoint is kept, unlocked, for --resume
     assert [p.name for p in left] == [".r.partial"] and "--resume" in err
     assert not (left[0] / "peftsent.lock").exists()
+
+
+# ---------------------------------------------------------------- the peftsent console script
+
+VERBS = ["train", "merge", "eval", "predict", "compare", "methods", "analyze", "tune", "baseline"]
+
+
+def test_console_script_is_declared():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["peftsent"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert scripts["peftsent-train"] == "peftsent.train:main"
+
+
+def test_peftsent_help_lists_every_verb():
+    result = _run("peftsent", "--help")
+    assert result.returncode == 0
+    assert all(f"\n  {verb} " in result.stdout for verb in VERBS)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_answers_help_through_peftsent(verb):
+    import importlib.util
+
+    from peftsent.__main__ import VERBS as DISPATCH
+
+    if importlib.util.find_spec(DISPATCH[verb][0]) is None:
+        pytest.skip(f"{DISPATCH[verb][0]} is not in this branch")
+    result = _run("peftsent", verb, "--help")
+    assert result.returncode == 0 and f"usage: peftsent {verb}" in result.stdout
+
+
+def test_peftsent_user_errors_match_the_module_commands(tmp_path, capsys):
+    from peftsent.__main__ import main
+
+    assert main(["trian"]) == 2 and "did you mean 'train'?" in capsys.readouterr().err
+    assert main([]) == 2
+    missing = str(tmp_path / "missing.yaml")
+    assert main(["train", missing]) == 2 == _run("peftsent.train", missing).returncode
+    assert "file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's own status, as with python -m peftsent.compare
+        main(["compare", "--seeds", "x"])
+    assert exit_.value.code == 2

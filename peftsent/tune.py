@@ -1,0 +1,609 @@
+"""``python -m peftsent.tune RECIPE [key=value ...] --trials N``: search a recipe's ``tune:`` section with Optuna.
+
+A recipe's optional ``tune`` section holds the search space (dotted recipe keys
+mapped to a distribution) and a few settings::
+
+    tune:
+      metric: accuracy                 # validation metric to optimise (default: train.metric_for_best_model)
+      sampler_seed: 42                 # seed of the TPE sampler (default: train.seed)
+      pruner: median                   # median (optuna MedianPruner) or none
+      n_startup_trials: 5              # MedianPruner: trials that are never pruned
+      n_warmup_steps: 0                # MedianPruner: optimizer steps before a trial can be pruned
+      train.learning_rate: {log_uniform: [1.0e-5, 3.0e-3]}
+      train.warmup_steps: {uniform: [0.0, 0.2]}
+      method.r: {choice: [4, 8, 16]}
+      train.per_device_train_batch_size: {int: [8, 32, 8]}   # low, high[, step]
+
+Each trial is an ordinary peftsent run (``peftsent.train.train``) of the recipe
+with the trial's values as overrides, trained into ``OUT/trials/trial-<n>``; it
+evaluates the validation split only (``eval.test=false``): the test split is
+reported once, by training ``OUT/best.yaml``. The objective is always a
+validation metric; the median pruner reads the same metric at every
+evaluation during training and can stop a trial before its last step (give it
+evaluations within an epoch with ``train.eval_strategy=steps train.eval_steps=K
+train.save_strategy=steps train.save_steps=K``). ``train`` validates a ``tune`` section and otherwise
+ignores it; run directories and ``best.yaml`` hold one concrete recipe, without it.
+
+Outputs in ``--out`` (default ``runs/tune/<recipe name>``): ``tune.db`` (the
+Optuna study; ``--storage`` names another), ``trials.csv``, ``history.png``,
+``importance.png``, ``intermediate.png``, ``study.json`` and ``best.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
+from peftsent.errors import PeftsentError, RecipeError
+
+EPILOG = """examples:
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 20
+  python -m peftsent.tune recipes/quick/lora.yaml data.max_train_samples=1000 --trials 12 --timeout 3600
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 20 --storage sqlite:///runs/tune/lora/tune.db
+  python -m peftsent.train runs/tune/lora/best.yaml        # the best trial's recipe, test split included
+
+--trials N is the study's total of finished (complete or pruned) trials: run the same command again
+to resume an interrupted study (numbering continues), or start it in several processes on one
+storage to share the work (sqlite for one machine; a PostgreSQL/MySQL URL for several).
+A trial killed mid-run is marked failed after a 3-minute heartbeat grace period and retried once
+with the same parameters. Exit status: 0 with best.yaml written, 1 if no trial completed, 2 for bad input.
+"""
+
+#: distributions a search key may take, with the shape of their arguments
+DISTRIBUTIONS = {
+    "log_uniform": "[low, high], 0 < low < high",
+    "uniform": "[low, high], low < high",
+    "int": "[low, high] or [low, high, step], whole numbers, low < high",
+    "choice": "[a, b, ...], at least two different values",
+}
+#: settings of the tune section (every other key is a dotted search key)
+SETTINGS = ("metric", "sampler_seed", "pruner", "n_startup_trials", "n_warmup_steps")
+PRUNERS = ("median", "none")
+#: keys a study cannot search: the method decides which keys exist; each trial has its own directory
+FIXED_KEYS = {"method.name": "one study searches one method; run a study per method",
+              "train.output_dir": "each trial trains into OUT/trials/trial-<n>"}
+#: validation metrics where lower is better (the study minimises them)
+LOWER_IS_BETTER = ("loss", "log_loss", "ece")
+#: overrides every trial gets: the test split is never looked at while searching; no baseline per trial
+TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none")
+#: seconds between a running trial's heartbeats; a trial silent for GRACE_S is failed and retried
+HEARTBEAT_S, GRACE_S = 60, 180
+
+
+# ---------------------------------------------------------------- the search space
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched recipe key: ``key`` (``section.name``), ``kind`` (a DISTRIBUTIONS key) and its ``args``."""
+
+    key: str
+    kind: str
+    args: tuple
+
+    def _encoded(self) -> dict:
+        """choice: optuna's categorical values (scalars as they are, lists/mappings as YAML text) -> option."""
+        scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in self.args)
+        return {(v if scalar else _yaml_text(v)): v for v in self.args}
+
+    def suggest(self, trial) -> Any:
+        """Sample this key's value for an optuna ``trial``."""
+        if self.kind == "choice":
+            encoded = self._encoded()
+            return encoded[trial.suggest_categorical(self.key, list(encoded))]
+        if self.kind == "int":
+            low, high, *step = self.args
+            return trial.suggest_int(self.key, low, high, step=step[0] if step else 1)
+        return trial.suggest_float(self.key, *self.args, log=self.kind == "log_uniform")
+
+    def decode(self, stored: Any) -> Any:
+        """The recipe value of an optuna parameter value (``trial.params[key]``)."""
+        return self._encoded()[stored] if self.kind == "choice" else stored
+
+    def corners(self) -> list:
+        """Values that bound the range (every option of a choice): each must make a valid recipe."""
+        return list(self.args) if self.kind == "choice" else list(self.args[:2])
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A validated ``tune`` section."""
+
+    params: tuple[SearchParam, ...]
+    metric: str
+    """validation metric name as classification_metrics / the Trainer report it (``accuracy``, ``loss``)"""
+    sampler_seed: int
+    pruner: str = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    raw: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def direction(self) -> str:
+        """``minimize`` for loss, log_loss and ece, else ``maximize``."""
+        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+
+    @property
+    def report_key(self) -> str:
+        """The key of the metric in metrics.json's ``validation`` (the Trainer's ``loss`` is ``log_loss`` there)."""
+        return "log_loss" if self.metric == "loss" else self.metric
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as one line of YAML, as an override takes it (``1.0e-05``, ``[query, value]``, ``'no'``)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("...\n").strip()
+
+
+def _is_number(value: Any, whole: bool = False) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if whole else isinstance(value, (int, float))
+
+
+def _distribution_problem(where: str, spec: Any) -> tuple[str | None, SearchParam | None]:
+    shapes = "; ".join(f"{{{kind}: {shape}}}" for kind, shape in DISTRIBUTIONS.items())
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        return f"{where}: expected one distribution, one of {shapes}; found {spec!r}", None
+    (kind, args), key = next(iter(spec.items())), where.removeprefix("tune: ")
+    if not isinstance(args, list):
+        return f"{where}: {kind} expects {DISTRIBUTIONS[kind]}, found {args!r}", None
+    if kind == "choice":
+        texts = [_yaml_text(a) for a in args]
+        if len(set(texts)) < 2:
+            return (f"{where}: choice needs at least two different values, found {args!r}"
+                    f"{'; an empty choice searches nothing' if not args else '; set the key in the recipe instead'}"), None
+        return None, SearchParam(key, kind, tuple(args))
+    whole = kind == "int"
+    lengths = (2, 3) if whole else (2,)
+    if len(args) not in lengths or not all(_is_number(a, whole) for a in args):
+        return f"{where}: {kind} expects {DISTRIBUTIONS[kind]}, found {args!r}", None
+    low, high = args[0], args[1]
+    if not low < high:
+        return f"{where}: empty range [{low}, {high}]: expected low < high", None
+    if kind == "log_uniform" and low <= 0:
+        return f"{where}: log_uniform needs 0 < low, found low = {low}; use uniform for ranges that reach 0", None
+    if whole and len(args) == 3 and not 1 <= args[2] <= high - low:
+        return f"{where}: int step {args[2]} must be in [1, high - low = {high - low}]", None
+    return None, SearchParam(key, kind, tuple(args))
+
+
+def _metric_problem(metric: Any) -> tuple[str | None, str]:
+    from peftsent.recipe import SELECTION_METRICS
+
+    if not isinstance(metric, str):
+        return f"tune.metric: expected a validation metric name, found {metric!r}", ""
+    name = metric.removeprefix("eval_").removeprefix("validation.").removeprefix("validation_")
+    if name.startswith(("test", "eval_test")):
+        return (f"tune.metric: {metric!r} is a test-split metric; the test split is only ever reported, never used "
+                f"to choose: use a validation metric ({', '.join(SELECTION_METRICS)})"), ""
+    if name not in SELECTION_METRICS:
+        return f"tune.metric: expected one of {', '.join(SELECTION_METRICS)} (validation metrics), found {metric!r}", ""
+    return None, name
+
+
+def parse_tune(section: Any, schema_of: Callable[[str], dict | None], default_metric: str,
+               default_seed: int) -> tuple[TuneSpec | None, list[str]]:
+    """Validate a raw ``tune`` section; returns (spec or None, problems).
+
+    ``schema_of(section_name)`` gives the valid keys of a recipe section (None when unknown, e.g. the
+    method is misspelled). Problems name the key: unknown search keys (with the closest valid key),
+    distributions of the wrong shape, empty ranges, a test-split metric, bad settings. Cheap: loads nothing.
+    """
+    from peftsent.recipe import SECTIONS, _closest
+
+    if not isinstance(section, dict):
+        return None, [f"tune: expected a mapping of search keys and settings, found {type(section).__name__}"]
+    problems, params = [], []
+    settings = {"metric": default_metric, "sampler_seed": default_seed, "pruner": "median",
+                "n_startup_trials": 5, "n_warmup_steps": 0}
+    for key, value in section.items():
+        key = str(key)
+        if "." not in key:
+            if key not in SETTINGS:
+                problems.append(f"tune.{key}: unknown setting; {_closest(key, SETTINGS)} "
+                                f"(search keys are dotted recipe keys, e.g. train.learning_rate)")
+            else:
+                settings[key] = value
+            continue
+        where = f"tune: {key}"
+        part, _, name = key.partition(".")
+        if part not in SECTIONS:
+            problems.append(f"{where}: unknown section '{part}'; {_closest(part, SECTIONS)}")
+            continue
+        schema = schema_of(part)
+        if schema is not None and name not in schema:
+            problems.append(f"{where}: {key} does not exist; {_closest(name, schema)}")
+            continue
+        if key in FIXED_KEYS:
+            problems.append(f"{where}: cannot be searched: {FIXED_KEYS[key]}")
+            continue
+        problem, param = _distribution_problem(where, value)
+        problems += [problem] if problem else []
+        params += [param] if param else []
+    problem, metric = _metric_problem(settings["metric"])
+    if "metric" in section:  # a bad default (train.metric_for_best_model) is reported by the train section
+        problems += [problem] if problem else []
+    if settings["pruner"] not in PRUNERS:
+        problems.append(f"tune.pruner: expected one of {', '.join(PRUNERS)}, found {settings['pruner']!r}")
+    for key in ("sampler_seed", "n_startup_trials", "n_warmup_steps"):
+        if not _is_number(settings[key], whole=True) or settings[key] < 0:
+            problems.append(f"tune.{key}: expected a whole number >= 0, found {settings[key]!r}")
+    if not params and not any(p.startswith("tune: ") for p in problems):
+        problems.append("tune: no search keys; add e.g. train.learning_rate: {log_uniform: [1.0e-5, 3.0e-3]}")
+    if problems:
+        return None, problems
+    spec = TuneSpec(tuple(params), metric, settings["sampler_seed"], settings["pruner"],
+                    settings["n_startup_trials"], settings["n_warmup_steps"], raw=dict(section))
+    return spec, []
+
+
+def tune_spec(recipe) -> TuneSpec:
+    """The validated search of ``recipe`` (a Recipe). Raises RecipeError if it has no ``tune`` section."""
+    from peftsent.recipe import _section_schema
+
+    if not recipe.tune:
+        raise RecipeError("no tune section: add one with the keys to search, e.g.\n"
+                          "  tune:\n    train.learning_rate: {log_uniform: [1.0e-5, 3.0e-3]}\n"
+                          "    method.r: {choice: [4, 8, 16]}", recipe.source)
+    raw = {"method": dict(recipe.method)}
+    spec, problems = parse_tune(recipe.tune, lambda s: _section_schema(s, raw),
+                                recipe.train["metric_for_best_model"], recipe.train["seed"])
+    if problems:
+        raise RecipeError(problems, recipe.source)
+    return spec
+
+
+def param_overrides(spec: TuneSpec, values: dict) -> list[str]:
+    """``key=value`` overrides (as ``train`` takes them) of recipe values keyed by search key."""
+    return [f"{p.key}={_yaml_text(values[p.key])}" for p in spec.params if p.key in values]
+
+
+def check_values(path: str, overrides: list[str], spec: TuneSpec) -> None:
+    """Resolve the recipe at every corner of the search space (each bound, each choice) before any trial.
+
+    Catches values the recipe rules reject (a batch size of 0, a negative rate, a method option of the
+    wrong type). Raises one RecipeError listing every bad value.
+    """
+    from peftsent.recipe import load_recipe
+
+    problems = []
+    for param in spec.params:
+        for value in param.corners():
+            override = param_overrides(spec, {param.key: value})
+            try:
+                load_recipe(path, [*overrides, *override])
+            except RecipeError as err:
+                found = "; ".join(p for p in err.problems)
+                problems.append(f"tune: {param.key}: the value {_yaml_text(value)} makes the recipe invalid: {found}")
+    if problems:
+        raise RecipeError(problems, path)
+
+
+# ---------------------------------------------------------------- trials
+
+
+def pruning_callback(trial, spec: TuneSpec):
+    """A ``transformers.TrainerCallback`` that reports ``spec.metric`` at every evaluation to the optuna
+    ``trial`` (step = optimizer step) and raises ``optuna.TrialPruned`` when the pruner says so, except
+    at the final step (a finished run is kept and counts)."""
+    import optuna
+    from transformers import TrainerCallback
+
+    key = f"eval_{spec.metric}"
+
+    class OptunaPruning(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics is None or metrics.get(key) is None:
+                return
+            trial.report(float(metrics[key]), step=state.global_step)
+            # the last evaluation ends the run anyway: its compute is spent, so the trial counts
+            if state.global_step < state.max_steps and trial.should_prune():
+                raise optuna.TrialPruned(f"validation {spec.metric} {metrics[key]:.4f} at step "
+                                         f"{state.global_step} is worse than the median of earlier trials")
+
+    return OptunaPruning()
+
+
+def _validation_scalars(metrics: dict) -> dict:
+    from peftsent.metrics import SCALAR_METRICS
+
+    return {k: metrics[k] for k in SCALAR_METRICS if metrics.get(k) is not None}
+
+
+def _objective(path: str, overrides: list[str], spec: TuneSpec, out: Path):
+    """The optuna objective: train one trial as an ordinary run, return its validation metric."""
+
+    def objective(trial) -> float:
+        from peftsent.recipe import load_recipe
+        from peftsent.rundir import open_run
+        from peftsent.train import train
+
+        values = {p.key: p.suggest(trial) for p in spec.params}
+        run_dir = out / "trials" / f"trial-{trial.number}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        recipe = load_recipe(path, [*overrides, *param_overrides(spec, values), *TRIAL_OVERRIDES,
+                                    f"train.output_dir={run_dir}"])
+        print(f"peftsent.tune: trial {trial.number}: {' '.join(param_overrides(spec, values))}", file=sys.stderr)
+        train(recipe, callbacks=[pruning_callback(trial, spec)])
+        summary = open_run(run_dir).metrics()
+        validation = _validation_scalars(summary["validation"])
+        trial.set_user_attr("validation", validation)
+        trial.set_user_attr("train_seconds", summary["timing"]["train_seconds"])
+        if spec.report_key not in validation:  # roc_auc with one class in the validation split
+            raise PeftsentError(f"tune.metric {spec.metric}: undefined on this validation split "
+                                f"({run_dir / 'metrics.json'}); choose another metric, e.g. accuracy or log_loss")
+        return validation[spec.report_key]
+
+    return objective
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _storage(url: str):
+    """An optuna RDB storage with heartbeats: a trial whose process died is failed and retried once."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
+    try:
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    except (ValueError, ImportError, optuna.exceptions.OptunaError) as err:
+        raise PeftsentError(f"--storage {url}: cannot open it as an optuna storage ({err}); "
+                            f"expected e.g. sqlite:///runs/tune/NAME/tune.db") from None
+    except Exception as err:  # sqlalchemy's errors: bad driver, unreachable server
+        raise PeftsentError(f"--storage {url}: cannot open it ({type(err).__name__}: {err})") from None
+
+
+def _fingerprint(path: str, overrides: list[str], spec: TuneSpec) -> dict:
+    """What must be equal for trials to belong to one study: the base recipe (no output_dir) and the search."""
+    import json
+
+    from peftsent.recipe import load_recipe
+
+    base = load_recipe(path, [*overrides, *TRIAL_OVERRIDES]).to_dict()
+    base["train"].pop("output_dir", None)
+    return json.loads(json.dumps({"recipe": base, "tune": spec.raw}, default=str))
+
+
+def _open_study(storage, name: str, spec: TuneSpec, fingerprint: dict, pruner=None):
+    import optuna
+
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if name in existing and existing[name].direction.name.lower() != spec.direction:
+        raise PeftsentError(f"study '{name}' in this storage maximises/minimises another metric; "
+                            f"use another --study-name or --out")
+    seed = spec.sampler_seed + (existing[name].n_trials if name in existing else 0)  # a resumed study samples anew
+    if pruner is None:
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials,
+                                              n_warmup_steps=spec.n_warmup_steps)
+                  if spec.pruner == "median" else optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    saved = study.user_attrs.get("peftsent")
+    if saved is None:
+        study.set_user_attr("peftsent", fingerprint)
+    elif saved != fingerprint:
+        raise PeftsentError(f"study '{name}' in this storage was started with another recipe or search space; "
+                            f"its trials would not be comparable: use another --out, --storage or --study-name")
+    return study
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float | None = None,
+         storage: str | None = None, out: str | None = None, study_name: str | None = None, pruner=None) -> dict:
+    """Run (or resume) the study of the recipe at ``path``'s ``tune`` section until it has ``trials``
+    finished trials or ``timeout`` seconds passed (no new trial starts after that); write the reports.
+
+    Returns {"study": optuna Study, "out": Path, "best": Path | None (best.yaml), "summary": dict}.
+    Raises RecipeError/PeftsentError for bad input before any trial trains. ``pruner`` (an optuna pruner)
+    replaces the section's pruner (tests).
+    """
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from peftsent.recipe import load_recipe
+    from peftsent.train import preflight
+
+    overrides = list(overrides)
+    base = load_recipe(path, overrides)
+    spec = tune_spec(base)
+    check_values(path, overrides, spec)
+    out_dir = Path(out) if out else Path("runs") / "tune" / Path(path).stem
+    check_out_dir(out_dir)
+    preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES, f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
+    url = storage or f"sqlite:///{(out_dir / 'tune.db').resolve()}"
+    if storage is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    name = study_name or f"peftsent-{Path(path).stem}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(_storage(url), name, spec, _fingerprint(path, overrides, spec), pruner)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    remaining = trials - _finished(study)
+    if remaining > 0:
+        study.optimize(_objective(path, overrides, spec, out_dir), n_trials=remaining, timeout=timeout,
+                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                       catch=())
+    else:
+        print(f"peftsent.tune: study '{name}' already has {_finished(study)} finished trials (--trials {trials}); "
+              f"raise --trials to add more", file=sys.stderr)
+    summary = write_reports(study, spec, out_dir, url, time.perf_counter() - started)
+    best = write_best(study, spec, path, overrides, out_dir, summary)
+    return {"study": study, "out": out_dir, "best": best, "summary": summary}
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _trial_rows(study, spec: TuneSpec) -> list[dict]:
+    from peftsent.metrics import SCALAR_METRICS
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        row = {"number": t.number, "state": t.state.name, f"objective: validation {spec.metric}": t.value}
+        by_key = {p.key: p for p in spec.params}
+        row.update({f"param {k}": _yaml_text(by_key[k].decode(v)) if k in by_key else v for k, v in t.params.items()})
+        validation = t.user_attrs.get("validation", {})
+        row.update({f"val {m}": validation.get(m) for m in SCALAR_METRICS})
+        steps = sorted(t.intermediate_values)
+        row["last reported step"] = steps[-1] if steps else None
+        row["train seconds"] = t.user_attrs.get("train_seconds")
+        row["wall seconds"] = None if wall is None else round(wall, 1)
+        row["run dir"] = t.user_attrs.get("run_dir")
+        rows.append(row)
+    return rows
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _plots(study, spec: TuneSpec, out: Path) -> list[str]:
+    """history.png, importance.png (two complete trials or more) and intermediate.png; returns what was skipped."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = {"history.png": ovm.plot_optimization_history}
+    if len(complete) >= 2 and len({repr(sorted(t.params.items())) for t in complete}) >= 2:
+        plots["importance.png"] = ovm.plot_param_importances
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate.png"] = ovm.plot_intermediate_values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        for name, plot in plots.items():
+            axes = plot(study)
+            if name != "importance.png":
+                axes.set_ylabel(f"validation {spec.metric}")
+            figure = axes.figure
+            figure.set_size_inches(8, 4.5)
+            figure.tight_layout()
+            figure.savefig(out / name, dpi=110)
+            plt.close(figure)
+    return [n for n in ("history.png", "importance.png", "intermediate.png") if n not in plots]
+
+
+def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) -> dict:
+    """Write trials.csv, the plots and study.json; returns the study.json summary."""
+    from collections import Counter
+
+    from peftsent.rundir import write_json
+
+    rows = _trial_rows(study, spec)
+    _write_csv(rows, out / "trials.csv")
+    skipped = _plots(study, spec, out)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    best = study.best_trial if complete else None
+    summary = {
+        "study_name": study.study_name, "storage": url, "metric": f"validation {spec.metric}",
+        "direction": spec.direction, "trials": dict(Counter(row["state"] for row in rows)),
+        "best_trial": None if best is None else best.number,
+        "best_value": None if best is None else best.value,
+        "best_params": {} if best is None else {p.key: p.decode(best.params[p.key]) for p in spec.params
+                                                 if p.key in best.params},
+        "this_invocation_seconds": round(seconds, 1),
+        "trial_wall_seconds": round(sum(r["wall seconds"] or 0 for r in rows), 1),
+        "plots_skipped": skipped,
+    }
+    write_json(out / "study.json", summary)
+    return summary
+
+
+def write_best(study, spec: TuneSpec, path: str, overrides: list[str], out: Path, summary: dict) -> Path | None:
+    """Write ``best.yaml``: the recipe with the best trial's values, resolved, test split on, no tune section,
+    training into ``OUT/best``. Returns its path, or None when no trial has completed."""
+    import yaml
+
+    from peftsent.recipe import load_recipe
+
+    if summary["best_trial"] is None:
+        return None
+    values = summary["best_params"]
+    recipe = load_recipe(path, [*overrides, *param_overrides(spec, values), f"train.output_dir={out / 'best'}"])
+    target = out / "best.yaml"
+    header = (
+        f"# Best trial of the peftsent tune study '{study.study_name}': trial {summary['best_trial']}, "
+        f"{summary['metric']} = {summary['best_value']:.4f}\n"
+        f"# from {path}{(' with ' + ' '.join(overrides)) if overrides else ''}; trials: {summary['trials']}\n"
+        f"#   run:      python -m peftsent.train {target}\n"
+        f"#   override: python -m peftsent.train {target} train.output_dir={out / 'best-seed1'} train.seed=43\n"
+        f"# Searched values: {' '.join(param_overrides(spec, values))}\n"
+        f"# One concrete recipe: the search space (tune section) stays in {path}.\n"
+    )
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    tmp.replace(target)
+    return target
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.tune", "Search a recipe's tune: section with Optuna (TPE, median pruning).",
+                         EPILOG)
+    parser.add_argument("recipe", help="recipe YAML file with a tune: section")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key, as in train")
+    parser.add_argument("--trials", type=positive_int, required=True,
+                        help="finished (complete or pruned) trials the study should have in total")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="start no new trial after S seconds (a running trial finishes)")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="optuna storage URL (default: sqlite:///OUT/tune.db)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/tune/<recipe name>)")
+    parser.add_argument("--study-name", default=None, help="study name in the storage (default: peftsent-<recipe name>)")
+    args = parser.parse_intermixed_args(argv)
+
+    def body() -> int:
+        if args.timeout is not None and args.timeout <= 0:
+            raise PeftsentError(f"--timeout {args.timeout}: expected seconds > 0")
+        result = tune(args.recipe, args.overrides, args.trials, args.timeout, args.storage, args.out, args.study_name)
+        summary, out = result["summary"], result["out"]
+        print(f"\nstudy '{summary['study_name']}': {summary['trials']}; {summary['metric']} ({summary['direction']})")
+        print(f"written: {out / 'trials.csv'}, {out / 'study.json'}, plots in {out}")
+        if result["best"] is None:
+            print("no trial completed, so there is no best.yaml; run again (the study resumes) or loosen the pruner",
+                  file=sys.stderr)
+            return 1
+        print(f"best: trial {summary['best_trial']}, {summary['metric']} = {summary['best_value']:.4f}: "
+              f"{' '.join(f'{k}={_yaml_text(v)}' for k, v in summary['best_params'].items())}")
+        print(f"train it (test split included): python -m peftsent.train {result['best']}")
+        return 0
+
+    return run_cli(body, "peftsent.tune")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
