@@ -67,8 +67,6 @@ PRUNERS = ("median", "none")
 #: keys a study cannot search: the method decides which keys exist; each trial has its own directory
 FIXED_KEYS = {"method.name": "one study searches one method; run a study per method",
               "train.output_dir": "each trial trains into OUT/trials/trial-<n>"}
-#: validation metrics where lower is better (the study minimises them)
-LOWER_IS_BETTER = ("loss", "log_loss", "ece")
 #: overrides every trial gets: the test split is never looked at while searching; no baseline per trial
 TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none")
 #: seconds between a running trial's heartbeats; a trial silent for GRACE_S is failed and retried
@@ -126,7 +124,9 @@ class TuneSpec:
     @property
     def direction(self) -> str:
         """``minimize`` for loss, log_loss and ece, else ``maximize``."""
-        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+        from peftsent.recipe import greater_is_better
+
+        return "maximize" if greater_is_better(self.metric) else "minimize"
 
     @property
     def report_key(self) -> str:
