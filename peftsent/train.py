@@ -107,16 +107,19 @@ def _tensorboard_dir(path: Path):
 
 def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
     from peftsent.methods import method_spec
-    from peftsent.registry import resolve_model
+    from peftsent.registry import portable_name
     from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
 
     spec = method_spec(recipe.method_name)
     target = work / (ADAPTER_DIR if spec.config_class else MODEL_DIR)
+    base = portable_name(recipe.model.name)  # a hub id where one exists, never a path inside this venv
     if spec.config_class and not spec.is_peft:
         from peftsent.methods.bottleneck import save_bottleneck
 
-        save_bottleneck(trainer.model, target, resolve_model(recipe.model.name).location)
+        save_bottleneck(trainer.model, target, base)
     else:
+        for config in getattr(trainer.model, "peft_config", {}).values():
+            config.base_model_name_or_path = base
         trainer.model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
 
@@ -187,15 +190,16 @@ def train(recipe, overwrite: bool = False) -> Path:
     from peftsent.data import load_splits, tokenize_splits
     from peftsent.inference import predict_logits
     from peftsent.metrics import classification_metrics, trainer_metrics
-    from peftsent.modeling import build_model, max_input_tokens
-    from peftsent.rundir import METRICS_FILE, RECIPE_FILE, staging, write_json
+    from peftsent.modeling import build_model, class_order, to_canonical
+    from peftsent.rundir import ADAPTER_DIR, METRICS_FILE, RECIPE_FILE, staging, write_json
+    from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
     model, tokenizer, report = build_model(recipe, total_steps=optimizer_steps(recipe, len(splits["train"])))
-    max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
-    tokenized = tokenize_splits(splits, tokenizer, max_length)
+    policy = token_policy(model, recipe.model.max_length, recipe.model.truncation)
+    tokenized = tokenize_splits(splits, tokenizer, policy)
     print(f"peftsent: {recipe.method_name} on {recipe.model.name}: {report.trainable:,} trainable of "
           f"{report.total:,} parameters (adapter {report.adapter:,}, head {report.head:,}); "
           f"train/validation/test = {len(splits['train'])}/{len(splits['validation'])}/{len(splits['test'])} reviews",
@@ -221,13 +225,19 @@ def train(recipe, overwrite: bool = False) -> Path:
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         for split in ("validation", "test") if recipe.eval.test else ("validation",):
             logits, labels, speed = predict_logits(model, tokenizer, tokenized[split], batch_size)
+            logits = to_canonical(logits, class_order(model.config.id2label))
             results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
             timing[f"{split}_samples_per_second"] = speed
         results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name
-        _save_weights(trainer, tokenizer, recipe, work)
+        _save_weights(trainer, policy.configure(tokenizer), recipe, work)  # saved settings follow the policy
         _drop_checkpoints(work)
         recipe.dump(work / RECIPE_FILE)
-        write_json(work / METRICS_FILE, _run_summary(recipe, report, splits, timing, results, memory.report()))
+        summary = _run_summary(recipe, report, splits, timing, results, memory.report())
+        write_json(work / METRICS_FILE, summary)
+        if (work / ADAPTER_DIR).is_dir():
+            from peftsent.merge import write_adapter_card
+
+            write_adapter_card(work / ADAPTER_DIR, recipe, summary)
     return recipe.run_dir
 
 
