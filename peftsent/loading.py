@@ -102,7 +102,7 @@ def _load_classifier(location: str, dtype=None, allow_random_weights: bool = Fal
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 location, dtype=dtype or torch.float32, output_loading_info=True)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: weights of another size than config.json
         raise ModelError(f"model {location} could not be loaded: {err}") from None
     if not allow_random_weights:
         refuse_fresh_weights(sorted(fresh_weights(model, info)), location)

@@ -98,8 +98,9 @@ class TokenPolicy:
         head+tail cannot be expressed: a plain ``pipeline(..., truncation=True)`` user of a head+tail model
         gets head truncation (the first ``max_length`` tokens). Returns the tokenizer.
         """
-        tokenizer.model_max_length = self.max_length
-        tokenizer.truncation_side = "left" if self.truncation == "tail" else "right"
+        side = "left" if self.truncation == "tail" else "right"
+        tokenizer.model_max_length, tokenizer.truncation_side = self.max_length, side
+        tokenizer.init_kwargs["truncation_side"] = side  # save_pretrained writes init_kwargs, not the attribute
         return tokenizer
 
 

@@ -118,9 +118,13 @@ def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
 
         save_bottleneck(trainer.model, target, base)
     else:
-        for config in getattr(trainer.model, "peft_config", {}).values():
-            config.base_model_name_or_path = base
         trainer.model.save_pretrained(target, safe_serialization=True)
+        if spec.config_class:  # rewritten after saving: peft would look the hub id up online while saving
+            import json
+
+            config = json.loads((target / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = base
+            (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(target)
 
 
