@@ -289,11 +289,13 @@ def _subset(frame, n: int | None, seed: int):
     return part.reset_index(drop=True)
 
 
-def load_splits(section, splits: Iterable[str] = SPLITS):
+def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = True):
     """Load, validate and subset a dataset: ``DatasetDict`` of ``text`` (str) and ``label`` (int 0/1).
 
-    ``section`` is a DataSection. Raises DataError for missing data, bad
-    columns, bad labels or texts (rows named by index), or an empty split.
+    ``section`` is a DataSection. Exact duplicate texts are dropped before any split is carved.
+    Raises DataError for missing data, bad columns, bad labels or texts (rows named by index),
+    texts with both labels, validation/test files repeating train reviews, an empty split, or
+    (``both_classes``, for anything that is scored or trained on) a split holding one class only.
     """
     import datasets
 
@@ -313,7 +315,8 @@ def load_splits(section, splits: Iterable[str] = SPLITS):
         frame = _subset(frames[split], limits[split], section.sample_seed)
         frame = frame.assign(label=[int(_label_id(v)) for v in frame["label"]])
         out[split] = frame
-    check_both_classes(out, section)
+    if both_classes:
+        check_both_classes(out, section)
     return datasets.DatasetDict({split: datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
                                  for split, frame in out.items()})
 

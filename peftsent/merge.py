@@ -69,7 +69,7 @@ def _probe_set(recipe, loaded, probe_size: int):
     from peftsent.data import load_splits, tokenize_splits
 
     section = dataclasses.replace(recipe.data, max_eval_samples=probe_size)
-    splits = load_splits(section, splits=["validation"])
+    splits = load_splits(section, splits=["validation"], both_classes=False)  # logits only, no metric
     return tokenize_splits(splits, loaded.tokenizer, loaded.policy)["validation"]
 
 

@@ -20,6 +20,10 @@ METHODS = {
     "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 8},
     "p_tuning": {"name": "p_tuning", "num_virtual_tokens": 8},
 }
+#: each method kind also runs one truncation mode, so every mode goes through every path
+TRUNCATION = {"full": "head", "lora": "head+tail", "prompt_tuning": "head", "p_tuning": "tail"}
+#: the default suite runs these; the rest of the method x architecture matrix is marked slow (time budget)
+DEFAULT_CASES = {("bert", m) for m in METHODS} | {(a, "prompt_tuning") for a in ARCHS}
 
 
 def long_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
@@ -60,9 +64,13 @@ def encode_log(monkeypatch):
 # ---------------------------------------------------------------- 1. one token policy
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("arch", "method"), [
+    pytest.param(a, m, marks=() if (a, m) in DEFAULT_CASES else pytest.mark.slow) for a in ARCHS for m in METHODS])
 def test_every_path_sees_the_same_tokens(arch, method, tiny_models, long_csv, tmp_path, encode_log):
+    """train, eval, predict and merge's probe feed identical input_ids; eval reproduces metrics.json;
+    the saved tokenizer's own settings give the same tokens where a plain tokenizer can express the mode."""
+    from transformers import AutoTokenizer
+
     from peftsent.eval import evaluate
     from peftsent.loading import load_target
     from peftsent.merge import merge
@@ -71,6 +79,7 @@ def test_every_path_sees_the_same_tokens(arch, method, tiny_models, long_csv, tm
 
     raw = tiny_recipe(tiny_models[arch], long_csv, tmp_path / "run", METHODS[method], per_device_eval_batch_size=8)
     raw["data"].update(validation_size=8, test_size=8)
+    raw["model"]["truncation"] = TRUNCATION[method]
     run = train(resolve_recipe(raw))
     metrics = json.loads((run / "metrics.json").read_text())
     trained = {text: ids[0] for text, ids in encode_log.items()}
@@ -88,6 +97,11 @@ def test_every_path_sees_the_same_tokens(arch, method, tiny_models, long_csv, tm
     assert result["confusion_matrix"] == metrics["test"]["confusion_matrix"]
     assert result["log_loss"] == pytest.approx(metrics["test"]["log_loss"], abs=1e-6)
     assert result["roc_auc"] == pytest.approx(metrics["test"]["roc_auc"], abs=1e-9)
+
+    saved = AutoTokenizer.from_pretrained(run / ("model" if method == "full" else "adapter"))
+    assert saved.model_max_length == 32 and saved.truncation_side == ("left" if method == "p_tuning" else "right")
+    if TRUNCATION[method] != "head+tail":
+        assert all(tuple(saved(text, truncation=True)["input_ids"]) == ids for text, ids in trained.items())
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -125,20 +139,6 @@ def test_truncation_is_a_recipe_key(tiny_models, reviews_csv, tmp_path):
     raw["model"]["truncation"] = "middle"
     with pytest.raises(RecipeError, match="model.truncation: expected one of head, tail, head\\+tail"):
         resolve_recipe(raw)
-
-
-def test_tail_run_saves_tail_tokenizer(tiny_models, long_csv, tmp_path, encode_log):
-    from transformers import AutoTokenizer
-
-    from peftsent.train import train
-
-    raw = tiny_recipe(tiny_models["bert"], long_csv, tmp_path / "run")
-    raw["model"]["truncation"] = "tail"
-    run = train(resolve_recipe(raw))
-    saved = AutoTokenizer.from_pretrained(run / "adapter")
-    assert saved.truncation_side == "left" and saved.model_max_length == 32
-    text = next(t for t, ids in encode_log.items() if len(ids[0]) == 32)
-    assert tuple(saved(text, truncation=True)["input_ids"]) == encode_log[text][0]
 
 
 # ---------------------------------------------------------------- 2. label order by id2label
