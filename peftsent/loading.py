@@ -122,10 +122,14 @@ def _finish(model, tokenizer, kind: str, model_section, run, label_order, target
     return Loaded(model.eval(), tokenizer, kind, policy, run, order)
 
 
-def _default_section(name: str):
+def _default_section(name: str, tokenizer):
+    """Length and truncation of a target without a recipe: the tokenizer's own saved settings
+    (``model_max_length``, ``truncation_side``, as a peftsent export writes them), at most DEFAULT_MAX_LENGTH."""
     from peftsent.recipe import ModelSection
 
-    return ModelSection(name=name, max_length=DEFAULT_MAX_LENGTH)
+    max_length = min(DEFAULT_MAX_LENGTH, int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)))
+    truncation = "tail" if getattr(tokenizer, "truncation_side", "right") == "left" else "head"
+    return ModelSection(name=name, max_length=max_length, truncation=truncation)
 
 
 def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=False) -> Loaded:
@@ -171,19 +175,22 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
             return _load_run(path, dtype, label_order, allow_random_weights)
         parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
         recipe = parent.recipe() if parent else None
-        section = recipe.model if recipe else _default_section(str(path))
         if _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
             model = _attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)
-            return _finish(model, load_tokenizer(str(path)), "adapter", section, parent, label_order, target)
-        if (path / "config.json").is_file():
-            model = _load_classifier(str(path), dtype, allow_random_weights)
-            return _finish(model, load_tokenizer(str(path)), "model", section, parent, label_order, target)
-        raise ModelError(
-            f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
-            f"nor a model directory (config.json)"
-        )
+            kind = "adapter"
+        elif (path / "config.json").is_file():
+            model, kind = _load_classifier(str(path), dtype, allow_random_weights), "model"
+        else:
+            raise ModelError(
+                f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
+                f"nor a model directory (config.json)"
+            )
+        tokenizer = load_tokenizer(str(path))
+        section = recipe.model if recipe else _default_section(str(path), tokenizer)
+        return _finish(model, tokenizer, kind, section, parent, label_order, target)
     source = resolve_model(target)
     model = _load_classifier(source.location, dtype, allow_random_weights)
-    return _finish(model, load_tokenizer(source.location), "hub", _default_section(target), None, label_order, target)
+    tokenizer = load_tokenizer(source.location)
+    return _finish(model, tokenizer, "hub", _default_section(target, tokenizer), None, label_order, target)

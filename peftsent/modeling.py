@@ -383,6 +383,9 @@ def head_modules_of(recipe) -> list[str]:
 def build_model(recipe, total_steps: int | None = None):
     """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport).
 
+    Raises RecipeError if a weight the checkpoint does not provide would not be trained
+    (:func:`check_fresh_weights_trained`).
+
     ``total_steps``: optimizer steps of the run (AdaLoRA's rank schedule needs it).
     qlora loads the base in 4-bit NF4 on CUDA; every other method in float32.
     """

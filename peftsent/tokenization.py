@@ -105,10 +105,18 @@ class TokenPolicy:
 
 
 def virtual_tokens_of(model) -> int:
-    """Positions a prompt method prepends to every input (peft's ``num_virtual_tokens``), else 0."""
+    """Positions a prompt method prepends to every input (its ``num_virtual_tokens``), else 0.
+
+    Which methods prepend positions is the method registry's ``virtual_tokens_option`` (prompt and
+    p-tuning; prefix tuning has virtual tokens but they take no input positions).
+    """
+    from peftsent.methods import METHODS, method_spec
+
     configs = getattr(model, "peft_config", None) or {}
     config = configs.get(getattr(model, "active_adapter", "default")) or next(iter(configs.values()), None)
-    return int(getattr(config, "num_virtual_tokens", 0) or 0) if config is not None else 0
+    name = str(getattr(getattr(config, "peft_type", None), "value", "")).lower()
+    option = method_spec(name).virtual_tokens_option if name in METHODS else None
+    return int(getattr(config, option, 0) or 0) if option else 0
 
 
 def token_policy(model, max_length: int, truncation: str = "head") -> TokenPolicy:

@@ -367,7 +367,7 @@ def test_adapter_names_its_base_by_hub_id_and_carries_a_card(tiny_models, review
     monkeypatch.setattr(registry, "embedded_model_path", lambda: tiny_models["bert"])  # stands in for MiniLM
     monkeypatch.setattr(registry, "_embedded_installed", lambda: True)
     raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", {"name": "lora", "init_lora_weights": False})
-    raw["model"]["name"] = "minilm-l6"
+    raw["model"].update(name="minilm-l6", max_length=24, truncation="tail")
     run = train(resolve_recipe(raw))
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
@@ -385,4 +385,6 @@ def test_adapter_names_its_base_by_hub_id_and_carries_a_card(tiny_models, review
         with torch.no_grad():
             return loaded.model(**loaded.tokenizer.pad(columns, return_tensors="pt")).logits
 
-    assert torch.equal(logits(load_target(str(run))), logits(load_target(str(copied))))
+    in_run, alone = load_target(str(run)), load_target(str(copied))
+    assert alone.policy == in_run.policy  # the copied adapter's tokenizer settings carry the run's policy
+    assert torch.equal(logits(in_run), logits(alone))
