@@ -202,15 +202,19 @@ def drop_duplicate_texts(frame, where: str):
 
 
 def _check_no_overlap(train, train_path: str, given: dict, section) -> None:
-    """Validation/test files must not repeat train reviews. Raises DataError with the counts."""
-    texts = set(train["text"])
-    shared = {split: int(frame["text"].isin(texts).sum()) for split, frame in given.items()}
-    shared = {split: n for split, n in shared.items() if n}
-    if shared:
-        files = {"validation": section.validation_file, "test": section.test_file}
-        counts = ", ".join(f"{n} of {len(given[split])} {split} reviews ({files[split]})" for split, n in shared.items())
-        raise DataError(f"{counts} are also in the train file {train_path}: they would be scored after being "
-                        f"trained on; remove them from one side, or set data.allow_overlap=true to accept it")
+    """Validation/test files must not repeat train reviews, nor each other's. Raises DataError with the counts."""
+    files = {"train": train_path, "validation": section.validation_file, "test": section.test_file}
+    frames = {"train": train, **given}
+    found = []
+    for first, second in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        if first in frames and second in frames and files[first] != files[second]:
+            n = int(frames[second]["text"].isin(set(frames[first]["text"])).sum())
+            if n:
+                found.append(f"{n} of {len(frames[second])} {second} reviews ({files[second]}) are also in the "
+                             f"{first} file {files[first]}")
+    if found:
+        raise DataError("; ".join(found) + ": they would be scored after being trained on (or chosen on); remove "
+                        "them from one side, or set data.allow_overlap=true to accept it")
 
 
 # ---------------------------------------------------------------- validation

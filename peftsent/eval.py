@@ -74,6 +74,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
+        "truncation": loaded.policy.truncation,
         **classification_metrics(labels, logits, ece_bins), "samples_per_second": speed,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)

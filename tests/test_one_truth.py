@@ -352,6 +352,11 @@ def test_validation_file_sharing_train_reviews_is_refused(tmp_path):
         load_splits(section)
     section.allow_overlap = True
     assert len(load_splits(section)["validation"]) == 20
+    test_file = write_csv(tmp_path / "test.csv", rows[55:60] + make_reviews(10, seed=9))
+    apart = DataSection(name=write_csv(tmp_path / "t2.csv", rows[:40]).as_posix(), validation_file=str(val_file),
+                        test_file=str(test_file))
+    with pytest.raises(DataError, match=r"5 of 15 test reviews .* also in the validation file"):
+        load_splits(apart)
 
 
 # ---------------------------------------------------------------- 9. adapters that travel
