@@ -275,7 +275,7 @@ def validate_splits(frames: dict) -> None:
         bad_text = [(i, t) for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
         if bad_text:
             raise DataError(f"split '{split}': {len(bad_text)} reviews are empty or not text: {_describe_rows(bad_text)}")
-        bad_label = [(i, v) for i, v in enumerate(frame["label"]) if _label_id(v) is None]  # after label_map
+        bad_label = [(i, v) for i, v in enumerate(frame["label"]) if _label_id(v) is None]
         if bad_label:
             raise DataError(f"split '{split}': {len(bad_label)} labels outside {sorted(ID2LABEL)}: {_describe_rows(bad_label)}")
 
