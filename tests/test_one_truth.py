@@ -256,7 +256,8 @@ def test_untrained_missing_weights_stop_training(arch, tiny_models, reviews_csv,
     import peftsent.train as train_module
 
     base = _drop_from_checkpoint(tiny_models[arch], DROPPED[arch], tmp_path / "base")
-    raw = tiny_recipe(base, reviews_csv, tmp_path / "run", {"name": "lora"})
+    head = ["pre_classifier", "classifier"] if arch == "distilbert" else ["classifier"]  # the recipe
+    raw = tiny_recipe(base, reviews_csv, tmp_path / "run", {"name": "lora", "modules_to_save": head})
     with pytest.raises(RecipeError, match=rf"{DROPPED[arch]}.*method.modules_to_save=\["):
         train_module.train(resolve_recipe(raw))
     assert not (tmp_path / "run").exists()
