@@ -120,6 +120,7 @@ def _load_hub(name: str, section) -> dict:
     except Exception as err:  # network, missing cache files
         raise DataError(f"dataset '{name}' ({repo}) could not be loaded: {err}; offline: data.name={name}-offline") from None
     frames = {split: loaded[split].to_pandas()[["text", "label"]] for split in SPLITS if split in loaded}
+    frames["train"] = frames["train"].drop_duplicates("text").reset_index(drop=True)  # before carving, as offline
     if "validation" not in frames:  # IMDb has train/test (and 'unsupervised', never used)
         frames["train"], frames["validation"] = _split_off(frames["train"], section.validation_size, section.sample_seed)
     return frames
@@ -162,15 +163,58 @@ def _read_file(path: str, section):
 
 def _load_files(section) -> dict:
     frames = {"train": _read_file(section.name, section)}
-    frames["train"]["label"] = _normalise_labels(frames["train"]["label"], section.name)
-    for split, path, size in (("test", section.test_file, section.test_size),
-                              ("validation", section.validation_file, section.validation_size)):
+    frames["train"]["label"] = _normalise_labels(frames["train"]["label"], section.name, section.label_map)
+    frames["train"] = drop_duplicate_texts(frames["train"], section.name)
+    given = {}
+    for split, path in (("test", section.test_file), ("validation", section.validation_file)):
         if path:
-            frames[split] = _read_file(path, section)
-            frames[split]["label"] = _normalise_labels(frames[split]["label"], path)
+            frame = _read_file(path, section)
+            frame["label"] = _normalise_labels(frame["label"], path, section.label_map)
+            given[split] = drop_duplicate_texts(frame, path)
+    if not section.allow_overlap:
+        _check_no_overlap(frames["train"], section.name, given, section)
+    for split, size in (("test", section.test_size), ("validation", section.validation_size)):
+        if split in given:
+            frames[split] = given[split]
         else:
             frames["train"], frames[split] = _split_off(frames["train"], size, section.sample_seed)
     return frames
+
+
+def drop_duplicate_texts(frame, where: str):
+    """Keep the first copy of each exact duplicate text (labels already 0/1), before any split is carved.
+
+    Raises DataError naming the rows (file rows, from 0 after the header) of every text that
+    appears with both labels.
+    """
+    groups = frame.groupby("text", sort=False)["label"].nunique()
+    conflicting = set(groups.index[groups > 1])
+    if conflicting:
+        rows = [(i, t) for i, t in enumerate(frame["text"]) if t in conflicting]
+        by_text: dict[str, list[int]] = {}
+        for i, t in rows:
+            by_text.setdefault(t, []).append(i)
+        shown = "; ".join(f"rows {', '.join(map(str, idx))}: {t[:40]!r}" for t, idx in list(by_text.items())[:10])
+        more = f" (and {len(by_text) - 10} more texts)" if len(by_text) > 10 else ""
+        raise DataError(f"{where}: {len(by_text)} texts appear with both labels: {shown}{more} "
+                        f"(rows counted from 0 after the header); keep one label per text")
+    return frame.drop_duplicates("text").reset_index(drop=True)
+
+
+def _check_no_overlap(train, train_path: str, given: dict, section) -> None:
+    """Validation/test files must not repeat train reviews, nor each other's. Raises DataError with the counts."""
+    files = {"train": train_path, "validation": section.validation_file, "test": section.test_file}
+    frames = {"train": train, **given}
+    found = []
+    for first, second in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        if first in frames and second in frames and files[first] != files[second]:
+            n = int(frames[second]["text"].isin(set(frames[first]["text"])).sum())
+            if n:
+                found.append(f"{n} of {len(frames[second])} {second} reviews ({files[second]}) are also in the "
+                             f"{first} file {files[first]}")
+    if found:
+        raise DataError("; ".join(found) + ": they would be scored after being trained on (or chosen on); remove "
+                        "them from one side, or set data.allow_overlap=true to accept it")
 
 
 # ---------------------------------------------------------------- validation
@@ -181,7 +225,9 @@ def _describe_rows(rows: list[tuple[int, object]], limit: int = 10) -> str:
     return shown + (f" (and {len(rows) - limit} more)" if len(rows) > limit else "")
 
 
-def _label_id(value) -> int | None:
+def _label_id(value, label_map: dict | None = None) -> int | None:
+    if label_map and str(value).strip().lower() in label_map:
+        value = label_map[str(value).strip().lower()]
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)) and float(value).is_integer() and int(value) in ID2LABEL:
@@ -195,14 +241,24 @@ def _label_id(value) -> int | None:
     return None
 
 
-def _normalise_labels(labels, where: str):
-    """Map 0/1 or negative/positive labels to ints. Raises DataError naming the bad rows by index."""
-    ids = [_label_id(v) for v in labels]
+def _normalise_labels(labels, where: str, label_map: dict | None = None):
+    """Map 0/1 or negative/positive labels (after ``data.label_map``) to ints.
+
+    Raises DataError naming the bad rows by index and the ``data.label_map`` fix.
+    """
+    lowered = {str(k).strip().lower(): v for k, v in (label_map or {}).items()}
+    bad_targets = [f"{k}: {v!r}" for k, v in lowered.items() if _label_id(v) is None]
+    if bad_targets:
+        raise DataError(f"data.label_map: {', '.join(bad_targets)}: each value must be negative/positive or 0/1")
+    ids = [_label_id(v, lowered) for v in labels]
     bad = [(i, v) for i, (v, label) in enumerate(zip(labels, ids)) if label is None]
     if bad:
+        found = sorted({str(v) for _, v in bad})[:5]
+        example = ", ".join(f"{v}: {'positive' if i else 'negative'}" for i, v in enumerate(found[:2]))
         raise DataError(
             f"{where}: {len(bad)} rows have labels outside {sorted(ID2LABEL)} "
-            f"(expected 0/1 or {'/'.join(ID2LABEL.values())}): {_describe_rows(bad)}"
+            f"(expected 0/1 or {'/'.join(ID2LABEL.values())}): {_describe_rows(bad)}; if these are other names "
+            f"for the two classes, map them in the recipe, e.g. data.label_map={{{example}}}"
         )
     return ids
 
@@ -222,10 +278,6 @@ def validate_splits(frames: dict) -> None:
         bad_label = [(i, v) for i, v in enumerate(frame["label"]) if _label_id(v) is None]
         if bad_label:
             raise DataError(f"split '{split}': {len(bad_label)} labels outside {sorted(ID2LABEL)}: {_describe_rows(bad_label)}")
-    present = set(int(v) for v in frames["train"]["label"])
-    absent = [f"{i} ({name})" for i, name in ID2LABEL.items() if i not in present]
-    if absent:
-        raise DataError(f"split 'train' has no reviews of class {', '.join(absent)}; every class must be present")
 
 
 def _subset(frame, n: int | None, seed: int):
@@ -241,11 +293,13 @@ def _subset(frame, n: int | None, seed: int):
     return part.reset_index(drop=True)
 
 
-def load_splits(section, splits: Iterable[str] = SPLITS):
+def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = True):
     """Load, validate and subset a dataset: ``DatasetDict`` of ``text`` (str) and ``label`` (int 0/1).
 
-    ``section`` is a DataSection. Raises DataError for missing data, bad
-    columns, bad labels or texts (rows named by index), or an empty split.
+    ``section`` is a DataSection. Exact duplicate texts are dropped before any split is carved.
+    Raises DataError for missing data, bad columns, bad labels or texts (rows named by index),
+    texts with both labels, validation/test files repeating train reviews, an empty split, or
+    (``both_classes``, for anything that is scored or trained on) a split holding one class only.
     """
     import datasets
 
@@ -264,21 +318,39 @@ def load_splits(section, splits: Iterable[str] = SPLITS):
     for split in splits:
         frame = _subset(frames[split], limits[split], section.sample_seed)
         frame = frame.assign(label=[int(_label_id(v)) for v in frame["label"]])
-        out[split] = datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
-    return datasets.DatasetDict(out)
+        out[split] = frame
+    if both_classes:
+        check_both_classes(out, section)
+    return datasets.DatasetDict({split: datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
+                                 for split, frame in out.items()})
 
 
-def tokenize_splits(splits, tokenizer, max_length: int):
-    """Tokenize each split: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), ``labels``, ``length``.
+def check_both_classes(frames: dict, section) -> None:
+    """Every split (after subsetting) must hold reviews of both classes: ROC-AUC, F1 and model selection
+    are undefined otherwise. Raises one DataError naming each split, its counts and the fix."""
+    problems = []
+    for split, frame in frames.items():
+        counts = {name: int((frame["label"] == i).sum()) for i, name in ID2LABEL.items()}
+        if min(counts.values()) == 0:
+            shown = ", ".join(f"{n} {name}" for name, n in counts.items())
+            limit = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}[split]
+            problems.append(f"split '{split}' holds one class only ({shown}; data.{limit}={getattr(section, limit)})")
+    if problems:
+        raise DataError("; ".join(problems) + "; every split needs both classes (ROC-AUC, F1 and model selection "
+                        "are undefined otherwise): use a file with both, a larger data.max_*_samples, or let "
+                        "peftsent carve the split stratified by removing data.validation_file / data.test_file")
 
-    Reviews are truncated to ``max_length`` tokens (special tokens included);
-    padding happens per batch in the collator, not here.
+
+def tokenize_splits(splits, tokenizer, policy):
+    """Tokenize each split under ``policy`` (a :class:`peftsent.tokenization.TokenPolicy`).
+
+    Columns: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), ``labels``, ``length`` (tokens
+    after truncation, special tokens included; the length-grouped sampler reads it), ``n_tokens``
+    (tokens before truncation) and ``truncated`` (bool). Padding happens per batch in the collator.
     """
 
     def encode(batch):
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-        return encoded
+        return policy.encode(tokenizer, batch["text"])
 
     tokenized = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenizing")
     return tokenized.rename_column("label", "labels")

@@ -22,13 +22,13 @@ EPILOG = """examples:
 """
 
 
-def _data_section(loaded, data: str | None, text_column: str, label_column: str, max_samples: int | None):
+def _data_section(run, data: str | None, text_column: str, label_column: str, max_samples: int | None):
     from peftsent.recipe import DataSection
 
     if data is None:
-        if loaded.run is None:
+        if run is None:
             raise PeftsentError("this target carries no recipe: name a dataset with --data (e.g. --data imdb-offline)")
-        section = loaded.run.recipe().data
+        section = run.recipe().data
     else:
         section = DataSection(name=data, text_column=text_column, label_column=label_column)
     if max_samples is not None:
@@ -49,28 +49,32 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
-             ece_bins: int = 15, out: str | None = None) -> dict:
+             ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
+             allow_random_weights: bool = False) -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
     plus ``samples_per_second`` (inference, float32) and where the report was written.
 
-    Raises PeftsentError subclasses for a bad target, dataset or split.
+    ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is
+    loaded and checked before the model. Raises PeftsentError subclasses for a bad target, dataset or split.
     """
     from peftsent.data import SPLITS, load_splits, tokenize_splits
     from peftsent.inference import predict_logits
-    from peftsent.loading import load_target
+    from peftsent.loading import load_target, target_run
     from peftsent.metrics import classification_metrics, format_table
     from peftsent.rundir import write_json
 
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     check_out_dir(out)
-    loaded = load_target(target)
-    section = _data_section(loaded, data, text_column, label_column, max_samples)
-    splits = load_splits(section, splits=[split])
-    tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.max_length)
+    section = _data_section(target_run(target), data, text_column, label_column, max_samples)
+    splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
+    loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+    tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
     logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
+    logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
+        "truncation": loaded.policy.truncation,
         **classification_metrics(labels, logits, ece_bins), "samples_per_second": speed,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
@@ -96,13 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")
     parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")
+    parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
+                        "LABEL_0/LABEL_1, e.g. negative,positive")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="score a model even if some weights are not in its checkpoint (random at every load)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from peftsent.metrics import format_table
 
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
-                          args.text_column, args.label_column, out=args.out)
+                          args.text_column, args.label_column, out=args.out, label_order=args.label_order,
+                          allow_random_weights=args.allow_random_weights)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]

@@ -18,14 +18,31 @@ class Loaded:
     """A model ready for inference (eval mode, float32 unless asked otherwise)."""
 
     model: object
-    """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, 2)"""
+    """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, 2) in the model's own class order"""
     tokenizer: object
     kind: str
     """``run`` (adapter or full), ``adapter``, ``model`` (a directory) or ``hub``"""
-    max_length: int
-    """tokens per input after truncation"""
+    policy: object
+    """the :class:`peftsent.tokenization.TokenPolicy` every input goes through"""
     run: Run | None = None
     """the run whose recipe gives the defaults (data, max length): the target itself, or the run holding merged/"""
+    order: tuple[int, int] = (0, 1)
+    """indices of (negative, positive) among the model's classes (:func:`peftsent.modeling.class_order`)"""
+
+    @property
+    def max_length(self) -> int:
+        """tokens per input after truncation, special tokens included"""
+        return self.policy.max_length
+
+    def canonical(self, logits):
+        """Model logits (n, 2) -> columns (negative, positive)."""
+        from peftsent.modeling import to_canonical
+
+        return to_canonical(logits, self.order)
+
+    def encode(self, texts: list[str]) -> dict:
+        """Token columns of ``texts`` under the policy (see ``TokenPolicy.encode``)."""
+        return self.policy.encode(self.tokenizer, texts)
 
 
 def _is_adapter_dir(path: Path) -> bool:
@@ -42,14 +59,31 @@ def _adapter_base(path: Path) -> str:
     return json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
 
 
-def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None):
-    """A fresh full-precision base (never quantized) with the adapter and its trained head."""
+def _adapter_tensor_names(adapter_dir: Path) -> list[str]:
+    """Names of the tensors an adapter directory saves (safetensors headers only; nothing is loaded)."""
+    from safetensors import safe_open
+
+    names = []
+    for file in adapter_dir.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as handle:
+            names.extend(handle.keys())
+    return names
+
+
+def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_random_weights: bool = False):
+    """A fresh full-precision base (never quantized) with the adapter and its trained head.
+
+    Raises ModelError if a weight the base checkpoint lacks is not in the adapter either
+    (unless ``allow_random_weights``).
+    """
     from peft import PeftModel
 
     from peftsent.methods.bottleneck import is_bottleneck_dir, load_bottleneck
-    from peftsent.modeling import load_base_model
+    from peftsent.modeling import load_base_model, refuse_fresh_weights, unfilled_fresh_weights
 
-    base = load_base_model(base_location, dtype)
+    base, fresh = load_base_model(base_location, dtype, with_report=True)
+    if not allow_random_weights:
+        refuse_fresh_weights(unfilled_fresh_weights(fresh, _adapter_tensor_names(adapter_dir)), str(adapter_dir))
     try:
         if is_bottleneck_dir(adapter_dir):
             return load_bottleneck(base, adapter_dir)
@@ -58,50 +92,79 @@ def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None):
         raise ModelError(f"adapter {adapter_dir} does not fit base model {base_location}: {err}") from None
 
 
-def _load_classifier(location: str, dtype=None):
+def _load_classifier(location: str, dtype=None, allow_random_weights: bool = False):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from peftsent.modeling import quiet_transformers
+    from peftsent.modeling import fresh_weights, quiet_transformers, refuse_fresh_weights
 
     try:
         with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(location, dtype=dtype or torch.float32)
-    except (OSError, ValueError) as err:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                location, dtype=dtype or torch.float32, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: weights of another size than config.json
         raise ModelError(f"model {location} could not be loaded: {err}") from None
-    if model.config.num_labels != 2:
-        raise ModelError(f"model {location} has {model.config.num_labels} labels; peftsent expects 2 (negative, positive)")
+    if not allow_random_weights:
+        refuse_fresh_weights(sorted(fresh_weights(model, info)), location)
     return model
 
 
-def _capped(model, max_length: int) -> int:
-    """``max_length`` capped at the positions the model can take, less a prompt method's virtual tokens."""
-    from peftsent.modeling import max_input_tokens
+def _finish(model, tokenizer, kind: str, model_section, run, label_order, target: str) -> Loaded:
+    """The one assembly of a Loaded: label order by id2label names, token policy from the model."""
+    from peftsent.modeling import class_order
+    from peftsent.tokenization import token_policy
 
-    peft_config = getattr(model, "peft_config", {}).get("default")
-    virtual = int(getattr(peft_config, "num_virtual_tokens", 0) or 0) if peft_config is not None else 0
-    return max_input_tokens(model.config, max_length) - virtual
+    try:
+        order = class_order(model.config.id2label, label_order)
+    except ModelError as err:
+        raise ModelError(f"{target}: {err}") from None
+    policy = token_policy(model, model_section.max_length, model_section.truncation)
+    return Loaded(model.eval(), tokenizer, kind, policy, run, order)
 
 
-def _load_run(path: Path, dtype=None) -> Loaded:
+def _default_section(name: str, tokenizer):
+    """Length and truncation of a target without a recipe: the tokenizer's own saved settings
+    (``model_max_length``, ``truncation_side``, as a peftsent export writes them), at most DEFAULT_MAX_LENGTH."""
+    from peftsent.recipe import ModelSection
+
+    max_length = min(DEFAULT_MAX_LENGTH, int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)))
+    truncation = "tail" if getattr(tokenizer, "truncation_side", "right") == "left" else "head"
+    return ModelSection(name=name, max_length=max_length, truncation=truncation)
+
+
+def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=False) -> Loaded:
     from peftsent.modeling import load_tokenizer
     from peftsent.registry import resolve_model
 
     run = Run(path)
     recipe = run.recipe()
     if run.is_adapter:
-        model = _attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype)
+        model = _attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights)
     else:
-        model = _load_classifier(str(run.weights), dtype)
-    return Loaded(model.eval(), load_tokenizer(str(run.weights)), "run", _capped(model, recipe.model.max_length), run)
+        model = _load_classifier(str(run.weights), dtype, allow_random_weights)
+    return _finish(model, load_tokenizer(str(run.weights)), "run", recipe.model, run, label_order, str(path))
 
 
-def load_target(target: str, dtype=None) -> Loaded:
+def target_run(target: str) -> Run | None:
+    """The run whose recipe gives ``target``'s defaults (the run itself, or the run holding it), without
+    loading any weights; None for a bare directory or a hub id."""
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        return None
+    if is_finished_run(path):
+        return Run(path)
+    return Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
+
+
+def load_target(target: str, dtype=None, label_order: str | None = None, allow_random_weights: bool = False) -> Loaded:
     """Load ``target`` for inference.
 
     ``target``: a finished run directory, a peft adapter directory (its
     ``base_model_name_or_path`` is loaded as base), a model directory, or a hub
-    id. Raises ModelError/RunDirError if it is none of these or cannot be loaded.
+    id. ``label_order``: class names in index order for a model whose id2label does
+    not name them (``negative,positive``). ``allow_random_weights``: score a model even
+    if some weights are not in its checkpoint. Raises ModelError/RunDirError if it is
+    none of these, cannot be loaded, has freshly initialised weights, or unnamed classes.
     """
     from peftsent.modeling import load_tokenizer
     from peftsent.registry import resolve_model
@@ -109,22 +172,25 @@ def load_target(target: str, dtype=None) -> Loaded:
     path = Path(target).expanduser()
     if path.is_dir():
         if is_finished_run(path):
-            return _load_run(path, dtype)
+            return _load_run(path, dtype, label_order, allow_random_weights)
         parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
         recipe = parent.recipe() if parent else None
-        max_length = recipe.model.max_length if recipe else DEFAULT_MAX_LENGTH
         if _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
-            model = _attach_adapter(resolve_model(base).location, path, dtype)
-            return Loaded(model.eval(), load_tokenizer(str(path)), "adapter", _capped(model, max_length), parent)
-        if (path / "config.json").is_file():
-            model = _load_classifier(str(path), dtype)
-            return Loaded(model.eval(), load_tokenizer(str(path)), "model", _capped(model, max_length), parent)
-        raise ModelError(
-            f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
-            f"nor a model directory (config.json)"
-        )
+            model = _attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)
+            kind = "adapter"
+        elif (path / "config.json").is_file():
+            model, kind = _load_classifier(str(path), dtype, allow_random_weights), "model"
+        else:
+            raise ModelError(
+                f"{path} is neither a run directory, an adapter directory (adapter_config.json) "
+                f"nor a model directory (config.json)"
+            )
+        tokenizer = load_tokenizer(str(path))
+        section = recipe.model if recipe else _default_section(str(path), tokenizer)
+        return _finish(model, tokenizer, kind, section, parent, label_order, target)
     source = resolve_model(target)
-    model = _load_classifier(source.location, dtype)
-    return Loaded(model.eval(), load_tokenizer(source.location), "hub", _capped(model, DEFAULT_MAX_LENGTH))
+    model = _load_classifier(source.location, dtype, allow_random_weights)
+    tokenizer = load_tokenizer(source.location)
+    return _finish(model, tokenizer, "hub", _default_section(target, tokenizer), None, label_order, target)

@@ -65,12 +65,12 @@ def _check_mergeable(run, recipe) -> None:
         )
 
 
-def _probe_set(recipe, tokenizer, probe_size: int):
+def _probe_set(recipe, loaded, probe_size: int):
     from peftsent.data import load_splits, tokenize_splits
 
     section = dataclasses.replace(recipe.data, max_eval_samples=probe_size)
-    splits = load_splits(section, splits=["validation"])
-    return tokenize_splits(splits, tokenizer, recipe.model.max_length)["validation"]
+    splits = load_splits(section, splits=["validation"], both_classes=False)  # logits only, no metric
+    return tokenize_splits(splits, loaded.tokenizer, loaded.policy)["validation"]
 
 
 def _parity(adapter_logits, merged_logits, dtype: str) -> Parity:
@@ -81,48 +81,91 @@ def _parity(adapter_logits, merged_logits, dtype: str) -> Parity:
     return Parity(len(adapter_logits), diff, agree, dtype, TOLERANCES[dtype])
 
 
-def _model_card(run, recipe, parity: Parity) -> str:
-    from peftsent.metrics import format_table
+def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None) -> str:
+    """The hub model card (README.md) of a run's adapter directory (``parity`` None) or merged model.
 
-    metrics = run.metrics()
+    ``metrics``: the run's metrics.json; ``name``: the run directory's name. The YAML header follows the
+    hub's model-card metadata (base_model, library_name, pipeline_tag, datasets, metrics). The text
+    ``PATH`` stands for where the directory will live.
+    """
+    from peftsent.metrics import format_table
+    from peftsent.registry import portable_name
+    from peftsent.tokenization import TokenPolicy
+
+    merged = parity is not None
+    base = portable_name(recipe.model.name)
+    policy = TokenPolicy(recipe.model.max_length, recipe.model.truncation)
     shown = {k: metrics[k] for k in ("validation", "test") if k in metrics}
     caveat = (
         "\n*imdb-offline*'s test split is held out of IMDb's train split (reviews of one movie can fall on both "
         "sides); it is not the official IMDb test set.\n" if recipe.data.name == "imdb-offline" else ""
     )
-    return f"""---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [sentiment-analysis, peftsent, {recipe.method_name}]
----
-# {run.path.name}: {recipe.model.name} + {recipe.method_name}, merged
-
-A standalone sentiment classifier (labels: `negative`, `positive`) made by peftsent:
-the {recipe.method_name} adapter of run `{run.path}` folded into its base model. No adapter files, no peft needed.
-
-- base model: `{recipe.model.name}` ({recipe.model_type})
-- method: `{recipe.method_name}` ({metrics['parameters']['trainable']:,} trainable parameters of {metrics['parameters']['total']:,})
-- data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {recipe.model.max_length} tokens
-- weights: {parity.dtype}
-
-## Metrics of the run (float32 adapter model)
-{format_table(shown)}
-{caveat}
+    truncation = (f"truncation `{policy.truncation}`" + (
+        " (a plain tokenizer cannot express it: `pipeline(..., truncation=True)` keeps the first tokens; "
+        "`python -m peftsent.predict` applies head+tail)" if policy.truncation == "head+tail" else ""))
+    header = "\n".join([
+        "---",
+        f"base_model: {base}",
+        f"library_name: {'transformers' if merged else 'peft'}",
+        "pipeline_tag: text-classification",
+        f"datasets: [{recipe.data.name}]",
+        "metrics: [accuracy, f1, roc_auc]",
+        f"tags: [sentiment-analysis, peftsent, {recipe.method_name}]",
+        "---",
+    ])
+    if merged:
+        what = (f"A standalone sentiment classifier (labels: `negative`, `positive`) made by peftsent: the "
+                f"{recipe.method_name} adapter of run `{name}` folded into its base model. No adapter files, no peft needed.")
+        check = f"""
 ## Merge check
 On {parity.probe_size} reviews of the run's validation split, adapter model vs this model:
 max |delta logit| = {parity.max_abs_logit_diff:.3g} (tolerance {parity.tolerance:g} for {parity.dtype}),
 prediction agreement = {100 * parity.agreement:.2f} %.
-
-## Load it
-```python
+"""
+        load = f"""```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 model = AutoModelForSequenceClassification.from_pretrained("PATH")
 tokenizer = AutoTokenizer.from_pretrained("PATH")
 classify = pipeline("text-classification", model=model, tokenizer=tokenizer, truncation=True, max_length={recipe.model.max_length})
 classify("A wonderful, moving film.")
+```"""
+    else:
+        what = (f"A {recipe.method_name} adapter (labels: `negative`, `positive`) for `{base}`, trained by peftsent "
+                f"in run `{name}`; the trained classification head is saved with it.")
+        check = ""
+        load = f"""```python
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+base = AutoModelForSequenceClassification.from_pretrained(
+    "{base}", num_labels=2, id2label={{0: "negative", 1: "positive"}}, label2id={{"negative": 0, "positive": 1}})
+model = PeftModel.from_pretrained(base, "PATH").eval()
+tokenizer = AutoTokenizer.from_pretrained("PATH")
 ```
+or with peftsent (resolves `{base}` offline where it is embedded): `python -m peftsent.predict PATH "A wonderful film."`"""
+    weights = f"\n- weights: {parity.dtype}" if merged else ""
+    return f"""{header}
+# {name}: {base} + {recipe.method_name}{', merged' if merged else ''}
+
+{what}
+
+- base model: `{base}` ({recipe.model_type})
+- method: `{recipe.method_name}` ({metrics['parameters']['trainable']:,} trainable parameters of {metrics['parameters']['total']:,})
+- data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {recipe.model.max_length} tokens, {truncation}{weights}
+
+## Metrics of the run (float32 adapter model)
+{format_table(shown)}
+{caveat}{check}
+## Load it
+{load}
 """
+
+
+def write_adapter_card(adapter_dir: Path, recipe, metrics: dict) -> None:
+    """Replace peft's empty README template in a run's adapter directory with :func:`model_card`."""
+    text = model_card(recipe, metrics, recipe.run_dir.name)
+    (Path(adapter_dir) / "README.md").write_text(text.replace("PATH", str(recipe.run_dir / "adapter")))
 
 
 def _is_merged_dir(path: Path) -> bool:
@@ -186,10 +229,10 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
                          f"(or --force to replace a merged model)")
 
     loaded = load_target(str(run.path))  # fresh float32 base + adapter
-    probes = _probe_set(recipe, loaded.tokenizer, probe_size)
-    adapter_logits, _, _ = predict_logits(loaded.model, loaded.tokenizer, probes, batch_size)
+    probes = _probe_set(recipe, loaded, probe_size)
+    adapter_logits = loaded.canonical(predict_logits(loaded.model, loaded.tokenizer, probes, batch_size)[0])
     merged = merge_adapter(loaded.model).to(getattr(torch, dtype))
-    merged_logits, _, _ = predict_logits(merged, loaded.tokenizer, probes, batch_size)
+    merged_logits = loaded.canonical(predict_logits(merged, loaded.tokenizer, probes, batch_size)[0])
     parity = _parity(adapter_logits, merged_logits, dtype)
     if not parity.passed:
         raise MergeError(
@@ -198,8 +241,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
         )
     with staging(target, overwrite=force) as work:
         merged.save_pretrained(work, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(work)
-        (work / "README.md").write_text(_model_card(run, recipe, parity).replace("PATH", str(target)))
+        loaded.policy.configure(loaded.tokenizer).save_pretrained(work)  # model_max_length, truncation_side
+        card = model_card(recipe, run.metrics(), run.path.name, parity)
+        (work / "README.md").write_text(card.replace("PATH", str(target)))
     inside = target.resolve().parent == run.path.resolve()
     output = target.name if inside else str(target.resolve())  # relative to the run when inside it
     write_json(run.path / PARITY_FILE, {"output": output, **dataclasses.asdict(parity), "passed": parity.passed})

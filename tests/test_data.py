@@ -3,6 +3,7 @@ import pytest
 from peftsent.data import load_splits, tokenize_splits
 from peftsent.errors import DataError
 from peftsent.recipe import DataSection
+from peftsent.tokenization import TokenPolicy
 
 from conftest import make_reviews, write_csv
 
@@ -62,8 +63,8 @@ def test_empty_split_is_an_error(tmp_path, reviews_csv):
 
 def test_one_class_train_is_an_error(tmp_path):
     rows = [(t, 1) for t, _ in make_reviews(30)]
-    test = write_csv(tmp_path / "t.csv", make_reviews(10))
-    with pytest.raises(DataError, match="no reviews of class 0"):
+    test = write_csv(tmp_path / "t.csv", make_reviews(10, seed=1))
+    with pytest.raises(DataError, match=r"split 'train' holds one class only \(0 negative, 30 positive"):
         load_splits(_section(write_csv(tmp_path / "one.csv", rows), validation_file=str(test), test_file=str(test)))
 
 
@@ -103,6 +104,6 @@ def test_tokenization_truncates_and_adds_lengths(reviews_csv, tiny_models):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
-    tokenized = tokenize_splits(load_splits(_section(reviews_csv)), tokenizer, max_length=6)
+    tokenized = tokenize_splits(load_splits(_section(reviews_csv)), tokenizer, TokenPolicy(6))
     assert max(tokenized["train"]["length"]) == 6
     assert set(tokenized["train"].column_names) >= {"input_ids", "attention_mask", "labels", "length"}

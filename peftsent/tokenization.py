@@ -1,0 +1,146 @@
+"""The token policy: how many tokens of a review a model sees, and which ones.
+
+One function, :func:`token_policy`, decides it for every path that tokenizes
+(training, the end-of-training evaluation, ``peftsent.eval``, ``predict``,
+merge's parity probe, and the tokenizer settings saved beside the weights), from
+
+* the model's usable positions (``registry.usable_positions``; RoBERTa loses 2 to its padding offset),
+* the recipe's ``model.max_length`` (tokens per review, special tokens included) and ``model.truncation``,
+* the positions a prompt method prepends (``num_virtual_tokens`` of the model's own peft config).
+
+Truncation modes (``model.truncation``):
+
+``head``       the first ``max_length`` tokens (the tokenizer's default).
+``tail``       the last ``max_length`` tokens (a tokenizer with ``truncation_side='left'``).
+``head+tail``  the first ``H`` and the last ``max_length - H`` review tokens (special tokens kept), with
+               ``H = min(128, ceil(budget / 4))`` and ``budget = max_length - special tokens``: Sun et al. 2019
+               ("How to Fine-Tune BERT for Text Classification?") keep 128 + 382 of 510; below
+               ``max_length`` 512 + 2 the head shrinks to a quarter of the budget (max_length 128: 32 + 94),
+               so the tail always gets most of the room.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+TRUNCATIONS = ("head", "tail", "head+tail")
+#: review tokens kept from the start under head+tail (Sun et al. 2019), at most
+HEAD_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """Tokens per review and which of them survive truncation."""
+
+    max_length: int
+    """tokens per review after truncation, special tokens included (virtual tokens not included)"""
+    truncation: str = "head"
+    """``head``, ``tail`` or ``head+tail`` (see the module docstring)"""
+
+    def head_tokens(self, budget: int) -> int:
+        """Review tokens kept from the start under head+tail, for ``budget`` review tokens in all."""
+        return min(HEAD_TOKENS, math.ceil(budget / 4))
+
+    def encode(self, tokenizer, texts: list[str]) -> dict[str, list]:
+        """Tokenize ``texts`` under this policy.
+
+        Returns lists per review: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the
+        tokenizer makes them), ``length`` (tokens after truncation), ``n_tokens`` (tokens before
+        truncation, special tokens included) and ``truncated`` (bool). No padding.
+        """
+        import transformers
+
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the untruncated pass warns about long sequences
+        try:
+            full = tokenizer(list(texts), truncation=False, return_special_tokens_mask=True)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in full]
+        out: dict[str, list] = {c: [] for c in (*columns, "length", "n_tokens", "truncated")}
+        for row in range(len(full["input_ids"])):
+            keep = self._kept_positions(full["special_tokens_mask"][row])
+            for column in columns:
+                values = full[column][row]
+                out[column].append([values[i] for i in keep])
+            out["length"].append(len(keep))
+            out["n_tokens"].append(len(full["input_ids"][row]))
+            out["truncated"].append(len(keep) < len(full["input_ids"][row]))
+        return out
+
+    def _kept_positions(self, special_mask: list[int]) -> list[int]:
+        """Positions of one untruncated encoding that survive: leading/trailing specials + chosen review tokens."""
+        n = len(special_mask)
+        if n <= self.max_length:
+            return list(range(n))
+        front = 0
+        while front < n and special_mask[front]:
+            front += 1
+        back = n
+        while back > front and special_mask[back - 1]:
+            back -= 1
+        content = list(range(front, back))
+        budget = max(0, self.max_length - (n - len(content)))
+        if self.truncation == "head":
+            chosen = content[:budget]
+        elif self.truncation == "tail":
+            chosen = content[len(content) - budget:] if budget else []
+        else:
+            head = self.head_tokens(budget)
+            chosen = content[:head] + (content[len(content) - (budget - head):] if budget > head else [])
+        return [*range(front), *chosen, *range(back, n)]
+
+    def configure(self, tokenizer):
+        """Set a tokenizer's own settings to this policy where a plain tokenizer can express it.
+
+        ``model_max_length`` = ``max_length``; ``truncation_side`` = ``left`` for tail, ``right`` otherwise.
+        head+tail cannot be expressed: a plain ``pipeline(..., truncation=True)`` user of a head+tail model
+        gets head truncation (the first ``max_length`` tokens). Returns the tokenizer.
+        """
+        side = "left" if self.truncation == "tail" else "right"
+        tokenizer.model_max_length, tokenizer.truncation_side = self.max_length, side
+        tokenizer.init_kwargs["truncation_side"] = side  # save_pretrained writes init_kwargs, not the attribute
+        return tokenizer
+
+
+def virtual_tokens_of(model) -> int:
+    """Positions a prompt method prepends to every input (its ``num_virtual_tokens``), else 0.
+
+    Which methods prepend positions is the method registry's ``virtual_tokens_option`` (prompt and
+    p-tuning; prefix tuning has virtual tokens but they take no input positions).
+    """
+    from peftsent.methods import METHODS, method_spec
+
+    configs = getattr(model, "peft_config", None) or {}
+    config = configs.get(getattr(model, "active_adapter", "default")) or next(iter(configs.values()), None)
+    name = str(getattr(getattr(config, "peft_type", None), "value", "")).lower()
+    option = method_spec(name).virtual_tokens_option if name in METHODS else None
+    return int(getattr(config, option, 0) or 0) if option else 0
+
+
+def token_policy(model, max_length: int, truncation: str = "head") -> TokenPolicy:
+    """THE token policy of ``model`` (a built or loaded model, peft-wrapped or not).
+
+    ``max_length``: requested tokens per review (``model.max_length``), capped at the model's usable
+    positions less the prompt method's virtual tokens. ``truncation``: one of :data:`TRUNCATIONS`.
+    Raises ValueError for an unknown truncation mode.
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"model.truncation: expected one of {', '.join(TRUNCATIONS)}, found {truncation!r}")
+    return TokenPolicy(review_tokens(model.config, max_length, virtual_tokens_of(model)), truncation)
+
+
+def review_tokens(model_config, requested: int, virtual: int = 0) -> int:
+    """Tokens a review may have: ``requested``, capped at the usable positions less ``virtual`` prompt positions.
+
+    The one formula of the cap; :func:`token_policy` (every tokenizing path) and the recipe-time check
+    (``modeling.max_input_tokens``, before any weights load) both call it.
+    """
+    from peftsent.registry import ARCHITECTURES, usable_positions
+
+    if model_config.model_type in ARCHITECTURES:
+        limit = usable_positions(model_config)
+    else:
+        limit = int(getattr(model_config, "max_position_embeddings", requested))
+    return min(int(requested), limit - virtual)
