@@ -182,7 +182,7 @@ def _reload_checkpoint(recipe, checkpoint: str):
     from peftsent.loading import _attach_adapter
     from peftsent.registry import resolve_model
 
-    return _attach_adapter(resolve_model(recipe.model.name).location, checkpoint)
+    return _attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
 
 
 def _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks=()):

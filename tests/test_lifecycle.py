@@ -160,7 +160,7 @@ def test_seed_governs_initialisation_and_inference_leaves_the_rng_alone(tiny_mod
     assert run("c", 43) != first  # compare --seeds: seed + k gives another initialisation
     loaded = load_target(str(tmp_path / "a"))
     splits = load_splits(loaded.run.recipe().data)
-    tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.max_length)
+    tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
     state = torch.random.get_rng_state()
     predict_logits(loaded.model, loaded.tokenizer, tokenized["test"], progress=False)
     assert torch.equal(torch.random.get_rng_state(), state)
