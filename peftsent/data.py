@@ -46,6 +46,39 @@ def dataset_names() -> list[str]:
     return [*HUB_DATASETS, *OFFLINE_DATASETS]
 
 
+#: where each named dataset's reviews come from: (pool of its train split, pool of its test split).
+#: The offline copies are the hub train splits (IMDb train, Rotten Tomatoes train), re-split.
+REVIEW_POOLS = {
+    "imdb": ("imdb:train", "imdb:test"),
+    "imdb-offline": ("imdb:train", "imdb:train"),
+    "rotten_tomatoes": ("rotten_tomatoes:train", "rotten_tomatoes:test"),
+    "rotten_tomatoes-offline": ("rotten_tomatoes:train", "rotten_tomatoes:train"),
+}
+
+
+def also_problems(data_name: str, also: list[str]) -> list[str]:
+    """Problems of ``eval.also`` for a run trained on ``data_name``: the run's own dataset, a name given
+    twice, or a dataset whose test split is drawn from the reviews the run trains on."""
+    problems = []
+    for i, name in enumerate(also):
+        where = f"eval.also[{i}]"
+        if name in also[:i]:
+            problems.append(f"{where}: '{name}' is listed twice")
+        elif name == data_name:
+            problems.append(f"{where}: '{name}' is the run's own dataset; its test split is already scored")
+        elif name in REVIEW_POOLS and data_name in REVIEW_POOLS and \
+                REVIEW_POOLS[name][1] == REVIEW_POOLS[data_name][0]:
+            problems.append(
+                f"{where}: the test split of '{name}' is drawn from {REVIEW_POOLS[name][1].replace(':', ' ')} "
+                f"reviews, which the run trains on (data.name={data_name}); its score would not be out-of-domain. "
+                f"Use a dataset with other reviews (e.g. {_other_family(data_name)})")
+    return problems
+
+
+def _other_family(name: str) -> str:
+    return "rotten_tomatoes-offline" if name.startswith("imdb") else "imdb-offline"
+
+
 def _is_local_file(name: str) -> bool:
     return Path(name).suffix.lower() in FILE_READERS
 
@@ -269,7 +302,8 @@ def load_splits(section, splits: Iterable[str] = SPLITS):
 
 
 def tokenize_splits(splits, tokenizer, max_length: int):
-    """Tokenize each split: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), ``labels``, ``length``.
+    """Tokenize each split: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), ``labels``, ``length``,
+    ``n_tokens`` (tokens before truncation, special tokens included) and ``truncated`` (n_tokens > max_length).
 
     Reviews are truncated to ``max_length`` tokens (special tokens included);
     padding happens per batch in the collator, not here.
@@ -278,6 +312,9 @@ def tokenize_splits(splits, tokenizer, max_length: int):
     def encode(batch):
         encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        full = tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
+        encoded["n_tokens"] = [len(ids) for ids in full]
+        encoded["truncated"] = [n > max_length for n in encoded["n_tokens"]]
         return encoded
 
     tokenized = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenizing")

@@ -112,7 +112,7 @@ the {recipe.method_name} adapter of run `{run.path}` folded into its base model.
 On {parity.probe_size} reviews of the run's validation split, adapter model vs this model:
 max |delta logit| = {parity.max_abs_logit_diff:.3g} (tolerance {parity.tolerance:g} for {parity.dtype}),
 prediction agreement = {100 * parity.agreement:.2f} %.
-
+{_calibration_line(run)}
 ## Load it
 ```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
@@ -123,6 +123,17 @@ classify = pipeline("text-classification", model=model, tokenizer=tokenizer, tru
 classify("A wonderful, moving film.")
 ```
 """
+
+
+def _calibration_line(run) -> str:
+    from peftsent.calibration import read_temperature
+
+    temperature = read_temperature(run.path)
+    if temperature is None:
+        return ""
+    return (f"\nCalibrated: the run's temperature T = {temperature:.4f} (fitted on validation, Guo et al. 2017) is folded "
+            f"into the final classifier layer (weight and bias divided by T; `peftsent_temperature` in config.json),\n"
+            f"so softmax of this model's logits gives the calibrated probabilities.\n")
 
 
 def _is_merged_dir(path: Path) -> bool:
@@ -165,6 +176,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     """
     import torch
 
+    from peftsent.calibration import fold_temperature, read_temperature
     from peftsent.inference import predict_logits
     from peftsent.loading import load_target
     from peftsent.modeling import merge_adapter
@@ -188,7 +200,12 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     loaded = load_target(str(run.path))  # fresh float32 base + adapter
     probes = _probe_set(recipe, loaded.tokenizer, probe_size)
     adapter_logits, _, _ = predict_logits(loaded.model, loaded.tokenizer, probes, batch_size)
-    merged = merge_adapter(loaded.model).to(getattr(torch, dtype))
+    merged = merge_adapter(loaded.model)
+    temperature = read_temperature(run.path)
+    if temperature is not None:  # fold 1/T in float32: pipeline probabilities == peftsent.predict's on the run
+        fold_temperature(merged, temperature)
+        adapter_logits = adapter_logits / temperature
+    merged = merged.to(getattr(torch, dtype))
     merged_logits, _, _ = predict_logits(merged, loaded.tokenizer, probes, batch_size)
     parity = _parity(adapter_logits, merged_logits, dtype)
     if not parity.passed:

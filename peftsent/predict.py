@@ -3,7 +3,8 @@
 TARGET is a run directory (adapter or full), a merged directory, a model
 directory or a hub id. Texts come from the arguments, from ``--file`` (txt: one
 review per line; csv / jsonl: the ``--text-column``) or from standard input.
-Long reviews are truncated to the model's max length, as in eval.
+Long reviews are truncated to the model's max length, as in eval, or scored over overlapping
+windows (``--long-reviews window``). A run's calibration temperature is applied.
 """
 
 from __future__ import annotations
@@ -63,17 +64,31 @@ def check_texts(texts: list, where: str) -> list[str]:
     return texts
 
 
-def predict_texts(loaded, texts: list[str], batch_size: int = 32) -> Iterator[dict]:
-    """Yield one prediction per text: label name, its probability and both class probabilities."""
+def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "truncate",
+                  stride: int | None = None) -> Iterator[dict]:
+    """Yield one prediction per text: label name, its probability and both class probabilities.
+
+    A run's temperature (calibration.json) divides the logits; ``long_reviews="window"`` averages the
+    logits of overlapping windows (``stride`` tokens shared, see :func:`peftsent.inference.window_logits`).
+    """
     import torch
+
+    from peftsent.calibration import temperature_for
+    from peftsent.inference import window_logits
 
     id2label = {int(k): v for k, v in loaded.model.config.id2label.items()}
     device = next(loaded.model.parameters()).device
+    temperature = temperature_for(loaded) or 1.0
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
-        batch = loaded.tokenizer(chunk, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
+        if long_reviews == "window":
+            logits = torch.from_numpy(window_logits(loaded.model, loaded.tokenizer, chunk, loaded.max_length,
+                                                    stride, batch_size)[0])
+        else:
+            batch = loaded.tokenizer(chunk, truncation=True, max_length=loaded.max_length, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
+        logits = logits / temperature
         for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
             best = max(range(len(probs)), key=probs.__getitem__)
             yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
@@ -87,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="reviews per forward pass (default: 32)")
+    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
+                        help="truncate to max length (default), or average the logits of overlapping windows")
+    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
@@ -105,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         if not texts:
             raise DataError("no texts to label (the input was empty)")
         loaded = load_target(args.target)
-        for prediction in predict_texts(loaded, texts, args.batch_size):
+        if args.long_reviews == "window":
+            from peftsent.inference import window_stride
+
+            window_stride(loaded.tokenizer, loaded.max_length, args.stride)  # a bad stride fails before any output
+        for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride):
             print(json.dumps(prediction, ensure_ascii=False), flush=True)
         return 0
 

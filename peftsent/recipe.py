@@ -6,7 +6,7 @@ A recipe has five sections::
     data:   {name, text_column, label_column, ...}   -> DataSection
     method: {name, <options of the peft config>}     -> dict, checked against e.g. peft.LoraConfig
     train:  {<any transformers.TrainingArguments field>}
-    eval:   {ece_bins, test}                         -> EvalSection
+    eval:   {ece_bins, test, calibrate, also}        -> EvalSection
 
 Unknown keys, wrong types, unknown methods and overrides of keys that do not
 exist are all collected and raised together as one :class:`RecipeError`,
@@ -78,6 +78,12 @@ class EvalSection:
     """equal-width confidence bins of the expected calibration error (Guo et al. 2017)"""
     test: bool = True
     """evaluate the test split once at the end of training (never used for model selection)"""
+    calibrate: bool = True
+    """fit a temperature on the validation split at the end of training (Guo et al. 2017), kept in
+    calibration.json and applied by eval, predict and merge"""
+    also: list[str] = field(default_factory=list)
+    """more datasets whose test split is scored at the end of training (out-of-domain), e.g.
+    [rotten_tomatoes-offline]; stored under ``also`` in metrics.json"""
 
 
 #: peftsent's TrainingArguments defaults; any other TrainingArguments field may be set in a recipe
@@ -351,6 +357,9 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         problems.append(f"data.sample_seed: expected an integer >= 0, found {recipe.data.sample_seed}")
     if recipe.eval.ece_bins < 1:
         problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
+    from peftsent.data import also_problems
+
+    problems.extend(also_problems(recipe.data.name, recipe.eval.also))
     spec = method_spec(recipe.method_name)
     for key, value in spec.fixed.items():
         if key in recipe.method and str(recipe.method[key]) != value:

@@ -33,6 +33,7 @@ def preflight(recipe, overwrite: bool = False) -> None:
 
     check_new_run(recipe.run_dir, overwrite)
     problems = list(check_available(recipe.data))
+    problems += [f"eval.also: {p}" for name in recipe.eval.also for p in check_available(type(recipe.data)(name=name))]
     try:
         source = resolve_model(recipe.model.name)
     except ModelError as err:
@@ -185,9 +186,9 @@ def train(recipe, overwrite: bool = False) -> Path:
     from transformers import DataCollatorWithPadding, Trainer
 
     from peftsent.data import load_splits, tokenize_splits
-    from peftsent.inference import predict_logits
-    from peftsent.metrics import classification_metrics, trainer_metrics
+    from peftsent.metrics import trainer_metrics
     from peftsent.modeling import build_model, max_input_tokens
+    from peftsent.predictions import final_evaluation
     from peftsent.rundir import METRICS_FILE, RECIPE_FILE, staging, write_json
     from peftsent.training_args import make_training_args
 
@@ -215,14 +216,11 @@ def train(recipe, overwrite: bool = False) -> Path:
         output = trainer.train()
         timing = {"train_seconds": round(time.perf_counter() - started, 1),
                   "train_samples_per_second": output.metrics.get("train_samples_per_second")}
-        results = {}
-        batch_size = recipe.train["per_device_eval_batch_size"]
         # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-        for split in ("validation", "test") if recipe.eval.test else ("validation",):
-            logits, labels, speed = predict_logits(model, tokenizer, tokenized[split], batch_size)
-            results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
-            timing[f"{split}_samples_per_second"] = speed
+        # scores, predictions files, temperature (calibration.json) and eval.also datasets
+        results, speeds = final_evaluation(model, tokenizer, recipe, splits, tokenized, max_length, work)
+        timing.update(speeds)
         results["best_checkpoint"] = trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name
         _save_weights(trainer, tokenizer, recipe, work)
         _drop_checkpoints(work)
