@@ -211,6 +211,8 @@ def row_cells(row: Row) -> dict[str, str]:
     }
     for title, path in METRIC_COLUMNS:
         cells[title] = _mean_std(row.values(path))
+    for name in first.metrics.get("also", {}):  # eval.also: out-of-domain test accuracy
+        cells[f"{name} test acc"] = _mean_std(row.values(("also", name, "accuracy")))
     cells["train s"] = _mean_std(row.values(("timing", "train_seconds")), 0)
     cells["train samples/s"] = _mean_std(row.values(("timing", "train_samples_per_second")), 2)
     cells["peak RSS MiB"] = _mean_std(row.values(("memory", "peak_rss_mib")), 0)
@@ -230,23 +232,19 @@ def describe_budget(budget: tuple) -> str:
 
 def markdown_table(rows: list[Row]) -> str:
     cells = [row_cells(row) for row in rows]
-    columns = list(cells[0])
+    columns = list(dict.fromkeys(col for c in cells for col in c))  # rows may differ in eval.also columns
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(c[col] for col in columns) + " |" for c in cells]
+    lines += ["| " + " | ".join(c.get(col, "n/a") for col in columns) + " |" for c in cells]
     return "\n".join(lines)
 
 
 def write_csv(groups: dict[tuple, list[Row]], path: Path) -> None:
     """One line per row, with the budget as a column."""
+    lines = [{"budget": describe_budget(budget), **row_cells(row)} for budget, rows in groups.items() for row in rows]
     with path.open("w", newline="") as handle:
-        writer = None
-        for budget, rows in groups.items():
-            for row in rows:
-                cells = {"budget": describe_budget(budget), **row_cells(row)}
-                if writer is None:
-                    writer = csv.DictWriter(handle, fieldnames=list(cells))
-                    writer.writeheader()
-                writer.writerow(cells)
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for line in lines for k in line)), restval="n/a")
+        writer.writeheader()
+        writer.writerows(lines)
 
 
 def plot(groups: dict[tuple, list[Row]], path: Path) -> None:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare", "methods"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "analyze"]
 
 
 def _run(*args, **kwargs):
