@@ -33,8 +33,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100)
     """
     import torch
 
-    x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    x = torch.tensor(np.array(logits, dtype=np.float64))
+    y = torch.tensor(np.array(labels, dtype=np.int64))
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 

@@ -14,10 +14,10 @@ from conftest import ARCHS, tiny_recipe
 
 def test_fit_recovers_the_temperature_of_overconfident_logits():
     rng = np.random.default_rng(0)
-    z = rng.normal(0, 2, size=20000)
-    labels = (rng.random(20000) < 1 / (1 + np.exp(-z))).astype(int)  # calibrated at logit margin z
+    z = rng.normal(0, 2, size=4000)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)  # calibrated at logit margin z
     logits = np.stack([np.zeros_like(z), 3.0 * z], axis=1)  # three times too confident
-    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.1)
 
 
 def test_fit_lowers_validation_log_loss():
