@@ -472,6 +472,9 @@ def _calibrate(target: str, split_scored: Scored, ece_bins: int, out: Path) -> d
               "analyzed": before_after(logits_array(split_scored.frame), split_scored.gold, temperature, ece_bins)}
     write_calibration(where.run.path, temperature, fitted_on, report)
     split_scored.temperature = temperature
+    if (where.run.path / "merged").is_dir():
+        print(f"peftsent.analyze: {where.run.path / 'merged'} holds the previous temperature; "
+              f"re-merge with: python -m peftsent.merge {where.run.path} --force", file=sys.stderr)
     return {"temperature": temperature, "fitted_on": fitted_on, **report}
 
 

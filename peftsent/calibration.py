@@ -118,3 +118,12 @@ def fold_temperature(model, temperature: float) -> None:
         if layer.bias is not None:
             layer.bias.div_(temperature)
     setattr(model.config, CONFIG_KEY, float(temperature))
+
+
+def describe(calibration: dict) -> str:
+    """One line of a ``calibration`` report (metrics.json / calibration.json): T and test (else validation)
+    ECE and log-loss before -> after."""
+    split = "test" if "test" in calibration else "validation"
+    before, after = calibration[split]["before"], calibration[split]["after"]
+    return (f"temperature scaling: T = {calibration['temperature']:.3f} (fitted on validation); {split} ECE "
+            f"{before['ece']:.4f} -> {after['ece']:.4f}, log-loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}")

@@ -103,6 +103,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         write_json(directory / f"{stem}.json", result)
         (directory / f"{stem}.md").write_text(
             f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+            + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
+               f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
+               if temperature is not None else "")
         )
         result["written_to"] = str(directory / f"{stem}.json")
     return result

@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
+        from peftsent.calibration import describe as describe_calibration
         from peftsent.metrics import format_table
         from peftsent.recipe import load_recipe
 
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: summary[k] for k in ("validation", "test") if k in summary}
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
+        if "calibration" in summary:
+            print(describe_calibration(summary["calibration"]))
         print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
         return 0
 
