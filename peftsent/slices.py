@@ -23,8 +23,9 @@ HTML line breaks (``<br />``, as in IMDb) are read as sentence breaks.
     :data:`SENTIMENT_MIN_VALENCE` (VADER looks at the same 3 preceding words).
 ``sarcasm``
     A heuristic, not a detector: any cue of :data:`SARCASM_CUES`, written-irony markers after
-    Carvalho et al. 2009 ("Clues for Detecting Irony in User-Generated Contents"): a positive
-    lexicon word in quotation marks (scare quotes), a stock ironic phrase, or an explicit sarcasm
+    Carvalho et al. 2009 ("Clues for Detecting Irony in User-Generated Contents"): a single
+    lower-case positive lexicon word in quotation marks (scare quotes: 'the "best" scene'; quoted
+    titles are capitalised or longer and do not count), a stock ironic phrase, or an explicit sarcasm
     tag. Its precision on movie reviews is unmeasured; it misses sarcasm without such cues.
 """
 
@@ -54,8 +55,8 @@ SARCASM_CUES = {
         r"as if that|because that makes (perfect |total )?sense)"),
     "sarcasm tag": re.compile(r"(^|\s)/s\b|#sarcasm|\(sarcasm\)|\bnot!"),
 }
-#: a quotation of one to three words, straight or curly quotes (scare quotes)
-_QUOTED = re.compile(r"[\"“]\s*([\w'’-]+(?:\s+[\w'’-]+){0,2})\s*[\"”]")
+#: one quoted word, straight or curly quotes (scare quotes; a quoted title is capitalised or longer)
+_QUOTED = re.compile(r"[\"“]\s*([\w'-]+)\s*[\"”]")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -119,13 +120,11 @@ def is_negation(text: str) -> bool:
 
 def sarcasm_cues(text: str) -> list[str]:
     """Names of the SARCASM_CUES (and ``scare quotes``) found in the review."""
-    lowered = _clean(text).lower()
-    found = [name for name, pattern in SARCASM_CUES.items() if pattern.search(lowered)]
+    cleaned = _clean(text)
+    found = [name for name, pattern in SARCASM_CUES.items() if pattern.search(cleaned.lower())]
     lexicon = _vader().lexicon
-    for quoted in _QUOTED.findall(lowered):
-        if any(lexicon.get(w, 0.0) > 0 for w in _WORDS.findall(quoted)):
-            found.append("scare quotes")
-            break
+    if any(word.islower() and lexicon.get(word, 0.0) > 0 for word in _QUOTED.findall(cleaned)):
+        found.append("scare quotes")
     return found
 
 

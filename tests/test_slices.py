@@ -39,6 +39,7 @@ CASES = {
          "Best movie ever /s"],
         ["A brilliant screenplay and great car chases.",
          'Michael Mann\'s "Heat" is a crime classic.',  # a quoted title, not a positive word
+         'I rented "Perfect Crime" and "silly love songs" last week.',  # titles: capitalised or several words
          "The title of the film is in quotes in the credits.",
          "Oh, the ending made me cry."],
     ),
