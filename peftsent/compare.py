@@ -140,12 +140,13 @@ def is_reusable(recipe) -> bool:
     """
     import yaml
 
-    from peftsent.rundir import RECIPE_FILE, is_finished_run
+    from peftsent.rundir import Run, is_finished_run
 
     run_dir = recipe.run_dir
     if not is_finished_run(run_dir):
         return False
-    saved = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
+    # re-resolved, so a run saved before a recipe key was added compares with that key's default
+    saved = yaml.safe_load(yaml.safe_dump(Run(run_dir).recipe().to_dict()))
     if saved != yaml.safe_load(yaml.safe_dump(recipe.to_dict())):
         raise PeftsentError(f"{run_dir} holds a run of a different recipe ({recipe.source}); move it away, "
                             f"or compare with another --out")

@@ -184,3 +184,19 @@ def test_compare_shows_the_out_of_domain_column(run, data, tmp_path):
 
     result = compare([str(run)], out=str(tmp_path / "cmp"))
     assert f"{data[1]} test acc" in result["markdown"]
+
+
+def test_compare_reuses_a_run_saved_before_the_new_eval_keys(run, tmp_path):
+    """A run whose recipe.yaml predates eval.calibrate / eval.also is the same recipe with their defaults."""
+    import yaml
+
+    from peftsent.compare import is_reusable
+    from peftsent.recipe import load_recipe
+
+    copy = tmp_path / "old"
+    shutil.copytree(run, copy)
+    saved = yaml.safe_load((copy / "recipe.yaml").read_text())
+    saved["train"]["output_dir"] = str(copy)
+    saved["eval"].pop("calibrate")
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert is_reusable(load_recipe(copy / "recipe.yaml"))
