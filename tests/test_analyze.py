@@ -200,3 +200,37 @@ def test_compare_reuses_a_run_saved_before_the_new_eval_keys(run, tmp_path):
     saved["eval"].pop("calibrate")
     (copy / "recipe.yaml").write_text(yaml.safe_dump(saved))
     assert is_reusable(load_recipe(copy / "recipe.yaml"))
+
+
+def test_training_fits_and_keeps_the_temperature(run):
+    from peftsent.calibration import CALIBRATION_FILE
+
+    saved = json.loads((run / CALIBRATION_FILE).read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert saved["temperature"] > 0 and metrics["calibration"]["temperature"] == saved["temperature"]
+    for split in ("validation", "test"):  # before/after reported; uncalibrated numbers kept beside
+        assert set(saved[split]) == {"before", "after"}
+        assert metrics[split]["uncalibrated"]["log_loss"] == pytest.approx(saved[split]["before"]["log_loss"])
+        assert metrics[split]["log_loss"] == pytest.approx(saved[split]["after"]["log_loss"])
+    assert saved["validation"]["after"]["log_loss"] <= saved["validation"]["before"]["log_loss"] + 1e-9
+
+
+def test_eval_and_predict_apply_the_temperature(run, tmp_path):
+    from peftsent.calibration import write_calibration
+    from peftsent.eval import evaluate
+    from peftsent.loading import load_target
+    from peftsent.metrics import softmax
+    from peftsent.predict import predict_texts
+
+    from conftest import logits_of
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    write_calibration(copy, 2.5, "test", {})
+    result = evaluate(str(copy))
+    assert result["temperature"] == 2.5 and "uncalibrated" in result
+    assert read_predictions(copy / "eval" / "predictions-reviews-test.jsonl")["temperature"].eq(2.5).all()
+    loaded = load_target(str(copy))
+    raw = logits_of(loaded.model, loaded.tokenizer, ["a great movie"]).numpy()
+    served = next(predict_texts(loaded, ["a great movie"]))
+    assert served["probabilities"]["positive"] == pytest.approx(softmax(raw / 2.5)[0, 1], abs=1e-5)

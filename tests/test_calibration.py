@@ -30,51 +30,10 @@ def test_fit_lowers_validation_log_loss():
     assert t > 3 and classification_metrics(labels, logits / t)["log_loss"] < classification_metrics(labels, logits)["log_loss"]
 
 
-@pytest.fixture(scope="module")
-def run(tiny_models, reviews_csv, tmp_path_factory):
-    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path_factory.mktemp("runs") / "lora",
-                      {"name": "lora", "init_lora_weights": False}, learning_rate=1e-2)
-    return train(resolve_recipe(raw))
-
-
-def test_training_fits_and_keeps_the_temperature(run):
-    saved = json.loads((run / CALIBRATION_FILE).read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert saved["temperature"] > 0 and metrics["calibration"]["temperature"] == saved["temperature"]
-    for split in ("validation", "test"):  # before/after reported; uncalibrated numbers kept beside
-        assert set(saved[split]) == {"before", "after"}
-        assert metrics[split]["uncalibrated"]["log_loss"] == pytest.approx(saved[split]["before"]["log_loss"])
-        assert metrics[split]["log_loss"] == pytest.approx(saved[split]["after"]["log_loss"])
-    assert saved["validation"]["after"]["log_loss"] <= saved["validation"]["before"]["log_loss"] + 1e-9
-
-
-def test_calibration_switch_off_writes_none(tiny_models, reviews_csv, tmp_path):
-    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run")
-    raw["eval"] = {"calibrate": False}
-    run = train(resolve_recipe(raw))
-    assert not (run / CALIBRATION_FILE).exists() and "calibration" not in json.loads((run / "metrics.json").read_text())
-
-
-def test_eval_and_predict_apply_the_temperature(run, capsys):
-    from peftsent.eval import evaluate
-    from peftsent.loading import load_target
-    from peftsent.metrics import softmax
-    from peftsent.predict import predict_texts
-
-    write_calibration(run, 2.5, "test", {})
-    result = evaluate(str(run))
-    assert result["temperature"] == 2.5 and "uncalibrated" in result
-    loaded = load_target(str(run))
-    from conftest import logits_of
-
-    raw = logits_of(loaded.model, loaded.tokenizer, ["a great movie"]).numpy()
-    served = next(predict_texts(loaded, ["a great movie"]))
-    assert served["probabilities"]["positive"] == pytest.approx(softmax(raw / 2.5)[0, 1], abs=1e-5)
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 def test_merged_model_in_a_plain_pipeline_gives_predict_probabilities(arch, tiny_models, reviews_csv, tmp_path):
-    """1/T folded into the last classifier layer (RoBERTa: classifier.out_proj): pipeline == peftsent.predict."""
+    """1/T folded into the last classifier layer (RoBERTa: classifier.out_proj): pipeline == peftsent.predict.
+    (Trained with eval.calibrate off, which writes no calibration; the temperature is then set by hand.)"""
     from transformers import pipeline
 
     from peftsent.loading import load_target
@@ -83,7 +42,9 @@ def test_merged_model_in_a_plain_pipeline_gives_predict_probabilities(arch, tiny
 
     raw = tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "run", {"name": "lora", "init_lora_weights": False},
                       learning_rate=1e-2)
+    raw["eval"] = {"calibrate": False}
     run = train(resolve_recipe(raw))
+    assert not (run / CALIBRATION_FILE).exists() and "calibration" not in json.loads((run / "metrics.json").read_text())
     write_calibration(run, 3.0, "test", {})  # far from 1, so an unfolded merge fails the comparison
     target, _ = merge(run, probe_size=8)
     texts = ["a great movie, loved it", "awful and boring plot", "the acting was not very good"]
