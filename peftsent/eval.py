@@ -72,6 +72,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     if long_reviews not in LONG_REVIEWS:
         raise PeftsentError(f"--long-reviews {long_reviews}: expected one of {', '.join(LONG_REVIEWS)}")
+    if stride is not None and long_reviews != "window":
+        raise PeftsentError(f"--stride {stride} applies to windows only; add --long-reviews window")
     check_out_dir(out)
     loaded = load_target(target)
     if long_reviews == "window":

@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
+        if args.stride is not None and args.long_reviews != "window":
+            raise DataError(f"--stride {args.stride} applies to windows only; add --long-reviews window")
         loaded = load_target(args.target)
         if args.long_reviews == "window":
             from peftsent.inference import window_stride

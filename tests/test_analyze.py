@@ -177,6 +177,8 @@ def test_bad_stride_is_a_user_error(run, capsys):
     assert eval_main([str(run), "--long-reviews", "window", "--stride", "40"]) == 2
     assert "--stride 40" in capsys.readouterr().err
     assert predict_main([str(run), "a movie", "--long-reviews", "window", "--stride", "-1"]) == 2
+    assert eval_main([str(run), "--stride", "8"]) == 2
+    assert "applies to windows only" in capsys.readouterr().err
 
 
 def test_compare_shows_the_out_of_domain_column(run, data, tmp_path):
