@@ -145,7 +145,7 @@ def is_reusable(recipe) -> bool:
     """
     import yaml
 
-    from peftsent.rundir import RECIPE_FILE, is_finished_run
+    from peftsent.rundir import Run, is_finished_run
 
     def trained(raw: dict) -> dict:
         (raw.get("eval") or {}).pop("baseline", None)
@@ -154,7 +154,8 @@ def is_reusable(recipe) -> bool:
     run_dir = recipe.run_dir
     if not is_finished_run(run_dir):
         return False
-    saved = trained(yaml.safe_load((run_dir / RECIPE_FILE).read_text()))
+    # re-resolved, so a run saved before a recipe key was added compares with that key's default
+    saved = trained(yaml.safe_load(yaml.safe_dump(Run(run_dir).recipe().to_dict())))
     if saved != trained(yaml.safe_load(yaml.safe_dump(recipe.to_dict()))):
         raise PeftsentError(f"{run_dir} holds a run of a different recipe ({recipe.source}); move it away, "
                             f"or compare with another --out")
@@ -220,6 +221,8 @@ def row_cells(row: Row) -> dict[str, str]:
     }
     for title, path in METRIC_COLUMNS:
         cells[title] = _mean_std(row.values(path))
+    for name in first.metrics.get("also", {}):  # eval.also: out-of-domain test accuracy
+        cells[f"{name} test acc"] = _mean_std(row.values(("also", name, "accuracy")))
     cells["train s"] = _mean_std(row.values(("timing", "train_seconds")), 0)
     cells["train samples/s"] = _mean_std(row.values(("timing", "train_samples_per_second")), 2)
     cells["peak RSS MiB"] = _mean_std(row.values(("memory", "peak_rss_mib")), 0)
@@ -275,29 +278,28 @@ def _baseline_note(baseline: dict, rows: list[Row]) -> str:
 
 def markdown_table(rows: list[Row], baseline: dict | None = None) -> str:
     cells = [row_cells(row) for row in rows]
-    columns = list(cells[0])
+    columns = list(dict.fromkeys(col for c in cells for col in c))  # rows may differ in eval.also columns
     if baseline is not None:
         cells.append(baseline_cells(baseline, columns))
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(c[col] for col in columns) + " |" for c in cells]
+    lines += ["| " + " | ".join(c.get(col, "n/a") for col in columns) + " |" for c in cells]
     return "\n".join(lines)
 
 
 def write_csv(groups: dict[tuple, list[Row]], path: Path, baselines: dict[tuple, dict] | None = None) -> None:
     """One line per row, with the budget as a column; a baseline row closes each budget that has one."""
     baselines = baselines or {}
+    lines = []
+    for budget, rows in groups.items():
+        cells = [row_cells(row) for row in rows]
+        columns = list(dict.fromkeys(col for c in cells for col in c))
+        if budget in baselines:
+            cells.append(baseline_cells(baselines[budget], columns))
+        lines += [{"budget": describe_budget(budget), **c} for c in cells]
     with path.open("w", newline="") as handle:
-        writer = None
-        for budget, rows in groups.items():
-            lines = [row_cells(row) for row in rows]
-            if budget in baselines:
-                lines.append(baseline_cells(baselines[budget], list(lines[0])))
-            for line in lines:
-                cells = {"budget": describe_budget(budget), **line}
-                if writer is None:
-                    writer = csv.DictWriter(handle, fieldnames=list(cells))
-                    writer.writeheader()
-                writer.writerow(cells)
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for line in lines for k in line)), restval="n/a")
+        writer.writeheader()
+        writer.writerows(lines)
 
 
 def plot(groups: dict[tuple, list[Row]], path: Path, baselines: dict[tuple, dict] | None = None) -> None:

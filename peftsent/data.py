@@ -46,6 +46,39 @@ def dataset_names() -> list[str]:
     return [*HUB_DATASETS, *OFFLINE_DATASETS]
 
 
+#: where each named dataset's reviews come from: (pool of its train split, pool of its test split).
+#: The offline copies are the hub train splits (IMDb train, Rotten Tomatoes train), re-split.
+REVIEW_POOLS = {
+    "imdb": ("imdb:train", "imdb:test"),
+    "imdb-offline": ("imdb:train", "imdb:train"),
+    "rotten_tomatoes": ("rotten_tomatoes:train", "rotten_tomatoes:test"),
+    "rotten_tomatoes-offline": ("rotten_tomatoes:train", "rotten_tomatoes:train"),
+}
+
+
+def also_problems(data_name: str, also: list[str]) -> list[str]:
+    """Problems of ``eval.also`` for a run trained on ``data_name``: the run's own dataset, a name given
+    twice, or a dataset whose test split is drawn from the reviews the run trains on."""
+    problems = []
+    for i, name in enumerate(also):
+        where = f"eval.also[{i}]"
+        if name in also[:i]:
+            problems.append(f"{where}: '{name}' is listed twice")
+        elif name == data_name:
+            problems.append(f"{where}: '{name}' is the run's own dataset; its test split is already scored")
+        elif name in REVIEW_POOLS and data_name in REVIEW_POOLS and \
+                REVIEW_POOLS[name][1] == REVIEW_POOLS[data_name][0]:
+            problems.append(
+                f"{where}: the test split of '{name}' is drawn from {REVIEW_POOLS[name][1].replace(':', ' ')} "
+                f"reviews, which the run trains on (data.name={data_name}); its score would not be out-of-domain. "
+                f"Use a dataset with other reviews (e.g. {_other_family(data_name)})")
+    return problems
+
+
+def _other_family(name: str) -> str:
+    return "rotten_tomatoes-offline" if name.startswith("imdb") else "imdb-offline"
+
+
 def _is_local_file(name: str) -> bool:
     return Path(name).suffix.lower() in FILE_READERS
 

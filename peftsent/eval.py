@@ -18,6 +18,7 @@ EPILOG = """examples:
   python -m peftsent.eval runs/quick/lora
   python -m peftsent.eval runs/quick/lora --data rotten_tomatoes-offline
   python -m peftsent.eval runs/quick/lora/merged --split validation
+  python -m peftsent.eval runs/quick/lora --long-reviews window --stride 64
   python -m peftsent.eval my-model-dir --data reviews.csv --text-column review
 """
 
@@ -50,41 +51,67 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
              ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
-             allow_random_weights: bool = False) -> dict:
+             allow_random_weights: bool = False, long_reviews: str = "truncate", stride: int | None = None) -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
     plus ``samples_per_second`` (inference, float32) and where the report was written.
 
     ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is
-    loaded and checked before the model. Raises PeftsentError subclasses for a bad target, dataset or split.
+    loaded and checked before the model. A run's temperature (calibration.json) is applied: metrics are as
+    served, the uncalibrated ECE and log-loss stay under ``uncalibrated``. ``long_reviews="window"`` averages
+    the logits of overlapping windows (``stride`` tokens shared) instead of truncating. Per-review predictions
+    are written beside the report (``predictions-<report>.jsonl``). Raises PeftsentError subclasses for a bad
+    target, dataset or split.
     """
+    from peftsent.calibration import temperature_for
     from peftsent.data import SPLITS, load_splits, tokenize_splits
-    from peftsent.inference import predict_logits
+    from peftsent.inference import LONG_REVIEWS, predict_logits, window_logits, window_stride
     from peftsent.loading import load_target, target_run
-    from peftsent.metrics import classification_metrics, format_table
+    from peftsent.metrics import format_table
+    from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
     from peftsent.rundir import write_json
 
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    if long_reviews not in LONG_REVIEWS:
+        raise PeftsentError(f"--long-reviews {long_reviews}: expected one of {', '.join(LONG_REVIEWS)}")
+    if stride is not None and long_reviews != "window":
+        raise PeftsentError(f"--stride {stride} applies to windows only; add --long-reviews window")
     check_out_dir(out)
     section = _data_section(target_run(target), data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
     loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+    if long_reviews == "window":
+        stride = window_stride(loaded.tokenizer, loaded.max_length, stride)
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
-    logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
+    if long_reviews == "window":
+        logits, _, speed = window_logits(loaded.model, loaded.tokenizer, splits[split]["text"], loaded.max_length,
+                                         stride, batch_size)
+        labels = tokenized[split]["labels"]
+    else:
+        logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
     logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
+    temperature = temperature_for(loaded)
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
         "truncation": loaded.policy.truncation,
-        **classification_metrics(labels, logits, ece_bins), "samples_per_second": speed,
+        **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
+        "long_reviews": long_reviews if long_reviews == "truncate" else f"window (stride {stride})",
+        "samples_per_second": speed,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         subset = f"-n{max_samples}" if max_samples is not None else ""  # a subset never overwrites the full report
-        stem = f"{prefix}{Path(section.name).stem if Path(section.name).suffix else section.name}-{split}{subset}"
+        subset += "-window" if long_reviews == "window" else ""
+        stem = f"{prefix}{data_stem(section.name)}-{split}{subset}"
+        result["predictions"] = str(write_predictions(directory / predictions_name(stem), splits[split]["text"],
+                                                      tokenized[split], logits, temperature))
         write_json(directory / f"{stem}.json", result)
         (directory / f"{stem}.md").write_text(
             f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+            + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
+               f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
+               if temperature is not None else "")
         )
         result["written_to"] = str(directory / f"{stem}.json")
     return result
@@ -104,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                         "LABEL_0/LABEL_1, e.g. negative,positive")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="score a model even if some weights are not in its checkpoint (random at every load)")
+    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
+                        help="truncate to max length (default), or average the logits of overlapping windows")
+    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -111,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
 
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
                           args.text_column, args.label_column, out=args.out, label_order=args.label_order,
-                          allow_random_weights=args.allow_random_weights)
+                          allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
+                          stride=args.stride)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]
         fn, tp = result["confusion_matrix"][1]
         print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
+        if result["temperature"] is not None:
+            raw = result["uncalibrated"]
+            print(f"temperature {result['temperature']:.3f} applied (calibration.json); uncalibrated: "
+                  f"ece {raw['ece']:.4f}, log_loss {raw['log_loss']:.4f}")
         print(f"inference: {result['samples_per_second']} reviews/s")
         if "written_to" in result:
             print(f"written: {result['written_to']} (and .md)", file=sys.stderr)

@@ -61,3 +61,55 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
     restored[order] = logits
     labels = np.asarray(dataset["labels"]) if "labels" in dataset.column_names else None
     return restored.astype(np.float32), labels, output.metrics.get("predict_samples_per_second")
+
+
+#: how reviews longer than the model's max length are scored: cut by the tokenization policy, or windows
+LONG_REVIEWS = ("truncate", "window")
+
+
+def window_stride(tokenizer, max_length: int, stride: int | None) -> int:
+    """The window overlap in tokens: ``stride`` (default ``max_length // 2``), checked.
+
+    Raises PeftsentError unless 0 <= stride < max_length - special tokens (each window must advance).
+    """
+    from peftsent.errors import PeftsentError
+
+    room = max_length - tokenizer.num_special_tokens_to_add()
+    stride = max_length // 2 if stride is None else stride
+    if not 0 <= stride < room:
+        raise PeftsentError(f"--stride {stride}: expected tokens of overlap between windows in [0, {room - 1}] "
+                            f"(max length {max_length} less {max_length - room} special tokens); e.g. --stride {room // 2}")
+    return stride
+
+
+def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None, batch_size: int = 64):
+    """Score every review over overlapping windows of ``max_length`` tokens and average their logits.
+
+    Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``);
+    a review that fits is one window, so it scores exactly as under truncation. Float32, no autocast.
+    ``texts``: (n,) str. Returns (logits (n, 2) float32, windows per review (n,) int, reviews per second).
+    Needs a fast tokenizer (``overflow_to_sample_mapping``).
+    """
+    import time
+
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    stride = window_stride(tokenizer, max_length, stride)
+    texts = list(texts)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
+    owner = np.asarray(encoded.pop("overflow_to_sample_mapping"))  # (windows,) review index of each window
+    features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(owner))]
+    order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")  # less padding
+    collate, device = DataCollatorWithPadding(tokenizer), next(model.parameters()).device
+    sums, started = np.zeros((len(texts), model.config.num_labels)), time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = collate([features[i] for i in rows]).to(device)
+            logits = model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+            np.add.at(sums, owner[rows], logits)
+    counts = np.bincount(owner, minlength=len(texts))
+    speed = round(len(texts) / max(time.perf_counter() - started, 1e-9), 3)
+    return (sums / counts[:, None]).astype(np.float32), counts, speed

@@ -81,11 +81,12 @@ def _parity(adapter_logits, merged_logits, dtype: str) -> Parity:
     return Parity(len(adapter_logits), diff, agree, dtype, TOLERANCES[dtype])
 
 
-def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None) -> str:
+def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None, temperature: float | None = None) -> str:
     """The hub model card (README.md) of a run's adapter directory (``parity`` None) or merged model.
 
     ``metrics``: the run's metrics.json; ``name``: the run directory's name. The YAML header follows the
-    hub's model-card metadata (base_model, library_name, pipeline_tag, datasets, metrics). The text
+    hub's model-card metadata (base_model, library_name, pipeline_tag, datasets, metrics); ``temperature``: the
+    run's calibration temperature folded into a merged model's classifier (None: none). The text
     ``PATH`` stands for where the directory will live.
     """
     from peftsent.metrics import format_table
@@ -121,7 +122,7 @@ def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None) -
 On {parity.probe_size} reviews of the run's validation split, adapter model vs this model:
 max |delta logit| = {parity.max_abs_logit_diff:.3g} (tolerance {parity.tolerance:g} for {parity.dtype}),
 prediction agreement = {100 * parity.agreement:.2f} %.
-"""
+{_calibration_line(temperature)}"""
         load = f"""```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -168,6 +169,14 @@ def write_adapter_card(adapter_dir: Path, recipe, metrics: dict) -> None:
     (Path(adapter_dir) / "README.md").write_text(text.replace("PATH", str(recipe.run_dir / "adapter")))
 
 
+def _calibration_line(temperature: float | None) -> str:
+    if temperature is None:
+        return ""
+    return (f"\nCalibrated: the run's temperature T = {temperature:.4f} (fitted on validation, Guo et al. 2017) is folded "
+            f"into the final classifier layer (weight and bias divided by T; `peftsent_temperature` in config.json),\n"
+            f"so softmax of this model's logits gives the calibrated probabilities.\n")
+
+
 def _is_merged_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors")) and not (path / "adapter_config.json").exists()
 
@@ -208,6 +217,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     """
     import torch
 
+    from peftsent.calibration import fold_temperature, read_temperature
     from peftsent.inference import predict_logits
     from peftsent.loading import load_target
     from peftsent.modeling import merge_adapter
@@ -231,7 +241,12 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     loaded = load_target(str(run.path))  # fresh float32 base + adapter
     probes = _probe_set(recipe, loaded, probe_size)
     adapter_logits = loaded.canonical(predict_logits(loaded.model, loaded.tokenizer, probes, batch_size)[0])
-    merged = merge_adapter(loaded.model).to(getattr(torch, dtype))
+    merged = merge_adapter(loaded.model)
+    temperature = read_temperature(run.path)
+    if temperature is not None:  # fold 1/T in float32: pipeline probabilities == peftsent.predict's on the run
+        fold_temperature(merged, temperature)
+        adapter_logits = adapter_logits / temperature
+    merged = merged.to(getattr(torch, dtype))
     merged_logits = loaded.canonical(predict_logits(merged, loaded.tokenizer, probes, batch_size)[0])
     parity = _parity(adapter_logits, merged_logits, dtype)
     if not parity.passed:
@@ -242,7 +257,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     with staging(target, overwrite=force) as work:
         merged.save_pretrained(work, safe_serialization=True)
         loaded.policy.configure(loaded.tokenizer).save_pretrained(work)  # model_max_length, truncation_side
-        card = model_card(recipe, run.metrics(), run.path.name, parity)
+        card = model_card(recipe, run.metrics(), run.path.name, parity, temperature)
         (work / "README.md").write_text(card.replace("PATH", str(target)))
     inside = target.resolve().parent == run.path.resolve()
     output = target.name if inside else str(target.resolve())  # relative to the run when inside it

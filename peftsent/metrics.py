@@ -20,21 +20,36 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins of a reliability diagram (Guo et al. 2017, "On Calibration of Modern NNs").
+
+    ``probs``: (n, num_labels); ``labels``: (n,) ints. Confidence = max class probability.
+    Returns one dict per bin: ``lower``, ``upper`` (confidence edges), ``count`` (reviews),
+    ``confidence`` (mean, None when empty), ``accuracy`` (fraction correct, None when empty).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=-1)
+    correct = (probs.argmax(axis=-1) == np.asarray(labels)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        mask = bins == b
+        out.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": int(mask.sum()),
+                    "confidence": float(confidence[mask].mean()) if mask.any() else None,
+                    "accuracy": float(correct[mask].mean()) if mask.any() else None})
+    return out
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """ECE with ``n_bins`` equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern NNs").
+    """ECE with ``n_bins`` equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern NNs"):
+    sum over bins of (share of reviews) x |accuracy - mean confidence|.
 
     ``probs``: (n, num_labels); ``labels``: (n,) ints. Returns a fraction in [0, 1].
     """
-    confidence = probs.max(axis=-1)
-    correct = (probs.argmax(axis=-1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+    n = max(len(labels), 1)
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability_bins(probs, labels, n_bins) if b["count"]))
 
 
 def classification_metrics(labels, logits, ece_bins: int = 15) -> dict:

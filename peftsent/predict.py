@@ -3,7 +3,8 @@
 TARGET is a run directory (adapter or full), a merged directory, a model
 directory or a hub id. Texts come from the arguments, from ``--file`` (txt: one
 review per line; csv / jsonl: the ``--text-column``) or from standard input.
-Long reviews are truncated to the model's max length, as in eval.
+Long reviews are truncated to the model's max length, as in eval, or scored over overlapping
+windows (``--long-reviews window``). A run's calibration temperature is applied.
 """
 
 from __future__ import annotations
@@ -63,24 +64,35 @@ def check_texts(texts: list, where: str) -> list[str]:
     return texts
 
 
-def predict_texts(loaded, texts: list[str], batch_size: int = 32) -> Iterator[dict]:
+def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "truncate",
+                  stride: int | None = None) -> Iterator[dict]:
     """Yield one prediction per text: label name, its probability and both class probabilities.
 
     Inputs go through the target's token policy (as in training and eval); classes are named by
-    the model's id2label, mapped to negative/positive (``Loaded.canonical``).
+    the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's temperature
+    (calibration.json) divides the logits; ``long_reviews="window"`` averages the logits of overlapping
+    windows (``stride`` tokens shared, see :func:`peftsent.inference.window_logits`).
     """
     import torch
 
+    from peftsent.calibration import temperature_for
+    from peftsent.inference import window_logits
     from peftsent.registry import ID2LABEL as id2label
 
     device = next(loaded.model.parameters()).device
+    temperature = temperature_for(loaded) or 1.0
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
-        encoded = loaded.encode(chunk)
-        columns = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        batch = loaded.tokenizer.pad(columns, return_tensors="pt")
-        with torch.no_grad():
-            logits = loaded.canonical(loaded.model(**batch.to(device)).logits.float())  # (batch, 2)
+        if long_reviews == "window":
+            logits = torch.from_numpy(window_logits(loaded.model, loaded.tokenizer, chunk, loaded.max_length,
+                                                    stride, batch_size)[0])
+        else:
+            encoded = loaded.encode(chunk)
+            columns = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            batch = loaded.tokenizer.pad(columns, return_tensors="pt")
+            with torch.no_grad():
+                logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
+        logits = torch.as_tensor(loaded.canonical(logits)) / temperature
         for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
             best = max(range(len(probs)), key=probs.__getitem__)
             yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
@@ -98,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                         "LABEL_0/LABEL_1, e.g. negative,positive")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="label with a model even if some weights are not in its checkpoint")
+    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
+                        help="truncate to max length (default), or average the logits of overlapping windows")
+    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
@@ -115,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
+        if args.stride is not None and args.long_reviews != "window":
+            raise DataError(f"--stride {args.stride} applies to windows only; add --long-reviews window")
         loaded = load_target(args.target, label_order=args.label_order, allow_random_weights=args.allow_random_weights)
-        for prediction in predict_texts(loaded, texts, args.batch_size):
+        if args.long_reviews == "window":
+            from peftsent.inference import window_stride
+
+            window_stride(loaded.tokenizer, loaded.max_length, args.stride)  # a bad stride fails before any output
+        for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride):
             print(json.dumps(prediction, ensure_ascii=False), flush=True)
         return 0
 

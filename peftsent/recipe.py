@@ -6,7 +6,7 @@ A recipe has five sections::
     data:   {name, text_column, label_column, ...}   -> DataSection
     method: {name, <options of the peft config>}     -> dict, checked against e.g. peft.LoraConfig
     train:  {<any transformers.TrainingArguments field>}
-    eval:   {ece_bins, test, baseline}               -> EvalSection
+    eval:   {ece_bins, test, baseline, calibrate, also} -> EvalSection
     tune:   {<search keys>, <settings>}              -> optional; read by ``peftsent.tune`` only
 
 Unknown keys, wrong types, unknown methods and overrides of keys that do not
@@ -95,6 +95,12 @@ class EvalSection:
     baseline: str = "none"
     """``tfidf``: also fit TF-IDF + logistic regression on the same training reviews (seconds; see
     peftsent.baseline) and report it beside the run; ``none``: no baseline"""
+    calibrate: bool = True
+    """fit a temperature on the validation split at the end of training (Guo et al. 2017), kept in
+    calibration.json and applied by eval, predict and merge"""
+    also: list[str] = field(default_factory=list)
+    """more datasets whose test split is scored at the end of training (out-of-domain), e.g.
+    [rotten_tomatoes-offline]; stored under ``also`` in metrics.json"""
 
 
 #: peftsent's TrainingArguments defaults; any other TrainingArguments field may be set in a recipe
@@ -432,6 +438,9 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
     if recipe.eval.baseline not in BASELINES:
         problems.append(f"eval.baseline: expected one of {', '.join(BASELINES)}, found {recipe.eval.baseline!r}")
+    from peftsent.data import also_problems
+
+    problems.extend(also_problems(recipe.data.name, recipe.eval.also))
     spec = method_spec(recipe.method_name)
     for key, value in spec.fixed.items():
         if key in recipe.method and str(recipe.method[key]) != value:

@@ -43,6 +43,7 @@ def preflight(recipe, overwrite: bool = False) -> None:
     if recipe.train.get("save_only_model"):
         problems.append("train.save_only_model: true keeps no optimizer, scheduler or RNG state, so an interrupted "
                         "run could not be continued with --resume; remove the key")
+    problems += [f"eval.also: {p}" for name in recipe.eval.also for p in check_available(type(recipe.data)(name=name))]
     try:
         source = resolve_model(recipe.model.name)
     except ModelError as err:
@@ -238,25 +239,20 @@ def check_best_reload(trainer, validation: dict) -> None:
             f"{validation['log_loss']:.6f} (tolerance {tolerance}): its saved weights do not reproduce it")
 
 
-def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> dict:
-    """Validation (also the best-reload check: one pass) and test metrics of the selected model, float32,
-    over whole splits on every process."""
-    from peftsent.inference import predict_logits
-    from peftsent.metrics import classification_metrics
-    from peftsent.modeling import class_order, to_canonical
+def _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing: dict):
+    """Validation (also the best-reload check: one pass), test and ``eval.also`` metrics of the selected model,
+    float32, over whole splits on every process, with the temperature fitted on validation (see
+    :func:`peftsent.predictions.final_evaluation`). Returns (results, ``write(work)`` for the files)."""
+    from peftsent.predictions import final_evaluation
     from peftsent.rundir import kill_point
 
     kill_point("final-evaluation")
     # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    results = {}
-    for split in ("validation", "test") if recipe.eval.test else ("validation",):
-        logits, labels, speed = predict_logits(model, tokenizer, tokenized[split],
-                                               recipe.train["per_device_eval_batch_size"])
-        logits = to_canonical(logits, class_order(model.config.id2label))
-        results[split] = classification_metrics(labels, logits, recipe.eval.ece_bins)
-        timing[f"{split}_samples_per_second"] = speed
-    check_best_reload(trainer, results["validation"])
+    results, speeds, write_files = final_evaluation(model, tokenizer, recipe, splits, tokenized, policy)
+    timing.update(speeds)
+    validation = results["validation"]
+    check_best_reload(trainer, {**validation, **validation.get("uncalibrated", {})})  # the Trainer logged raw logits
     state = trainer.state
     results["best_checkpoint"] = state.best_model_checkpoint and Path(state.best_model_checkpoint).name
     results["global_step"], results["max_steps"] = state.global_step, state.max_steps
@@ -265,16 +261,19 @@ def _final_evaluation(trainer, recipe, tokenizer, tokenized, timing: dict) -> di
         results["early_stopping"] = {"patience": recipe.train["early_stopping_patience"],
                                      "threshold": recipe.train.get("early_stopping_threshold") or 0.0,
                                      "stopped_at_step": stopped}
-    return results
+    return results, write_files
 
 
-def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict) -> None:
-    """Weights, recipe, the whole run's trainer_state.json, then metrics.json (last: the results are complete)."""
+def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict, write_files=None) -> None:
+    """Weights, recipe, the whole run's trainer_state.json, predictions and calibration (``write_files``), then
+    metrics.json (last: the results are complete)."""
     from peftsent.rundir import ADAPTER_DIR, METRICS_FILE, RECIPE_FILE, TRAINER_STATE_FILE, write_json
 
     _save_weights(trainer, tokenizer, recipe, work)
     recipe.dump(work / RECIPE_FILE)
     trainer.state.save_to_json(str(work / TRAINER_STATE_FILE))
+    if write_files is not None:
+        write_files(work)
     if (work / ADAPTER_DIR).is_dir():
         from peftsent.merge import write_adapter_card
 
@@ -351,12 +350,13 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             timing = {"train_seconds": round(time.perf_counter() - started, 1),
                       "train_samples_per_second": output.metrics.get("train_samples_per_second"),
                       "world_size": args.world_size}
-            results = _final_evaluation(trainer, recipe, tokenizer, tokenized, timing)
+            results, write_files = _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing)
             if baseline is not None:
                 results["baseline"] = baseline
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
             summary = _run_summary(recipe, report, splits, timing, results, memory.report())
-            return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary))
+            return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary,
+                                                             write_files))
 
 
 def _announce(recipe, report, splits, stage) -> None:
@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
+        from peftsent.calibration import describe as describe_calibration
         from peftsent.metrics import format_table
         from peftsent.recipe import load_recipe
 
@@ -401,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: summary[k] for k in ("validation", "test") if k in summary}
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
+        if "calibration" in summary:
+            print(describe_calibration(summary["calibration"]))
         print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
         if "baseline" in summary:
             from peftsent.baseline import compare_line

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline", "analyze"]
 
 
 def _run(*args, **kwargs):

@@ -35,8 +35,12 @@ def test_trained_reloaded_merged_and_exported_logits_agree(arch, method, tiny_mo
     assert parity.passed and parity.max_abs_logit_diff <= 1e-4 and parity.agreement == 1.0
     from transformers import AutoModelForSequenceClassification
 
+    from peftsent.calibration import read_temperature
+
     exported = AutoModelForSequenceClassification.from_pretrained(target)
-    assert torch.allclose(logits_of(exported, tokenizer), trained, atol=1e-5)
+    temperature = read_temperature(run)  # folded into the exported classifier: its logits are trained / T
+    assert temperature is not None and exported.config.peftsent_temperature == pytest.approx(temperature)
+    assert torch.allclose(logits_of(exported, tokenizer), trained / temperature, atol=1e-5)
     assert exported.config.id2label == {0: "negative", 1: "positive"}
 
 
