@@ -23,6 +23,11 @@ EVERY_STEP = dict(eval_strategy="steps", eval_steps=1, save_strategy="steps", sa
                   metric_for_best_model="log_loss")
 
 
+
+def _raw(metrics: dict) -> dict:
+    """Metrics before the run's temperature (the Trainer logged uncalibrated validation log-loss)."""
+    return {**metrics, **metrics.get("uncalibrated", {})}
+
 def _best_logged(run) -> tuple[int, float]:
     state = json.loads((run / "trainer_state.json").read_text())
     step = state["best_global_step"]
@@ -37,8 +42,8 @@ def test_the_reloaded_best_checkpoint_scores_as_it_did_when_selected(kind, tiny_
     step, logged = _best_logged(run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_checkpoint"] == f"checkpoint-{step}"
-    assert metrics["validation"]["log_loss"] == pytest.approx(logged, abs=1e-4)
-    assert evaluate(str(run), split="validation")["log_loss"] == pytest.approx(logged, abs=1e-4)
+    assert _raw(metrics["validation"])["log_loss"] == pytest.approx(logged, abs=1e-4)
+    assert _raw(evaluate(str(run), split="validation"))["log_loss"] == pytest.approx(logged, abs=1e-4)
 
 
 def test_adalora_with_a_changing_rank_budget_reloads_evaluates_predicts_and_merges(tiny_models, reviews_csv, tmp_path):
@@ -57,7 +62,7 @@ def test_adalora_with_a_changing_rank_budget_reloads_evaluates_predicts_and_merg
     ranks = json.loads((run / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
     assert ranks and any(not all(mask) for mask in ranks.values()), "the rank budget did not change"
     step, logged = _best_logged(run)
-    assert evaluate(str(run), split="validation")["log_loss"] == pytest.approx(logged, abs=1e-4)
+    assert _raw(evaluate(str(run), split="validation"))["log_loss"] == pytest.approx(logged, abs=1e-4)
     loaded = load_target(str(run))
     predictions = list(predict_texts(loaded, ["a great movie", "awful and boring"]))
     assert len(predictions) == 2
