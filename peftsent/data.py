@@ -280,5 +280,10 @@ def tokenize_splits(splits, tokenizer, max_length: int):
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
-    tokenized = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenizing")
+    import datasets
+
+    from peftsent.cache import cached_map  # tokenized once per (data, tokenizer, max_length), reused across runs
+
+    tokenized = datasets.DatasetDict({split: cached_map(ds, encode, tokenizer, {"max_length": max_length},
+                                                        remove_columns=["text"]) for split, ds in splits.items()})
     return tokenized.rename_column("label", "labels")

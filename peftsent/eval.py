@@ -49,14 +49,18 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
-             ece_bins: int = 15, out: str | None = None) -> dict:
+             ece_bins: int = 15, out: str | None = None, dtype: str = "auto") -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
-    plus ``samples_per_second`` (inference, float32) and where the report was written.
+    plus ``samples_per_second`` (inference), ``inference`` (dtype, merged, agreement with float32 on the
+    first 256 reviews: :func:`peftsent.inference.predict_checked`) and where the report was written.
+
+    ``dtype``: ``auto`` (bfloat16 autocast where the device has native bf16, adapter merged in
+    memory where it can merge), ``bfloat16`` or ``float32`` (the exact reference; adapters still merged).
 
     Raises PeftsentError subclasses for a bad target, dataset or split.
     """
     from peftsent.data import SPLITS, load_splits, tokenize_splits
-    from peftsent.inference import predict_logits
+    from peftsent.inference import predict_checked
     from peftsent.loading import load_target
     from peftsent.metrics import classification_metrics, format_table
     from peftsent.rundir import write_json
@@ -68,10 +72,12 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     section = _data_section(loaded, data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.max_length)
-    logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
+    logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
+                                                        dtype)
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
         **classification_metrics(labels, logits, ece_bins), "samples_per_second": speed,
+        "inference": inference,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
@@ -96,19 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")
     parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="inference precision: auto = bfloat16 autocast where the CPU/GPU has native bf16 "
+                             "(agreement with float32 reported), float32 = exact reference (default: auto)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from peftsent.metrics import format_table
 
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
-                          args.text_column, args.label_column, out=args.out)
+                          args.text_column, args.label_column, out=args.out, dtype=args.dtype)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]
         fn, tp = result["confusion_matrix"][1]
         print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
-        print(f"inference: {result['samples_per_second']} reviews/s")
+        info, check = result["inference"], result["inference"]["agreement"]
+        print(f"inference: {result['samples_per_second']} reviews/s, {info['dtype']}"
+              f"{', adapter merged in memory' if info['merged'] else ''}")
+        if check:
+            print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "
+                  f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
         if "written_to" in result:
             print(f"written: {result['written_to']} (and .md)", file=sys.stderr)
         return 0
