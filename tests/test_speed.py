@@ -166,7 +166,9 @@ def test_eval_and_predict_take_a_dtype(tiny_models, reviews_csv, tmp_path, capsy
     captured = capsys.readouterr()
     assert "vs float32 on the first 3 texts" in captured.err
     fast = [json.loads(line) for line in captured.out.splitlines()]
-    assert [row["label"] for row in fast] == [row["label"] for row in exact]
+    for f, e in zip(fast, exact):  # an untrained head sits near p = 0.5, so compare probabilities, not labels
+        assert f["text"] == e["text"]
+        assert abs(list(f["probabilities"].values())[-1] - list(e["probabilities"].values())[-1]) < 0.02
 
 
 def test_predict_batches_by_length_without_changing_results(tiny_models):
