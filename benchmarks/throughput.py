@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -263,9 +264,9 @@ def main() -> int:
           f"{rounds} interleaved rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
 
-    peak_bf16 = matmul_peak_flops("bfloat16")
+    bf16_peaks = [matmul_peak_flops("bfloat16")]
     peak_fp32 = matmul_peak_flops("float32")
-    print(f"matmul peak (torch.matmul 2048x2048, best of 1 s): bf16 {peak_bf16 / 1e9:.0f} GFLOP/s, "
+    print(f"matmul peak (torch.matmul 2048x2048, best of 1 s): bf16 {bf16_peaks[0] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peak_fp32 / 1e9:.0f} GFLOP/s", flush=True)
 
     from peftsent.modeling import load_tokenizer
@@ -287,6 +288,7 @@ def main() -> int:
             fast_logits, labels, fast_eval_speed, peak, fast_report = fast_eval(fast, tokenizer, tokenized, recipe)
             results["fast_eval"].append(fast_eval_speed)
             peaks["fast_eval"] = max(peaks["fast_eval"], peak.peak)
+            bf16_peaks.append(matmul_peak_flops("bfloat16"))  # the load changes: measured again every round
             print(f"round {round_ + 1}: train seed {seed_speed:.2f} / fast {fast_speed:.2f} samples/s; "
                   f"eval seed {seed_eval_speed:.1f} / fast {fast_eval_speed:.1f} samples/s "
                   f"(tokenizing {tok_s:.2f} s)", flush=True)
@@ -297,6 +299,7 @@ def main() -> int:
         lever_rows = _levers(recipe, splits, scratch, args.recipe, steps, n_eval) if args.levers else []
 
     med = {k: statistics.median(v) for k, v in results.items()}
+    peak_bf16 = statistics.median(bf16_peaks)
     lengths = np.asarray(tokenized["train"]["length"])
     config = fast.get_base_model().config if hasattr(fast, "get_base_model") else fast.config
     per_review = _flops_per_review(config, lengths, full=False, adapter_params=report.adapter)
@@ -319,6 +322,7 @@ def main() -> int:
     print(f"\nmedian of {rounds} rounds; real tokens per training review {lengths.mean():.0f} (mean; seed pads to "
           f"{recipe.model.max_length}); model FLOPs per training review {per_review / 1e9:.2f} GFLOP "
           f"(4N + 12LTd + 6 x adapter, peftsent.speed.training_flops_per_token)")
+    print(f"bf16 matmul peak per round (GFLOP/s): {', '.join(f'{p / 1e9:.0f}' for p in bf16_peaks)} (median used)")
     print(f"MFU of the fast path: {100 * fast_mfu:.1f} % of the bf16 matmul peak, "
           f"{100 * mfu(med['fast_train'], per_review, peak_fp32):.1f} % of the fp32 peak")
     print(f"memory: RSS {rss_start:.0f} MiB after imports, peak {load_peak.peak:.0f} MiB while reading the data "
@@ -330,7 +334,10 @@ def main() -> int:
           f"max |dp| {check['max_abs_dprob']:.3g}")
     for row in lever_rows:
         print(row)
-    print(f"load average {os.getloadavg()[0]:.1f} at the end; benchmark wall time {time.perf_counter() - began:.0f} s")
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end; benchmark wall time {time.perf_counter() - began:.0f} s, "
+          f"CPU time {cpu.ru_utime + cpu.ru_stime:.0f} s (on {torch.get_num_threads()} idle cores the wall time "
+          f"would be about {(cpu.ru_utime + cpu.ru_stime) / torch.get_num_threads():.0f} s)")
     if flips > allowed:
         print(f"FAIL: the fast evaluation disagrees with float32 on {flips} of {check['n']} reviews "
               f"(more than {args.max_disagreement:.0%})", file=sys.stderr)
