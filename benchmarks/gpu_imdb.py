@@ -86,10 +86,11 @@ def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: in
     trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch),
                       train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     started = time.perf_counter()
     trainer.train()
-    torch.cuda.synchronize()
+    sync()
     train_seconds = time.perf_counter() - started
     logits, labels, _, check = predict_checked(model, tokenizer, tokenized["test"], eval_batch_size, "bfloat16",
                                                merge=True, probe=512, progress=False)
@@ -101,12 +102,13 @@ def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: in
     config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
     per_review = statistics.fmean(training_flops_per_token(config, t, method == "full", report.adapter) * t
                                   for t in lengths)
-    peak = matmul_peak_flops("bfloat16", n=8192, device="cuda")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak = matmul_peak_flops("bfloat16", n=8192 if device == "cuda" else 1024, device=device)
     return {"method": method, "max_length": max_length, "train_seconds": train_seconds,
             "train_samples_per_second": len(lengths) / train_seconds, "eval_seconds": eval_seconds,
             "eval_samples_per_second": len(labels) / eval_seconds,
             "mfu": mfu(len(lengths) / train_seconds, per_review, peak), "peak_bf16_tflops": peak / 1e12,
-            "peak_cuda_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_cuda_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0,
             "agreement": check["agreement"]["prediction_agreement"] if check["agreement"] else None}
 
 
@@ -119,18 +121,20 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="dataloader_num_workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (Trainer torch_compile)")
+    parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU when there is no GPU (a smoke test "
+                        "of the script with tiny sizes, e.g. --reviews 32 --lengths 32 --workers 0)")
     args = parser.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.allow_cpu:
         print("skipped: benchmarks/gpu_imdb.py needs a CUDA GPU (none found)")
         return 0
     import datasets
 
     data = reviews(args.reviews)
     splits = datasets.DatasetDict({"train": data, "test": data})
-    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; {args.reviews} reviews; "
+    print(f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (CPU smoke test)'}; torch {torch.__version__}; {args.reviews} reviews; "
           f"batch {args.batch_size}, eval batch {args.eval_batch_size}, {args.workers} dataloader workers", flush=True)
     print("| method | tokens | epoch s | train samples/s | MFU (bf16 peak) | eval 25k s | eval samples/s | "
           "bf16 agreement | peak GiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
         model_dir = random_distilbert(os.path.join(scratch, "distilbert"))
         for method in args.methods:
             for length in args.lengths:
-                torch.cuda.reset_peak_memory_stats()
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
                 r = run_one(method, length, model_dir, splits, args.batch_size, args.workers, args.eval_batch_size,
                             args.compile, os.path.join(scratch, f"{method}-{length}"))
                 print(f"| {method} | {length} | {r['train_seconds']:.1f} | {r['train_samples_per_second']:.0f} | "
