@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --quick          # < 3 minutes on 2 idle CPU cores
     python benchmarks/throughput.py                  # more steps and reviews, 3 rounds
     python benchmarks/throughput.py --levers         # also each lever on its own (fast path, one change at a time)
+    python benchmarks/throughput.py --quick --set method.lora_dropout=0   # a recipe override, fast path only
     python benchmarks/throughput.py --profile        # torch.profiler top ops of the fast training step
 
 Both paths run in ONE process, interleaved (seed, fast, seed, fast, ...), on the same model
@@ -231,17 +232,19 @@ def _profile(recipe, splits, scratch):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=RECIPE, help=f"LoRA recipe of the fast path (default: {RECIPE})")
-    parser.add_argument("--quick", action="store_true", help="6 steps, 128 reviews, 2 rounds (< 3 min on 2 cores)")
-    parser.add_argument("--steps", type=int, help="optimizer steps per training (default 20; quick 6)")
-    parser.add_argument("--eval-reviews", type=int, help="validation reviews evaluated (default 512; quick 128)")
+    parser.add_argument("--quick", action="store_true", help="5 steps, 96 reviews, 2 rounds (< 3 min on 2 idle cores)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per training (default 20; quick 5)")
+    parser.add_argument("--eval-reviews", type=int, help="validation reviews evaluated (default 512; quick 96)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 2)")
     parser.add_argument("--max-disagreement", type=float, default=0.01,
                         help="largest share of reviews whose fast prediction may differ from float32 (default 0.01)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="key=value",
+                        help="recipe overrides for the fast path only, e.g. --set method.lora_dropout=0")
     parser.add_argument("--levers", action="store_true", help="also time the fast path with one lever changed at a time")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of the fast training step")
     args = parser.parse_args()
-    steps = args.steps or (6 if args.quick else 20)
-    n_eval = args.eval_reviews or (128 if args.quick else 512)
+    steps = args.steps or (5 if args.quick else 20)
+    n_eval = args.eval_reviews or (96 if args.quick else 512)
     rounds = args.rounds or (2 if args.quick else 3)
     if steps < 2:
         parser.error("--steps must be at least 2 (the first step is warm-up)")
@@ -255,7 +258,7 @@ def main() -> int:
 
     began = time.perf_counter()
     rss_start = _rss_mib()
-    recipe = fast_recipe(args.recipe, steps, n_eval)
+    recipe = fast_recipe(args.recipe, steps, n_eval, args.set)
     location = resolve_model(recipe.model.name).location
     with _Peak() as load_peak:
         splits = load_splits(recipe.data, splits=["train", "validation"])
@@ -315,7 +318,7 @@ def main() -> int:
     print(f"| seed style: pad to 256, fp32, random batches, dropout 0.1, fp32 unmerged eval (batch 8) | "
           f"{med['seed_train']:.2f} | {med['seed_eval']:.1f} | {peaks['seed_train']:.0f} | {peaks['seed_eval']:.0f} | "
           f"{100 * seed_mfu:.1f} % |")
-    print(f"| peftsent: {args.recipe} (dropout {recipe.method['lora_dropout']}), eval {fast_report['dtype']} "
+    print(f"| peftsent: {args.recipe} {' '.join(args.set)} (lora_dropout {recipe.method['lora_dropout']}), eval {fast_report['dtype']} "
           f"{'merged' if fast_report['merged'] else 'unmerged'} | {med['fast_train']:.2f} | {med['fast_eval']:.1f} | "
           f"{peaks['fast_train']:.0f} | {peaks['fast_eval']:.0f} | {100 * fast_mfu:.1f} % |")
     print(f"| ratio | {med['fast_train'] / med['seed_train']:.2f}x | {med['fast_eval'] / med['seed_eval']:.2f}x | | | |")
