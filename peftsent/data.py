@@ -385,5 +385,17 @@ def tokenize_splits(splits, tokenizer, policy):
     def encode(batch):
         return policy.encode(tokenizer, batch["text"])
 
-    tokenized = splits.map(encode, batched=True, remove_columns=["text"], desc="tokenizing")
+    import datasets
+
+    from peftsent.cache import cached_map  # tokenized once per (data, tokenizer, max_length), reused across runs
+
+    import dataclasses
+    import inspect
+
+    import peftsent.tokenization
+
+    # keyed by the policy and the code that applies it, so a changed truncation rule never reads a stale cache
+    key = {**dataclasses.asdict(policy), "code": inspect.getsource(peftsent.tokenization)}
+    tokenized = datasets.DatasetDict({split: cached_map(ds, encode, tokenizer, key, remove_columns=["text"])
+                                      for split, ds in splits.items()})
     return tokenized.rename_column("label", "labels")

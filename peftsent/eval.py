@@ -51,9 +51,14 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
              ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
-             allow_random_weights: bool = False, long_reviews: str = "truncate", stride: int | None = None) -> dict:
+             allow_random_weights: bool = False, long_reviews: str = "truncate", stride: int | None = None,
+             dtype: str = "auto") -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
-    plus ``samples_per_second`` (inference, float32) and where the report was written.
+    plus ``samples_per_second`` (inference), ``inference`` (dtype, merged, agreement with float32 on the
+    first 256 reviews: :func:`peftsent.inference.predict_checked`) and where the report was written.
+
+    ``dtype``: ``auto`` (bfloat16 autocast where the device has native bf16, adapter merged in
+    memory where it can merge), ``bfloat16`` or ``float32`` (the exact reference; adapters still merged).
 
     ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is
     loaded and checked before the model. A run's temperature (calibration.json) is applied: metrics are as
@@ -64,10 +69,11 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     """
     from peftsent.calibration import temperature_for
     from peftsent.data import SPLITS, load_splits, tokenize_splits
-    from peftsent.inference import LONG_REVIEWS, predict_logits, window_logits, window_stride
+    from peftsent.inference import LONG_REVIEWS, predict_checked, window_logits, window_stride
     from peftsent.loading import load_target, target_run
     from peftsent.metrics import format_table
     from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
+    from peftsent.speed import target_dtype
     from peftsent.rundir import write_json
 
     if split not in SPLITS:
@@ -86,9 +92,10 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     if long_reviews == "window":
         logits, _, speed = window_logits(loaded.model, loaded.tokenizer, splits[split]["text"], loaded.max_length,
                                          stride, batch_size)
-        labels = tokenized[split]["labels"]
+        labels, inference = tokenized[split]["labels"], {"dtype": "float32", "merged": False, "agreement": None}
     else:
-        logits, labels, speed = predict_logits(loaded.model, loaded.tokenizer, tokenized[split], batch_size)
+        logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split],
+                                                           batch_size, target_dtype(dtype, loaded.run))
     logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
     temperature = temperature_for(loaded)
     result = {
@@ -96,7 +103,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         "truncation": loaded.policy.truncation,
         **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
         "long_reviews": long_reviews if long_reviews == "truncate" else f"window (stride {stride})",
-        "samples_per_second": speed,
+        "samples_per_second": speed, "inference": inference,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
@@ -134,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
                         help="truncate to max length (default), or average the logits of overlapping windows")
     parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="inference precision: auto = the run's own (bfloat16 when it trained under bf16 "
+                             "autocast, as metrics.json) or, for other targets, bfloat16 autocast where the "
+                             "CPU/GPU has native bf16; agreement with float32 reported; float32 = exact reference")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
                           args.text_column, args.label_column, out=args.out, label_order=args.label_order,
                           allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
-                          stride=args.stride)
+                          stride=args.stride, dtype=args.dtype)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]
@@ -152,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             raw = result["uncalibrated"]
             print(f"temperature {result['temperature']:.3f} applied (calibration.json); uncalibrated: "
                   f"ece {raw['ece']:.4f}, log_loss {raw['log_loss']:.4f}")
-        print(f"inference: {result['samples_per_second']} reviews/s")
+        info, check = result["inference"], result["inference"]["agreement"]
+        print(f"inference: {result['samples_per_second']} reviews/s, {info['dtype']}"
+              f"{', adapter merged in memory' if info['merged'] else ''}")
+        if check:
+            print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "
+                  f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
         if "written_to" in result:
             print(f"written: {result['written_to']} (and .md)", file=sys.stderr)
         return 0

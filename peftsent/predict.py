@@ -64,39 +64,81 @@ def check_texts(texts: list, where: str) -> list[str]:
     return texts
 
 
-def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "truncate",
-                  stride: int | None = None) -> Iterator[dict]:
-    """Yield one prediction per text: label name, its probability and both class probabilities.
+#: texts sorted by length together (streamed input waits for at most this many before output)
+SORT_WINDOW = 1024
 
-    Inputs go through the target's token policy (as in training and eval); classes are named by
-    the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's temperature
-    (calibration.json) divides the logits; ``long_reviews="window"`` averages the logits of overlapping
-    windows (``stride`` tokens shared, see :func:`peftsent.inference.window_logits`).
+
+def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "float32"):
+    """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
+
+    Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
+    run sorted by token count (less padding), in ``dtype`` (see :func:`peftsent.speed.inference_context`),
+    on the model's device.
+    """
+    import numpy as np
+    import torch
+
+    from peftsent.speed import device_of, inference_context
+
+    device = device_of(loaded.model)
+    encoded = loaded.encode(texts)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+    order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
+    out = np.empty((len(texts), loaded.model.config.num_labels), dtype=np.float32)
+    with torch.no_grad(), inference_context(dtype, device):
+        for start in range(0, len(texts), batch_size):
+            picked = order[start:start + batch_size]
+            batch = loaded.tokenizer.pad([rows[i] for i in picked], return_tensors="pt").to(device)
+            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+    return out
+
+
+def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "truncate",
+                  stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
+    """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
+
+    Classes are named by the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's
+    temperature (calibration.json) divides the logits; ``long_reviews="window"`` averages the logits of
+    overlapping windows (``stride`` tokens shared, see :func:`peftsent.inference.window_logits`, float32).
+    Texts are batched by length within windows of :data:`SORT_WINDOW`; a mergeable adapter runs merged in memory.
     """
     import torch
 
     from peftsent.calibration import temperature_for
     from peftsent.inference import window_logits
     from peftsent.registry import ID2LABEL as id2label
+    from peftsent.speed import merged_in_memory
 
-    device = next(loaded.model.parameters()).device
     temperature = temperature_for(loaded) or 1.0
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        if long_reviews == "window":
-            logits = torch.from_numpy(window_logits(loaded.model, loaded.tokenizer, chunk, loaded.max_length,
-                                                    stride, batch_size)[0])
-        else:
-            encoded = loaded.encode(chunk)
-            columns = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            batch = loaded.tokenizer.pad(columns, return_tensors="pt")
-            with torch.no_grad():
-                logits = loaded.model(**batch.to(device)).logits.float()  # (batch, 2)
-        logits = torch.as_tensor(loaded.canonical(logits)) / temperature
-        for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
-            best = max(range(len(probs)), key=probs.__getitem__)
-            yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
-                   "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+    loaded.model.eval()
+    with merged_in_memory(loaded.model):
+        for window in range(0, len(texts), SORT_WINDOW):
+            chunk = texts[window:window + SORT_WINDOW]
+            if long_reviews == "window":
+                logits = window_logits(loaded.model, loaded.tokenizer, chunk, loaded.max_length, stride, batch_size)[0]
+            else:
+                logits = text_logits(loaded, chunk, batch_size, dtype)
+            logits = torch.as_tensor(loaded.canonical(logits)) / temperature
+            for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
+                best = max(range(len(probs)), key=probs.__getitem__)
+                yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
+                       "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+
+
+def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, probe: int = 64) -> str | None:
+    """One line: how the first ``probe`` texts' predictions in ``dtype`` agree with float32 (None for float32)."""
+    from peftsent.speed import agreement, merged_in_memory
+
+    if dtype == "float32":
+        return None
+    sample = texts[:probe]
+    reference = text_logits(loaded, sample, batch_size, "float32")
+    with merged_in_memory(loaded.model):
+        fast = text_logits(loaded, sample, batch_size, dtype)
+    check = agreement(fast, reference)
+    return (f"{dtype} vs float32 on the first {check['n']} texts: {check['prediction_agreement']:.4f} of labels agree, "
+            f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
                         help="truncate to max length (default), or average the logits of overlapping windows")
     parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="auto = the run's own precision (bfloat16 when it trained under bf16 autocast) or, for "
+                             "other targets, bfloat16 autocast where the CPU/GPU has native bf16 (agreement with "
+                             "float32 on the first 64 texts goes to stderr); float32 = exact")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
+        import torch
+
         from peftsent.loading import load_target
+        from peftsent.speed import target_dtype
 
         if args.texts and args.file:
             raise DataError("give texts as arguments or --file, not both")
@@ -137,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             from peftsent.inference import window_stride
 
             window_stride(loaded.tokenizer, loaded.max_length, args.stride)  # a bad stride fails before any output
-        for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride):
+        dtype = target_dtype(args.dtype, loaded.run)
+        if torch.cuda.is_available():
+            loaded.model.to("cuda")
+        check = report_agreement(loaded, texts, args.batch_size, dtype) if args.long_reviews != "window" else None
+        if check:
+            print(check, file=sys.stderr)
+        for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride, dtype):
             print(json.dumps(prediction, ensure_ascii=False), flush=True)
         return 0
 

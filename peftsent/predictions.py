@@ -84,12 +84,18 @@ def logits_array(frame) -> np.ndarray:
 # ---------------------------------------------------------------- end of training
 
 
-def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperature: float | None):
-    """(raw logits (n, 2), labels (n,), reviews/s, metrics as served: see :func:`score_logits`)."""
-    from peftsent.inference import predict_logits
+def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperature: float | None,
+           dtype: str = "float32", inference: dict | None = None):
+    """(raw logits (n, 2), labels (n,), reviews/s, metrics as served: see :func:`score_logits`).
+
+    ``dtype``: the run's inference precision (:func:`peftsent.speed.run_dtype`), adapter merged in memory
+    where it merges; its agreement with float32 goes into ``inference`` when given."""
+    from peftsent.inference import predict_checked
     from peftsent.modeling import class_order, to_canonical
 
-    logits, labels, speed = predict_logits(model, tokenizer, tokenized, batch_size)
+    logits, labels, speed, report = predict_checked(model, tokenizer, tokenized, batch_size, dtype)
+    if inference is not None:
+        inference.update(report)
     logits = to_canonical(logits, class_order(model.config.id2label))  # columns (negative, positive)
     return logits, labels, speed, score_logits(logits, labels, ece_bins, temperature)
 
@@ -110,10 +116,14 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
     from peftsent.data import load_splits, tokenize_splits
     from peftsent.recipe import DataSection
 
-    batch, bins = recipe.train["per_device_eval_batch_size"], recipe.eval.ece_bins
+    from peftsent.speed import run_dtype
+
+    batch, bins, dtype = recipe.train["per_device_eval_batch_size"], recipe.eval.ece_bins, run_dtype(recipe)
     names = ("validation", "test") if recipe.eval.test else ("validation",)
-    scored = {split: _score(model, tokenizer, tokenized[split], batch, bins, None) for split in names}
-    results, timing, temperature = {}, {f"{s}_samples_per_second": scored[s][2] for s in names}, None
+    inference: dict = {}  # dtype, merged, agreement with float32 on the validation split's first reviews
+    scored = {split: _score(model, tokenizer, tokenized[split], batch, bins, None, dtype,
+                            inference if split == "validation" else None) for split in names}
+    results, timing, temperature = {"inference": inference}, {f"{s}_samples_per_second": scored[s][2] for s in names}, None
     files = []  # (file name, texts, tokenized split, raw logits)
     if recipe.eval.calibrate:
         temperature = fit_temperature(*scored["validation"][:2])
@@ -131,7 +141,7 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
                                       sample_seed=recipe.data.sample_seed)
         other = load_splits(section, splits=["test"])
         encoded = tokenize_splits(other, tokenizer, policy)["test"]
-        logits, _, _, also[name] = _score(model, tokenizer, encoded, batch, bins, temperature)
+        logits, _, _, also[name] = _score(model, tokenizer, encoded, batch, bins, temperature, dtype)
         files.append((predictions_name(f"{data_stem(name)}-test"), other["test"]["text"], encoded, logits))
     if also:
         results["also"] = also

@@ -121,3 +121,17 @@ def train_keeping_model(recipe, monkeypatch):
 
     monkeypatch.setattr(train_module, "_save_weights", spy)
     return train_module.train(recipe), kept["model"], kept["tokenizer"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_token_cache(tmp_path_factory):
+    """Tokenized-split cache (peftsent.cache) in a per-session temporary directory, not ~/.cache."""
+    import os
+
+    previous = os.environ.get("PEFTSENT_CACHE")
+    os.environ["PEFTSENT_CACHE"] = str(tmp_path_factory.mktemp("peftsent-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PEFTSENT_CACHE", None)
+    else:
+        os.environ["PEFTSENT_CACHE"] = previous
