@@ -87,9 +87,13 @@ def read_temperature(run_path: Path | None) -> float | None:
 def temperature_for(loaded) -> float | None:
     """The temperature eval/predict apply to a loaded target (``peftsent.loading.Loaded``).
 
-    A run, or an adapter inside a run: the run's calibration.json. A merged or other model
-    directory: None, since a merge folds the temperature into the weights (``peftsent_temperature``).
+    A weights directory carrying its own calibration.json (a run's ``adapter/`` or ``model/``, also when
+    copied elsewhere): that one. A run, or an adapter inside a run: the run's calibration.json. A merged
+    model: None, since a merge folds the temperature into the weights (``peftsent_temperature``).
     """
+    own = Path(loaded.location) / CALIBRATION_FILE if loaded.kind in ("adapter", "model") else None
+    if own is not None and own.is_file():
+        return read_temperature(own.parent)
     if loaded.kind in ("run", "adapter") and loaded.run is not None:
         return read_temperature(loaded.run.path)
     return None

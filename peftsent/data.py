@@ -374,6 +374,19 @@ def check_both_classes(frames: dict, section) -> None:
                         "peftsent carve the split stratified by removing data.validation_file / data.test_file")
 
 
+def data_fingerprint(splits) -> str:
+    """SHA-256 of every split's reviews and labels, in order (hex): what a run was trained and evaluated on.
+    ``--resume`` refuses to continue a staged run whose data has changed since."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in sorted(splits):
+        digest.update(split.encode())
+        for text, label in zip(splits[split]["text"], splits[split]["label"]):
+            digest.update(f"{int(label)}\t{text}\x00".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
 def tokenize_splits(splits, tokenizer, policy):
     """Tokenize each split under ``policy`` (a :class:`peftsent.tokenization.TokenPolicy`).
 

@@ -28,6 +28,8 @@ class Loaded:
     """the run whose recipe gives the defaults (data, max length): the target itself, or the run holding merged/"""
     order: tuple[int, int] = (0, 1)
     """indices of (negative, positive) among the model's classes (:func:`peftsent.modeling.class_order`)"""
+    location: str = ""
+    """the target as given: a directory path or a hub id"""
 
     @property
     def max_length(self) -> int:
@@ -119,16 +121,18 @@ def _finish(model, tokenizer, kind: str, model_section, run, label_order, target
     except ModelError as err:
         raise ModelError(f"{target}: {err}") from None
     policy = token_policy(model, model_section.max_length, model_section.truncation)
-    return Loaded(model.eval(), tokenizer, kind, policy, run, order)
+    return Loaded(model.eval(), tokenizer, kind, policy, run, order, target)
 
 
 def _default_section(name: str, tokenizer):
     """Length and truncation of a target without a recipe: the tokenizer's own saved settings
-    (``model_max_length``, ``truncation_side``, as a peftsent export writes them), at most DEFAULT_MAX_LENGTH."""
+    (``model_max_length``, ``peftsent_truncation`` / ``truncation_side``, as a peftsent export writes them),
+    at most DEFAULT_MAX_LENGTH."""
     from peftsent.recipe import ModelSection
+    from peftsent.tokenization import saved_truncation
 
     max_length = min(DEFAULT_MAX_LENGTH, int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)))
-    truncation = "tail" if getattr(tokenizer, "truncation_side", "right") == "left" else "head"
+    truncation = saved_truncation(tokenizer)
     return ModelSection(name=name, max_length=max_length, truncation=truncation)
 
 

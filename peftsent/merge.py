@@ -95,7 +95,7 @@ def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None, t
 
     merged = parity is not None
     base = portable_name(recipe.model.name)
-    policy = TokenPolicy(recipe.model.max_length, recipe.model.truncation)
+    policy = TokenPolicy(metrics.get("max_length", recipe.model.max_length), recipe.model.truncation)  # as used
     shown = {k: metrics[k] for k in ("validation", "test") if k in metrics}
     caveat = (
         "\n*imdb-offline*'s test split is held out of IMDb's train split (reviews of one movie can fall on both "
@@ -128,7 +128,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 model = AutoModelForSequenceClassification.from_pretrained("PATH")
 tokenizer = AutoTokenizer.from_pretrained("PATH")
-classify = pipeline("text-classification", model=model, tokenizer=tokenizer, truncation=True, max_length={recipe.model.max_length})
+classify = pipeline("text-classification", model=model, tokenizer=tokenizer, truncation=True, max_length={policy.max_length})
 classify("A wonderful, moving film.")
 ```"""
     else:
@@ -153,7 +153,7 @@ or with peftsent (resolves `{base}` offline where it is embedded): `python -m pe
 
 - base model: `{base}` ({recipe.model_type})
 - method: `{recipe.method_name}` ({metrics['parameters']['trainable']:,} trainable parameters of {metrics['parameters']['total']:,})
-- data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {recipe.model.max_length} tokens, {truncation}{weights}
+- data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {policy.max_length} tokens, {truncation}{weights}
 
 ## Metrics of the run (float32 adapter model)
 {format_table(shown)}

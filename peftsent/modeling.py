@@ -246,8 +246,19 @@ def check_target_modules(model, recipe) -> None:
     problems = []
     for key in ("target_modules", "feedforward_modules", "modules_to_save"):
         wanted = recipe.method.get(key)
-        if isinstance(wanted, str):
-            continue  # a regex: peft resolves it
+        if isinstance(wanted, str):  # a regex, full-matched against module names as peft does
+            import re
+
+            try:
+                matched = any(re.fullmatch(wanted, name) for name in names)
+            except re.error as err:
+                problems.append(f"method.{key}: '{wanted}' is not a valid regular expression ({err}); "
+                                f"{_module_names_hint(key, recipe)}")
+                continue
+            if not matched:
+                problems.append(f"method.{key}: '{wanted}' (a regular expression) matches no module of this "
+                                f"{recipe.model_type} model; {_module_names_hint(key, recipe)}")
+            continue
         unmatched = [t for t in wanted or [] if not any(_matches(name, t) for name in names)]
         if unmatched:
             quoted = ", ".join(f"'{t}'" for t in unmatched)

@@ -147,9 +147,13 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
         results["also"] = also
 
     def write(work: Path) -> None:
-        if temperature is not None:
-            write_calibration(work, temperature, results["calibration"]["fitted_on"],
-                              {split: results["calibration"][split] for split in names})
+        if temperature is not None:  # in the run, and beside the weights so a copied adapter/ or model/ keeps it
+            from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
+
+            for directory in (work, work / ADAPTER_DIR, work / MODEL_DIR):
+                if directory.is_dir():
+                    write_calibration(directory, temperature, results["calibration"]["fitted_on"],
+                                      {split: results["calibration"][split] for split in names})
         for name, texts, encoded, logits in files:
             write_predictions(work / name, texts, encoded, logits, temperature)
 

@@ -239,7 +239,7 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     if not list(checkpoint.glob("*.safetensors")) and not list(checkpoint.glob("*.bin")):
         missing.append("model weights (*.safetensors)")
     if missing:
-        return f"damaged (missing {', '.join(missing)}; save_only_model: true keeps no optimizer state)"
+        return f"damaged (missing {', '.join(missing)})"
     return None
 
 
@@ -316,7 +316,23 @@ class Stage:
         return ""
 
 
-def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[str | None, bool]:
+#: the staged run's data fingerprint (see :func:`peftsent.data.data_fingerprint`), checked by --resume
+DATA_FINGERPRINT_FILE = "data-fingerprint.txt"
+
+
+def _data_difference(stage: Path, fingerprint: str | None) -> str | None:
+    """Why the staged run's data differs from ``fingerprint`` (the reviews and labels now), or None."""
+    staged = stage / DATA_FINGERPRINT_FILE
+    if fingerprint is None or not staged.is_file():
+        return None
+    if staged.read_text().strip() != fingerprint:
+        return ("the data changed since the run was staged (the reviews or labels of its splits differ: "
+                f"fingerprint {staged.read_text().strip()[:12]} staged, {fingerprint[:12]} now)")
+    return None
+
+
+def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool,
+                  fingerprint: str | None = None) -> tuple[str | None, bool]:
     """Read-only checks of a run's staging directory (every process runs them before anyone writes).
 
     Returns (checkpoint to resume or None, results already written). Raises RunDirError: a live lock,
@@ -335,6 +351,8 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[s
             held = f" (left by process {lock.get('pid')} on {lock.get('host')}, which is gone)" if lock else ""
             newest = [c.name for c in checkpoints(stage) if checkpoint_problem(c) is None]
             what = f"newest complete checkpoint {newest[-1]}" if newest else "no complete checkpoint"
+            if (stage / METRICS_FILE).is_file():
+                what = "its results complete (only the final rename is left)"
             raise RunDirError(f"an interrupted run of {final} is staged in {stage}{held}, {what}; continue it "
                               f"with --resume, or discard it and start again with --overwrite")
         return None, False
@@ -358,6 +376,10 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[s
     if differences:
         raise RunDirError("--resume: the staged run was started with another recipe (" + "; ".join(differences)
                           + f"); resume with the same recipe and overrides, or start again with --overwrite; {nothing}")
+    changed = _data_difference(stage, fingerprint)
+    if changed:
+        raise RunDirError(f"--resume: {changed}; resume with the data it started on, or start again with "
+                          f"--overwrite; {nothing}")
     if (stage / METRICS_FILE).is_file():
         return None, True  # stopped after writing its results: only the rename is left
     staged = checkpoints(stage)
@@ -375,7 +397,8 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool) -> tuple[s
     return str(complete[-1]), False
 
 
-def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = False) -> Stage:
+def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = False,
+               fingerprint: str | None = None) -> Stage:
     """Stage a training run of ``recipe``: check (every process), then create or take over the staging
     directory and lock it with PID and host (main process), while the others wait at a barrier.
 
@@ -387,7 +410,7 @@ def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = Fals
 
     final = Path(recipe.run_dir)
     stage = stage_path(final)
-    checkpoint, written = _staged_state(stage, recipe, resume, overwrite)
+    checkpoint, written = _staged_state(stage, recipe, resume, overwrite, fingerprint)
     distributed.wait_for_everyone()  # nobody writes before every process has checked
     if distributed.is_main_process:
         if stage.exists() and not resume:
@@ -398,6 +421,8 @@ def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = Fals
         write_json(stage / LOCK_FILE, lock)
         staged = yaml.safe_load(yaml.safe_dump(recipe.to_dict()))
         (stage / RECIPE_FILE).write_text(yaml.safe_dump(staged, sort_keys=False))
+        if fingerprint is not None:
+            (stage / DATA_FINGERPRINT_FILE).write_text(fingerprint + "\n")
         if checkpoint:
             for later in checkpoints(stage):
                 if _checkpoint_number(later) > _checkpoint_number(Path(checkpoint)):
@@ -407,12 +432,13 @@ def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = Fals
 
 
 @contextlib.contextmanager
-def run_stage(recipe, distributed, overwrite: bool = False, resume: bool = False) -> Iterator[Stage]:
+def run_stage(recipe, distributed, overwrite: bool = False, resume: bool = False,
+              fingerprint: str | None = None) -> Iterator[Stage]:
     """:func:`open_stage` as a context: on an error or interrupt the stage is kept if it can be resumed
     (the message says so) and removed otherwise."""
     import sys
 
-    stage = open_stage(recipe, distributed, overwrite, resume)
+    stage = open_stage(recipe, distributed, overwrite, resume, fingerprint)
     try:
         yield stage
     except BaseException:

@@ -96,12 +96,28 @@ class TokenPolicy:
 
         ``model_max_length`` = ``max_length``; ``truncation_side`` = ``left`` for tail, ``right`` otherwise.
         head+tail cannot be expressed: a plain ``pipeline(..., truncation=True)`` user of a head+tail model
-        gets head truncation (the first ``max_length`` tokens). Returns the tokenizer.
+        gets head truncation (the first ``max_length`` tokens). The mode itself is saved as
+        ``peftsent_truncation`` in tokenizer_config.json (read back by :func:`saved_truncation`), so a copied
+        adapter or merged model keeps it under peftsent. Returns the tokenizer.
         """
         side = "left" if self.truncation == "tail" else "right"
         tokenizer.model_max_length, tokenizer.truncation_side = self.max_length, side
         tokenizer.init_kwargs["truncation_side"] = side  # save_pretrained writes init_kwargs, not the attribute
+        tokenizer.init_kwargs[SAVED_TRUNCATION_KEY] = self.truncation
         return tokenizer
+
+
+#: tokenizer_config.json key holding a saved model's truncation mode (head, tail, head+tail)
+SAVED_TRUNCATION_KEY = "peftsent_truncation"
+
+
+def saved_truncation(tokenizer) -> str:
+    """The truncation mode a peftsent export saved with its tokenizer (``peftsent_truncation``), else the
+    tokenizer's own ``truncation_side`` (left: tail, right: head)."""
+    saved = tokenizer.init_kwargs.get(SAVED_TRUNCATION_KEY)
+    if saved in TRUNCATIONS:
+        return saved
+    return "tail" if getattr(tokenizer, "truncation_side", "right") == "left" else "head"
 
 
 def virtual_tokens_of(model) -> int:

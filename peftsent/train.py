@@ -281,7 +281,9 @@ def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict, write_
     write_json(work / METRICS_FILE, summary)
 
 
-def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict) -> dict:
+def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict, policy=None) -> dict:
+    """metrics.json. ``max_length``/``truncation``: the token policy every path used (capped at the model's
+    usable positions less virtual tokens); ``requested_max_length``: the recipe's ``model.max_length``."""
     from peftsent import __version__
 
     return {
@@ -291,7 +293,9 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: di
         "base_model": recipe.model.name,
         "model_type": recipe.model_type,
         "data": recipe.data.name,
-        "max_length": recipe.model.max_length,
+        "max_length": policy.max_length if policy else recipe.model.max_length,
+        "requested_max_length": recipe.model.max_length,
+        "truncation": policy.truncation if policy else recipe.model.truncation,
         "sizes": {split: len(ds) for split, ds in splits.items()},
         "parameters": report.to_dict(),
         **results,
@@ -324,7 +328,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from accelerate import PartialState
     from transformers import set_seed
 
-    from peftsent.data import load_splits, tokenize_splits
+    from peftsent.data import data_fingerprint, load_splits, tokenize_splits
     from peftsent.modeling import build_model
     from peftsent.rundir import run_stage, stage_path
     from peftsent.tokenization import token_policy
@@ -333,7 +337,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
-    with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume) as stage:
+    with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
+                   data_fingerprint(splits)) as stage:
         if stage.results_written:
             return stage.finish()
         baseline = _baseline(recipe, splits) if stage.is_main_process else None
@@ -354,7 +359,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             if baseline is not None:
                 results["baseline"] = baseline
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
-            summary = _run_summary(recipe, report, splits, timing, results, memory.report())
+            summary = _run_summary(recipe, report, splits, timing, results, memory.report(), policy)
             return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary,
                                                              write_files))
 

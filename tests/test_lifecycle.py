@@ -238,3 +238,21 @@ def test_methods_whose_checkpoints_cannot_continue_say_so(method, tiny_models, r
     err = capsys.readouterr().err
     assert f"{method['name']} runs cannot be continued" in err and "--overwrite" in err
     assert stage_path(tmp_path / "run").is_dir()
+
+
+def test_resume_refuses_data_that_changed_since_the_run_was_staged(tiny_models, reviews_csv, tmp_path, capsys):
+    from conftest import make_reviews, write_csv
+
+    data = write_csv(tmp_path / "data.csv", make_reviews(64, seed=0))
+    raw = tiny_recipe(tiny_models["bert"], data, tmp_path / "run", **STEPS)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert _killed_at("step-3", path) != 0
+    write_csv(data, make_reviews(64, seed=1))  # same file name, other reviews
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main([str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the data changed since the run was staged" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing deleted
+    write_csv(data, make_reviews(64, seed=0))  # the data it started on: it continues
+    assert main([str(path), "--resume"]) == 0 and is_finished_run(tmp_path / "run")

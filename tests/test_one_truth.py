@@ -394,3 +394,45 @@ def test_adapter_names_its_base_by_hub_id_and_carries_a_card(tiny_models, review
     in_run, alone = load_target(str(run)), load_target(str(copied))
     assert alone.policy == in_run.policy  # the copied adapter's tokenizer settings carry the run's policy
     assert torch.equal(logits(in_run), logits(alone))
+
+
+def test_a_copied_adapter_keeps_its_truncation_mode_and_records_the_length_used(tiny_models, tmp_path):
+    """A head+tail run's adapter copied out of its run scores long reviews as the run does; metrics.json and
+    the card record the length every path used (capped), not only the requested one."""
+    import shutil
+
+    from conftest import write_csv
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.train import train
+
+    words = "the movie was good but the plot was awful and the acting was not very good at all".split()
+    rng = random.Random(0)
+    rows = [(" ".join(rng.sample(words * 3, len(words) * 3)) + (" great" if i % 2 else " bad"), i % 2)
+            for i in range(48)]
+    data = write_csv(tmp_path / "long.csv", rows)
+    raw = tiny_recipe(tiny_models["bert"], data, tmp_path / "run",
+                      {"name": "prompt_tuning", "num_virtual_tokens": 8})
+    raw["model"].update(max_length=60, truncation="head+tail")
+    run = train(resolve_recipe(raw))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["max_length"], metrics["requested_max_length"], metrics["truncation"]) == (56, 60, "head+tail")
+    assert "max length 56 tokens" in (run / "adapter" / "README.md").read_text()
+    copy = tmp_path / "elsewhere" / "adapter"
+    shutil.copytree(run / "adapter", copy)
+    inside, outside = load_target(str(run)), load_target(str(copy))
+    assert outside.policy == inside.policy
+    text = [" ".join(words * 4) + " great"]
+    assert next(predict_texts(outside, text)) == next(predict_texts(inside, text))
+
+
+def test_a_target_modules_regex_that_matches_nothing_is_refused_with_the_symbolic_hint(tiny_models, tmp_path):
+    from peftsent.errors import RecipeError
+    from peftsent.modeling import check_method_on_meta
+    from peftsent.registry import resolve_model
+
+    raw = tiny_recipe(tiny_models["bert"], tmp_path / "r.csv", tmp_path / "run",
+                      {"name": "lora", "target_modules": "attn"})
+    recipe = resolve_recipe(raw)
+    with pytest.raises(RecipeError, match="all-linear"):
+        check_method_on_meta(recipe, resolve_model(recipe.model.name))
