@@ -28,14 +28,15 @@ def _tokenizer(tiny_models, arch="bert"):
 
 def test_tokenized_splits_are_reused_across_calls(tiny_models, cache_dir, monkeypatch):
     from peftsent import data
+    from peftsent.tokenization import TokenPolicy
 
     tokenizer = _tokenizer(tiny_models)
-    first = data.tokenize_splits(_splits(TEXTS), tokenizer, 32)
+    first = data.tokenize_splits(_splits(TEXTS), tokenizer, TokenPolicy(32))
     files = sorted(cache_dir.glob("*.arrow"))
     assert len(files) == 1
     # a second call must read the file, not tokenize: a tokenizer that fails proves it is not called
     monkeypatch.setattr(type(tokenizer), "__call__", lambda *a, **k: pytest.fail("tokenized again"))
-    second = data.tokenize_splits(_splits(TEXTS), tokenizer, 32)
+    second = data.tokenize_splits(_splits(TEXTS), tokenizer, TokenPolicy(32))
     assert second["train"]["input_ids"] == first["train"]["input_ids"]
     assert second["train"]["length"] == first["train"]["length"]
     assert sorted(cache_dir.glob("*.arrow")) == files
@@ -44,9 +45,10 @@ def test_tokenized_splits_are_reused_across_calls(tiny_models, cache_dir, monkey
 @pytest.mark.parametrize("change", ["max_length", "text", "label", "tokenizer"])
 def test_cache_key_changes_with_data_tokenizer_and_length(tiny_models, cache_dir, change):
     from peftsent import data
+    from peftsent.tokenization import TokenPolicy
 
     tokenizer = _tokenizer(tiny_models)
-    base = data.tokenize_splits(_splits(TEXTS), tokenizer, 32)
+    base = data.tokenize_splits(_splits(TEXTS), tokenizer, TokenPolicy(32))
     texts, labels, length, other = list(TEXTS), [i % 2 for i in range(len(TEXTS))], 32, tokenizer
     if change == "max_length":
         length = 4
@@ -57,7 +59,7 @@ def test_cache_key_changes_with_data_tokenizer_and_length(tiny_models, cache_dir
     else:
         other = _tokenizer(tiny_models, "roberta")
         other.add_tokens(["zzzz"])  # same files, different vocabulary
-    changed = data.tokenize_splits(_splits(texts, labels), other, length)
+    changed = data.tokenize_splits(_splits(texts, labels), other, TokenPolicy(length))
     assert len(list(cache_dir.glob("*.arrow"))) == 2
     if change == "max_length":
         assert max(changed["train"]["length"]) == 4 < max(base["train"]["length"])
@@ -65,10 +67,11 @@ def test_cache_key_changes_with_data_tokenizer_and_length(tiny_models, cache_dir
 
 def test_cache_can_be_turned_off(tiny_models, tmp_path, monkeypatch):
     from peftsent import data
+    from peftsent.tokenization import TokenPolicy
 
     monkeypatch.setenv("PEFTSENT_CACHE", "off")
     monkeypatch.setenv("HOME", str(tmp_path))
-    out = data.tokenize_splits(_splits(TEXTS), _tokenizer(tiny_models), 32)
+    out = data.tokenize_splits(_splits(TEXTS), _tokenizer(tiny_models), TokenPolicy(32))
     assert out["train"]["length"] and not list(tmp_path.rglob("*.arrow"))
 
 
@@ -131,13 +134,14 @@ def test_bf16_evaluation_reports_its_agreement_with_float32(tiny_models, cache_d
     from peft import LoraConfig, get_peft_model
 
     from peftsent import data
+    from peftsent.tokenization import TokenPolicy
     from peftsent.inference import predict_checked, predict_logits
     from peftsent.modeling import load_base_model
 
     tokenizer = _tokenizer(tiny_models)
     model = get_peft_model(load_base_model(str(tiny_models["bert"])),
                            LoraConfig(target_modules=["query", "value"], init_lora_weights=False))
-    split = data.tokenize_splits(_splits(TEXTS * 6), tokenizer, 32)["train"]
+    split = data.tokenize_splits(_splits(TEXTS * 6), tokenizer, TokenPolicy(32))["train"]
     reference, labels, _ = predict_logits(model, tokenizer, split, progress=False)
     logits, fast_labels, _, report = predict_checked(model, tokenizer, split, batch_size=4, dtype="bfloat16",
                                                      probe=10, progress=False)
@@ -155,14 +159,14 @@ def test_eval_and_predict_take_a_dtype(tiny_models, reviews_csv, tmp_path, capsy
     from peftsent.predict import main as predict_main
 
     target = str(tiny_models["bert"])
-    assert eval_main([target, "--data", str(reviews_csv), "--dtype", "bfloat16", "--out", str(tmp_path)]) == 0
+    assert eval_main([target, "--data", str(reviews_csv), "--dtype", "bfloat16", "--out", str(tmp_path), "--allow-random-weights", "--label-order", "negative,positive"]) == 0
     written = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert written["inference"]["dtype"] == "bfloat16" and written["inference"]["agreement"]["n"] > 0
     assert "agreement with float32" in capsys.readouterr().out
-    assert predict_main([target, "--dtype", "float32", *TEXTS]) == 0
+    assert predict_main([target, "--dtype", "float32", "--allow-random-weights", "--label-order", "negative,positive", *TEXTS]) == 0
     exact = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["text"] for row in exact] == TEXTS  # batched by length, printed in input order
-    assert predict_main([target, "--dtype", "bfloat16", *TEXTS]) == 0
+    assert predict_main([target, "--dtype", "bfloat16", "--allow-random-weights", "--label-order", "negative,positive", *TEXTS]) == 0
     captured = capsys.readouterr()
     assert "vs float32 on the first 3 texts" in captured.err
     fast = [json.loads(line) for line in captured.out.splitlines()]
@@ -177,7 +181,7 @@ def test_predict_batches_by_length_without_changing_results(tiny_models):
     from peftsent.loading import load_target
     from peftsent.predict import text_logits
 
-    loaded = load_target(str(tiny_models["bert"]))
+    loaded = load_target(str(tiny_models["bert"]), allow_random_weights=True, label_order="negative,positive")  # untrained head: fixed within this load
     texts = [TEXTS[2], TEXTS[0], TEXTS[1], TEXTS[2] + " " + TEXTS[2]]
     together = text_logits(loaded, texts, batch_size=4)
     one_by_one = np.concatenate([text_logits(loaded, [t], batch_size=1) for t in texts])
