@@ -5,7 +5,7 @@ The public API is imported lazily so ``python -m peftsent.<verb> --help`` stays 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = {
     "load_recipe": "peftsent.recipe",

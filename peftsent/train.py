@@ -25,7 +25,7 @@ An interrupted run keeps its checkpoints in .<name>.partial/ beside the run
 directory: continue it with the same command plus --resume, or discard it with
 --overwrite. Several processes (CPU: gloo; GPUs: NCCL):
   torchrun --nproc_per_node 2 -m peftsent.train recipes/quick/lora.yaml
-  accelerate launch --num_processes 2 -m peftsent.train recipes/quick/lora.yaml
+  accelerate launch --multi_gpu --num_processes 2 -m peftsent.train recipes/quick/lora.yaml
 """
 
 
