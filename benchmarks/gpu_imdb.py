@@ -67,6 +67,7 @@ def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: in
     from transformers import DataCollatorWithPadding, Trainer
 
     from peftsent.data import tokenize_splits
+    from peftsent.tokenization import token_policy
     from peftsent.inference import predict_checked
     from peftsent.modeling import build_model
     from peftsent.recipe import load_recipe
@@ -82,7 +83,7 @@ def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: in
         f"train.torch_compile={str(compile_model).lower()}",
     ])
     model, tokenizer, report = build_model(recipe)
-    tokenized = tokenize_splits(splits, tokenizer, max_length)
+    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
     trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch),
                       train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)

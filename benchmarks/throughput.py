@@ -158,7 +158,8 @@ def fast_train(recipe, splits, scratch, compile_model=False):
     from transformers import DataCollatorWithPadding, Trainer
 
     from peftsent.data import tokenize_splits
-    from peftsent.modeling import build_model, max_input_tokens
+    from peftsent.modeling import build_model
+    from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
 
     import torch
@@ -166,7 +167,7 @@ def fast_train(recipe, splits, scratch, compile_model=False):
     torch.manual_seed(42)
     model, tokenizer, report = build_model(recipe)
     started = time.perf_counter()
-    tokenized = tokenize_splits(splits, tokenizer, max_input_tokens(model.config, recipe.model.max_length, recipe.method))
+    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
     tokenize_seconds = time.perf_counter() - started
     timer = _step_timer()
     extra = {"torch_compile": True} if compile_model else {}
@@ -215,11 +216,12 @@ def _profile(recipe, splits, scratch):
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
+    from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
     from transformers import DataCollatorWithPadding, Trainer
 
     model, tokenizer, _ = build_model(recipe)
-    tokenized = tokenize_splits(splits, tokenizer, recipe.model.max_length)
+    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
     trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch, max_steps=3),
                       train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)
