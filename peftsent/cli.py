@@ -60,3 +60,19 @@ def check_out_dir(path) -> None:
 
     if path is not None and Path(path).exists() and not Path(path).is_dir():
         raise PeftsentError(f"--out {path} is a file; expected a directory")
+
+
+def add_inference_arguments(parser) -> None:
+    """The options every scoring command shares (eval, predict): class order, random-weight guard,
+    long-review handling and inference precision (see peftsent.loading, peftsent.inference, peftsent.speed)."""
+    parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
+                        "LABEL_0/LABEL_1, e.g. negative,positive")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="score a model even if some weights are not in its checkpoint (random at every load)")
+    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
+                        help="truncate to max length (default), or average the logits of overlapping windows")
+    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="inference precision: auto = the run's own (bfloat16 when it trained under bf16 "
+                             "autocast, as in metrics.json) or, for other targets, bfloat16 autocast where the "
+                             "CPU/GPU has native bf16, with its agreement with float32 reported; float32 = exact")

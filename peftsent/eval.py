@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
+from peftsent.cli import add_inference_arguments, check_out_dir, make_parser, positive_int, run_cli
 from peftsent.errors import PeftsentError
 
 EPILOG = """examples:
@@ -134,17 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")
     parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")
-    parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
-                        "LABEL_0/LABEL_1, e.g. negative,positive")
-    parser.add_argument("--allow-random-weights", action="store_true",
-                        help="score a model even if some weights are not in its checkpoint (random at every load)")
-    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
-                        help="truncate to max length (default), or average the logits of overlapping windows")
-    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
-                        help="inference precision: auto = the run's own (bfloat16 when it trained under bf16 "
-                             "autocast, as metrics.json) or, for other targets, bfloat16 autocast where the "
-                             "CPU/GPU has native bf16; agreement with float32 reported; float32 = exact reference")
+    add_inference_arguments(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from peftsent.cli import make_parser, positive_int, run_cli
+from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError
 
 EPILOG = """examples:
@@ -148,17 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="reviews per forward pass (default: 32)")
-    parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
-                        "LABEL_0/LABEL_1, e.g. negative,positive")
-    parser.add_argument("--allow-random-weights", action="store_true",
-                        help="label with a model even if some weights are not in its checkpoint")
-    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
-                        help="truncate to max length (default), or average the logits of overlapping windows")
-    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
-                        help="auto = the run's own precision (bfloat16 when it trained under bf16 autocast) or, for "
-                             "other targets, bfloat16 autocast where the CPU/GPU has native bf16 (agreement with "
-                             "float32 on the first 64 texts goes to stderr); float32 = exact")
+    add_inference_arguments(parser)
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
