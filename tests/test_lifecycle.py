@@ -247,7 +247,13 @@ def test_resume_refuses_data_that_changed_since_the_run_was_staged(tiny_models, 
     raw = tiny_recipe(tiny_models["bert"], data, tmp_path / "run", **STEPS)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert _killed_at("step-3", path) != 0
+    import subprocess
+    import sys
+
+    env = {**os.environ, KILL_AT_ENV: "save-4"}  # killed after checkpoint-2 and checkpoint-4 are complete
+    killed = subprocess.run([sys.executable, "-m", "peftsent.train", str(path)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode != 0 and not is_finished_run(tmp_path / "run"), killed.stderr[-2000:]
     write_csv(data, make_reviews(64, seed=1))  # same file name, other reviews
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert main([str(path), "--resume"]) == 2
