@@ -90,10 +90,12 @@ def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperat
 
     ``dtype``: the run's inference precision (:func:`peftsent.speed.run_dtype`), adapter merged in memory
     where it merges; its agreement with float32 goes into ``inference`` when given."""
-    from peftsent.inference import predict_checked
+    from peftsent.inference import AGREEMENT_PROBE, predict_checked
     from peftsent.modeling import class_order, to_canonical
 
-    logits, labels, speed, report = predict_checked(model, tokenizer, tokenized, batch_size, dtype)
+    # the float32 agreement probe is only kept for the split that records it (validation): no discarded passes
+    logits, labels, speed, report = predict_checked(model, tokenizer, tokenized, batch_size, dtype,
+                                                    probe=0 if inference is None else AGREEMENT_PROBE)
     if inference is not None:
         inference.update(report)
     logits = to_canonical(logits, class_order(model.config.id2label))  # columns (negative, positive)
