@@ -86,6 +86,38 @@ def load_base_model(location: str, dtype=None, with_report: bool = False, **kwar
     return (model, fresh_weights(model, info)) if with_report else model
 
 
+#: config attributes holding an encoder's own dropout: BERT, RoBERTa, ELECTRA, MiniLM and most BERT-family
+#: configs (hidden, attention probabilities), then DistilBERT's names for the same two
+ENCODER_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
+def dropout_overrides(location: str, dropout: float | None) -> dict:
+    """The ``from_pretrained`` config overrides that set an encoder's hidden and attention dropout to
+    ``dropout`` (a probability; ``model.dropout`` of a recipe). The one place this is decided.
+
+    Returns {} for None (keep the checkpoint's). The classification head keeps its dropout: where a config
+    derives it from ``hidden_dropout_prob`` (BERT, RoBERTa: ``classifier_dropout`` null) the old value is
+    pinned as ``classifier_dropout``; DistilBERT's head has its own ``seq_classif_dropout``.
+    Raises RecipeError if the model's config has none of :data:`ENCODER_DROPOUT_KEYS`.
+    """
+    if dropout is None:
+        return {}
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model {location} could not be loaded: {err}") from None
+    overrides = {key: float(dropout) for key in ENCODER_DROPOUT_KEYS
+                 if isinstance(getattr(config, key, None), (int, float))}
+    if not overrides:
+        raise RecipeError(f"model.dropout: the {config.model_type} config of {location} has none of "
+                          f"{', '.join(ENCODER_DROPOUT_KEYS)}; remove model.dropout to keep the model's own dropout")
+    if "hidden_dropout_prob" in overrides and hasattr(config, "classifier_dropout") and config.classifier_dropout is None:
+        overrides["classifier_dropout"] = config.hidden_dropout_prob
+    return overrides
+
+
 # ---------------------------------------------------------------- weights the checkpoint did not provide
 
 
@@ -420,7 +452,8 @@ def build_model(recipe, total_steps: int | None = None):
     tokenizer = load_tokenizer(source.location)
     spec = method_spec(recipe.method_name)
     quantized = {"quantization_config": quantization_config(recipe), "device_map": {"": 0}} if spec.needs_cuda else {}
-    base, fresh = load_base_model(source.location, with_report=True, **quantized)
+    base, fresh = load_base_model(source.location, with_report=True, **quantized,
+                                  **dropout_overrides(source.location, recipe.model.dropout))
     model = wrap_model(base, recipe, total_steps)
     check_fresh_weights_trained(model, fresh, recipe)
     report = parameter_report(model, head_modules_of(recipe), full=spec.config_class is None)
