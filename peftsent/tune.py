@@ -67,8 +67,8 @@ PRUNERS = ("median", "none")
 #: keys a study cannot search: the method decides which keys exist; each trial has its own directory
 FIXED_KEYS = {"method.name": "one study searches one method; run a study per method",
               "train.output_dir": "each trial trains into OUT/trials/trial-<n>"}
-#: overrides every trial gets: the test split is never looked at while searching; no baseline per trial
-TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none")
+#: a trial scores validation only: no test split, no baseline, no out-of-domain datasets (seconds to minutes each)
+TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none", "eval.also=[]")
 #: seconds between a running trial's heartbeats; a trial silent for GRACE_S is failed and retried
 HEARTBEAT_S, GRACE_S = 60, 180
 
