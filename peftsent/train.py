@@ -331,6 +331,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from peftsent.data import data_fingerprint, load_splits, tokenize_splits
     from peftsent.modeling import build_model
     from peftsent.rundir import run_stage, stage_path
+    from peftsent.speed import frozen_weights_in
     from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
 
@@ -351,7 +352,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
             trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks)
             started = time.perf_counter()
-            output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
+            with frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
+                output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
             timing = {"train_seconds": round(time.perf_counter() - started, 1),
                       "train_samples_per_second": output.metrics.get("train_samples_per_second"),
                       "world_size": args.world_size}
