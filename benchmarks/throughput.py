@@ -154,11 +154,12 @@ def fast_recipe(recipe_path, steps, n_eval, overrides=()):
     ])
 
 
-def fast_train(recipe, splits, scratch, compile_model=False):
+def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_dtype=True):
     from transformers import DataCollatorWithPadding, Trainer
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
+    from peftsent.speed import frozen_weights_in
     from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
 
@@ -171,10 +172,12 @@ def fast_train(recipe, splits, scratch, compile_model=False):
     tokenize_seconds = time.perf_counter() - started
     timer = _step_timer()
     extra = {"torch_compile": True} if compile_model else {}
-    trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch, **extra),
+    args = make_training_args(recipe, output_dir=scratch, **extra)
+    trainer = Trainer(model=model, args=args,
                       train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer, callbacks=[timer])
-    with _Peak() as peak:
+    stored = "bfloat16" if args.bf16 and frozen_in_autocast_dtype else "float32"
+    with _Peak() as peak, frozen_weights_in(model, stored):  # as peftsent.train
         trainer.train()
     steps = recipe.train["max_steps"]
     return model, tokenizer, tokenized, report, (steps - 1) * BATCH / timer.seconds(), peak, tokenize_seconds
@@ -216,16 +219,18 @@ def _profile(recipe, splits, scratch):
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
+    from peftsent.speed import frozen_weights_in
     from peftsent.tokenization import token_policy
     from peftsent.training_args import make_training_args
     from transformers import DataCollatorWithPadding, Trainer
 
     model, tokenizer, _ = build_model(recipe)
     tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
-    trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch, max_steps=3),
+    args = make_training_args(recipe, output_dir=scratch, max_steps=3)
+    trainer = Trainer(model=model, args=args,
                       train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof, frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
         trainer.train()
     print("\ntorch.profiler, fast path, 3 training steps, top ops by self CPU time:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
@@ -355,6 +360,7 @@ def _levers(recipe, splits, scratch, recipe_path, steps, n_eval) -> list[str]:
     rows = ["\nlevers (fast path, one change at a time; samples/s, one run each):"]
     variants = {
         "as shipped": [],
+        "encoder dropout 0.1 (model.dropout: null)": ["model.dropout=null"],
         "lora_dropout 0.1": ["method.lora_dropout=0.1"],
         "lora_dropout 0": ["method.lora_dropout=0"],
         "random batches (no length grouping)": ["train.train_sampling_strategy=random"],
@@ -365,6 +371,10 @@ def _levers(recipe, splits, scratch, recipe_path, steps, n_eval) -> list[str]:
         variant = fast_recipe(recipe_path, steps, n_eval, overrides)
         fast, tokenizer, tokenized, _, speed, peak, tok_s = fast_train(variant, splits, scratch)
         rows.append(f"  train, {name}: {speed:.2f} samples/s, peak RSS {peak.peak:.0f} MiB, tokenizing {tok_s:.2f} s")
+    variant = fast_recipe(recipe_path, steps, n_eval, [])
+    speed, peak = fast_train(variant, splits, scratch, frozen_in_autocast_dtype=False)[4:6]
+    rows.append(f"  train, frozen weights kept float32 (autocast casts them every step): {speed:.2f} samples/s, "
+                f"peak RSS {peak.peak:.0f} MiB")
     for name, dtype, merge in (("float32 unmerged", "float32", False), ("float32 merged", "float32", True),
                                ("bf16 unmerged", "bfloat16", False), ("bf16 merged", "bfloat16", True)):
         _, _, speed, peak, _ = fast_eval(fast, tokenizer, tokenized, recipe, dtype, merge)
