@@ -239,6 +239,28 @@ def check_best_reload(trainer, validation: dict) -> None:
             f"{validation['log_loss']:.6f} (tolerance {tolerance}): its saved weights do not reproduce it")
 
 
+def _validation_clock():
+    """A TrainerCallback summing the ``eval_runtime`` (seconds) of the validation passes made while training."""
+    from transformers import TrainerCallback
+
+    class ValidationClock(TrainerCallback):
+        seconds = 0.0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seconds += (metrics or {}).get("eval_runtime", 0.0)
+
+    return ValidationClock()
+
+
+def _training_timing(wall_seconds: float, validation_seconds: float, output, world_size: int) -> dict:
+    """``metrics.json`` ``timing`` of ``trainer.train``: ``train_seconds`` = wall seconds of this invocation less
+    its validation passes (optimizer steps, data loading and checkpoint saves), ``validation_seconds`` those
+    passes, ``train_wall_seconds`` both; ``train_samples_per_second`` as the Trainer reports it (wall-based)."""
+    return {"train_seconds": round(wall_seconds - validation_seconds, 1),
+            "validation_seconds": round(validation_seconds, 1), "train_wall_seconds": round(wall_seconds, 1),
+            "train_samples_per_second": output.metrics.get("train_samples_per_second"), "world_size": world_size}
+
+
 def _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing: dict):
     """Validation (also the best-reload check: one pass), test and ``eval.also`` metrics of the selected model,
     float32, over whole splits on every process, with the temperature fitted on validation (see
@@ -350,13 +372,12 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
-            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks)
+            clock = _validation_clock()
+            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, [*callbacks, clock])
             started = time.perf_counter()
             with frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
                 output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
-            timing = {"train_seconds": round(time.perf_counter() - started, 1),
-                      "train_samples_per_second": output.metrics.get("train_samples_per_second"),
-                      "world_size": args.world_size}
+            timing = _training_timing(time.perf_counter() - started, clock.seconds, output, args.world_size)
             results, write_files = _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing)
             if baseline is not None:
                 results["baseline"] = baseline
@@ -411,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(shown))
         if "calibration" in summary:
             print(describe_calibration(summary["calibration"]))
-        print(f"\ntrain time {summary['timing']['train_seconds']} s; peak RSS {summary['memory']['peak_rss_mib']} MiB")
+        timing = summary["timing"]
+        print(f"\ntrain time {timing['train_seconds']} s (+ {timing['validation_seconds']} s of validation while "
+              f"training); peak RSS {summary['memory']['peak_rss_mib']} MiB")
         if "baseline" in summary:
             from peftsent.baseline import compare_line
 

@@ -81,3 +81,17 @@ def test_failed_run_leaves_no_directory(tiny_models, tmp_path, monkeypatch):
         train(recipe)
     assert not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_validation_passes_are_not_counted_as_training_time(tiny_models, reviews_csv, tmp_path):
+    """Two epochs, a validation pass after each: train_seconds excludes them (the Trainer's own eval_runtime)."""
+    recipe = resolve_recipe(tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", max_steps=-1,
+                                        num_train_epochs=2))
+    run = train(recipe)
+    timing = json.loads((run / "metrics.json").read_text())["timing"]
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    passes = [e["eval_runtime"] for e in history if "eval_runtime" in e]
+    assert len(passes) == 2
+    assert timing["validation_seconds"] == pytest.approx(sum(passes), abs=0.05) and timing["validation_seconds"] > 0
+    assert timing["train_seconds"] == pytest.approx(timing["train_wall_seconds"] - timing["validation_seconds"], abs=0.15)
+    assert 0 < timing["train_seconds"] < timing["train_wall_seconds"]
