@@ -86,8 +86,8 @@ def load_base_model(location: str, dtype=None, with_report: bool = False, **kwar
     return (model, fresh_weights(model, info)) if with_report else model
 
 
-#: config attributes holding an encoder's own dropout: BERT, RoBERTa, ELECTRA, MiniLM and most BERT-family
-#: configs (hidden, attention probabilities), then DistilBERT's names for the same two
+#: config attributes holding an encoder's own dropout: BERT's and RoBERTa's (hidden, attention probabilities;
+#: MiniLM checkpoints are BERT), then DistilBERT's names for the same two: the registry's model types
 ENCODER_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
 
 

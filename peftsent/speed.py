@@ -129,16 +129,22 @@ def frozen_weights_in(model, dtype: str):
     require grad, so a frozen weight is cast again in every forward (torch.profiler: ``aten::copy_`` 19 % of
     a quick LoRA step on CPU). Storing it in bf16 gives the same bits (the same round-to-nearest cast),
     without the copies. Weights that train, biases, LayerNorm and embeddings stay float32.
-    Yields the number of weights stored in bf16 (0 for float32 training or full fine-tuning).
+    Only peft models: their checkpoints hold the adapter alone, so no bf16 tensor reaches a checkpoint (a
+    bottleneck run's checkpoint is the whole state dict, and ``--resume`` where ``bf16: auto`` means float32
+    would load the rounded weights for good). Base layers under DoRA are skipped: DoRA reads the base weight
+    outside the matmul (its row norms, in float32), where bf16 storage would change the result.
+    Yields the number of weights stored in bf16 (0 for float32 training, full fine-tuning, non-peft methods).
     """
     import torch
+    from peft import PeftModel
 
     kept = []
-    if dtype == "bfloat16":
+    if dtype == "bfloat16" and isinstance(model, PeftModel):
+        dora = {id(m.get_base_layer()) for m in model.modules() if getattr(m, "lora_magnitude_vector", None)}
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter) \
-                    and not weight.requires_grad and weight.dtype == torch.float32:
+                    and id(module) not in dora and not weight.requires_grad and weight.dtype == torch.float32:
                 kept.append((weight, weight.data))
                 weight.data = weight.data.to(torch.bfloat16)
     try:
