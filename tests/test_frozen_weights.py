@@ -22,6 +22,31 @@ def _step(model, batch):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("arch", ("distilbert", "bert", "roberta"))
+@pytest.mark.parametrize("method", ("lora", "ia3", "full"))
+def test_frozen_weights_in_bf16_give_the_same_training_step_and_come_back(arch, method, tiny_models, reviews_csv, tmp_path):
+    """A bf16-autocast training step with frozen linear weights stored in bf16 gives the same loss and
+    gradients as with them in float32 (autocast casts them anyway); at exit every tensor is float32 again."""
+    import torch
+
+    model, tokenizer, _ = build_model(resolve_recipe(tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "r",
+                                                                 {"name": method})))
+    batch = tokenizer(["a great movie, loved it", "awful and boring plot, the worst"], padding=True, return_tensors="pt")
+    batch["labels"] = torch.tensor([1, 0])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    reference = _step(copy.deepcopy(model), batch)
+    with frozen_weights_in(model, "bfloat16") as stored:
+        frozen_linear = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad)
+        assert stored == frozen_linear and (stored > 0) == (method != "full")
+        loss, grads = _step(model, batch)
+    assert loss == reference[0] and grads.keys() == reference[1].keys()
+    assert all(torch.equal(grads[n], reference[1][n]) for n in grads)
+    assert all(p.dtype == torch.float32 and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with frozen_weights_in(model, "float32") as stored:
+        assert stored == 0
+
+
 @pytest.mark.parametrize("arch", ("distilbert", "bert"))
 def test_dora_step_is_the_same_with_frozen_weights_in_bf16(arch, tiny_models, reviews_csv, tmp_path):
     """speed.frozen_weights_in promises 'the same bits' as float32 weights under autocast. DoRA (method lora,
@@ -52,7 +77,6 @@ def test_eval_reproduces_a_bottleneck_run_resumed_where_bf16_auto_means_false(ti
     does not have, so eval no longer reproduces the run's metrics."""
     import json
 
-    import torch
     from transformers import TrainerCallback
 
     import peftsent.training_args as training_args
