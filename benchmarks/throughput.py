@@ -8,7 +8,7 @@
 
 Both paths run in ONE process, interleaved (seed, fast, seed, fast, ...), on the same model
 (the recipe's, by default the embedded all-MiniLM-L6-v2), the same reviews, the same LoRA
-configuration (r=8 on every linear layer, classifier + pooler trained, 256 tokens) and the same
+configuration (the recipe's: r=16 on every linear layer, classifier + pooler trained, 256 tokens) and the same
 number of optimizer steps (batch 16):
 
 - seed style (a minimal hand-written reference of the project peftsent grew from): plain
