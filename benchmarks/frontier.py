@@ -75,7 +75,7 @@ def plot(rows: list[dict], baselines: dict, path: Path) -> None:
         mine = [r for r in rows if r["method"] == method]
         ax.scatter([r["minutes"] for r in mine], [r["test_accuracy"] for r in mine], label=method, zorder=3)
         for r in mine:
-            ax.annotate(f"{r['train_reviews']:,} x{r['epochs']}", (r["minutes"], r["test_accuracy"]),
+            ax.annotate(f"{r['train_reviews']:,} x{r['epochs']}, {r['truncation']}", (r["minutes"], r["test_accuracy"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
     for reviews, accuracy in sorted(baselines.items()):
         ax.axhline(accuracy, linestyle="--", linewidth=1, color="gray")
