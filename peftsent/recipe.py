@@ -52,7 +52,7 @@ class ModelSection:
     ``hidden_dropout_prob`` / ``attention_probs_dropout_prob``, DistilBERT's ``dropout`` /
     ``attention_dropout``; ``peftsent.modeling.dropout_overrides``); null keeps the checkpoint's (0.1 for
     BERT-family models). The classification head keeps its own dropout. 0 lets attention use the fused SDPA
-    kernel: about 1.3x faster LoRA steps and half the activation memory on CPU (``benchmarks/throughput.py``)"""
+    kernel: on CPU 2.3x faster LoRA steps (``benchmarks/throughput.py --levers``), 1.5x faster quick LoRA run"""
 
 
 @dataclass

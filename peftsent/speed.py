@@ -128,7 +128,9 @@ def frozen_weights_in(model, dtype: str):
     Autocast casts a float32 weight to bf16 at every matmul, and caches the cast only for weights that
     require grad, so a frozen weight is cast again in every forward (torch.profiler: ``aten::copy_`` 19 % of
     a quick LoRA step on CPU). Storing it in bf16 gives the same bits (the same round-to-nearest cast),
-    without the copies. Weights that train, biases, LayerNorm and embeddings stay float32.
+    without the copies (``copy_`` fell to 10 %; the step's speed changed within noise, ``--levers``: 10.57
+    against 10.46 samples/s), and half the frozen weights' memory. Weights that train, biases, LayerNorm and
+    embeddings stay float32.
     Only peft models: their checkpoints hold the adapter alone, so no bf16 tensor reaches a checkpoint (a
     bottleneck run's checkpoint is the whole state dict, and ``--resume`` where ``bf16: auto`` means float32
     would load the rounded weights for good). Base layers under DoRA are skipped: DoRA reads the base weight

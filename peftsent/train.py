@@ -255,8 +255,8 @@ def _validation_clock():
 def _training_timing(wall_seconds: float, validation_seconds: float, output, world_size: int) -> dict:
     """``metrics.json`` ``timing`` of ``trainer.train``: ``train_seconds`` = wall seconds of this invocation less
     its validation passes (optimizer steps, data loading, checkpoint saves and the best checkpoint's reload),
-    ``validation_seconds`` those
-    passes, ``train_wall_seconds`` both; ``train_samples_per_second`` as the Trainer reports it (wall-based)."""
+    ``validation_seconds`` those passes, ``train_wall_seconds`` both; ``train_samples_per_second`` as the
+    Trainer reports it (wall-based). Seconds, rounded to 0.1 so that the first two add up to the third."""
     wall, validation = round(wall_seconds, 1), round(validation_seconds, 1)
     return {"train_seconds": round(wall - validation, 1), "validation_seconds": validation, "train_wall_seconds": wall,
             "train_samples_per_second": output.metrics.get("train_samples_per_second"), "world_size": world_size}
