@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(ROOT.joinpath("recipes").rglob("*.yaml"))
 
 
+#: shipped recipes named for what they are for, not for their method (recipes/quick/best.yaml: the most accurate)
+NAMED_FOR_A_PURPOSE = {"best"}
+
+
 def _raw(tiny_models, reviews_csv, tmp_path, arch="bert", **method):
     return tiny_recipe(tiny_models[arch], reviews_csv, tmp_path / "run", method={"name": "lora", **method})
 
@@ -25,7 +29,8 @@ def test_every_shipped_recipe_resolves(path):
             load_recipe(path)
         return
     recipe = load_recipe(path)
-    assert recipe.method_name in path.stem or recipe.method_name == path.stem
+    if path.stem not in NAMED_FOR_A_PURPOSE:  # the other recipes are named for their method
+        assert recipe.method_name in path.stem or recipe.method_name == path.stem
     assert recipe.train["output_dir"].startswith("runs/")
     assert recipe.model_type in {"bert", "distilbert", "roberta"}
 
