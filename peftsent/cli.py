@@ -69,9 +69,12 @@ def add_inference_arguments(parser) -> None:
                         "LABEL_0/LABEL_1, e.g. negative,positive")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="score a model even if some weights are not in its checkpoint (random at every load)")
-    parser.add_argument("--long-reviews", default="truncate", choices=["truncate", "window"],
-                        help="truncate to max length (default), or average the logits of overlapping windows")
-    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows (default: max length / 2)")
+    parser.add_argument("--long-reviews", default="auto", choices=["auto", "truncate", "window"],
+                        help="reviews longer than the max length: auto = as the target was made to score them "
+                             "(a run's model.long_reviews, a saved model's tokenizer config; default), truncate = "
+                             "one pass over the kept tokens, window = average the logits of overlapping windows")
+    parser.add_argument("--stride", type=int, help="window: tokens shared by consecutive windows "
+                        "(default: the target's own, else max length / 2)")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                         help="inference precision: auto = the run's own (bfloat16 when it trained under bf16 "
                              "autocast, as in metrics.json) or, for other targets, bfloat16 autocast where the "

@@ -402,13 +402,14 @@ def tokenize_splits(splits, tokenizer, policy):
 
     from peftsent.cache import cached_map  # tokenized once per (data, tokenizer, max_length), reused across runs
 
-    import dataclasses
     import inspect
 
     import peftsent.tokenization
 
     # keyed by the policy and the code that applies it, so a changed truncation rule never reads a stale cache
-    key = {**dataclasses.asdict(policy), "code": inspect.getsource(peftsent.tokenization)}
+    # (how long reviews are scored later does not change the tokens: windows tokenize on their own)
+    key = {"max_length": policy.max_length, "truncation": policy.truncation,
+           "code": inspect.getsource(peftsent.tokenization)}
     tokenized = datasets.DatasetDict({split: cached_map(ds, encode, tokenizer, key, remove_columns=["text"])
                                       for split, ds in splits.items()})
     return tokenized.rename_column("label", "labels")

@@ -51,7 +51,7 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
              ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
-             allow_random_weights: bool = False, long_reviews: str = "truncate", stride: int | None = None,
+             allow_random_weights: bool = False, long_reviews: str = "auto", stride: int | None = None,
              dtype: str = "auto") -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
     plus ``samples_per_second`` (inference), ``inference`` (dtype, merged, agreement with float32 on the
@@ -62,14 +62,17 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
 
     ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is
     loaded and checked before the model. A run's temperature (calibration.json) is applied: metrics are as
-    served, the uncalibrated ECE and log-loss stay under ``uncalibrated``. ``long_reviews="window"`` averages
-    the logits of overlapping windows (``stride`` tokens shared) instead of truncating. Per-review predictions
+    served, the uncalibrated ECE and log-loss stay under ``uncalibrated``. ``long_reviews``: ``auto`` scores
+    as the target's own policy says (a run's ``model.long_reviews``, as metrics.json), ``window`` averages the
+    logits of overlapping windows (``stride`` tokens shared), ``truncate`` scores the truncated review (see
+    :meth:`peftsent.tokenization.TokenPolicy.for_scoring`); a report in another mode than the target's own is
+    named ``...-window`` / ``...-truncate``. Per-review predictions
     are written beside the report (``predictions-<report>.jsonl``). Raises PeftsentError subclasses for a bad
     target, dataset or split.
     """
     from peftsent.calibration import temperature_for
     from peftsent.data import SPLITS, load_splits, tokenize_splits
-    from peftsent.inference import LONG_REVIEWS, predict_checked, window_logits, window_stride
+    from peftsent.inference import predict_checked, window_stride
     from peftsent.loading import load_target, target_run
     from peftsent.metrics import format_table
     from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
@@ -78,38 +81,38 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
 
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
-    if long_reviews not in LONG_REVIEWS:
-        raise PeftsentError(f"--long-reviews {long_reviews}: expected one of {', '.join(LONG_REVIEWS)}")
-    if stride is not None and long_reviews != "window":
+    if long_reviews not in ("auto", "truncate", "window"):
+        raise PeftsentError(f"--long-reviews {long_reviews}: expected auto, truncate or window")
+    if stride is not None and long_reviews == "truncate":
         raise PeftsentError(f"--stride {stride} applies to windows only; add --long-reviews window")
     check_out_dir(out)
     section = _data_section(target_run(target), data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
     loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
-    if long_reviews == "window":
-        stride = window_stride(loaded.tokenizer, loaded.max_length, stride)
+    try:
+        policy = loaded.policy.for_scoring(long_reviews, stride)
+    except ValueError as err:
+        raise PeftsentError(str(err)) from None
+    if policy.long_reviews == "window":  # a bad stride fails before any scoring
+        window_stride(loaded.tokenizer, policy.max_length, policy.stride)
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
-    if long_reviews == "window":
-        logits, _, speed = window_logits(loaded.model, loaded.tokenizer, splits[split]["text"], loaded.max_length,
-                                         stride, batch_size)
-        labels, inference = tokenized[split]["labels"], {"dtype": "float32", "merged": False, "agreement": None}
-    else:
-        logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split],
-                                                           batch_size, target_dtype(dtype, loaded.run))
+    logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
+                                                       target_dtype(dtype, loaded.run), policy=policy,
+                                                       texts=splits[split]["text"])
     logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
     temperature = temperature_for(loaded)
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
         "truncation": loaded.policy.truncation,
         **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
-        "long_reviews": long_reviews if long_reviews == "truncate" else f"window (stride {stride})",
+        "long_reviews": inference["long_reviews"],
         "samples_per_second": speed, "inference": inference,
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         subset = f"-n{max_samples}" if max_samples is not None else ""  # a subset never overwrites the full report
-        subset += "-window" if long_reviews == "window" else ""
+        subset += f"-{policy.long_reviews}" if policy != loaded.policy else ""  # not the target's own scoring
         stem = f"{prefix}{data_stem(section.name)}-{split}{subset}"
         result["predictions"] = str(write_predictions(directory / predictions_name(stem), splits[split]["text"],
                                                       tokenized[split], logits, temperature))

@@ -79,8 +79,6 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
     return restored.astype(np.float32), labels, output.metrics.get("predict_samples_per_second")
 
 
-#: how reviews longer than the model's max length are scored: cut by the tokenization policy, or windows
-LONG_REVIEWS = ("truncate", "window")
 
 
 def window_stride(tokenizer, max_length: int, stride: int | None) -> int:
@@ -98,19 +96,27 @@ def window_stride(tokenizer, max_length: int, stride: int | None) -> int:
     return stride
 
 
-def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None, batch_size: int = 64):
+def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None, batch_size: int = 64,
+                  dtype: str = "float32", merge: bool = False, progress: bool = False):
     """Score every review over overlapping windows of ``max_length`` tokens and average their logits.
 
     Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``);
-    a review that fits is one window, so it scores exactly as under truncation. Float32, no autocast.
-    ``texts``: (n,) str. Returns (logits (n, 2) float32, windows per review (n,) int, reviews per second).
-    Needs a fast tokenizer (``overflow_to_sample_mapping``).
+    a review that fits is one window, so it scores exactly as under truncation. ``dtype``: float32 or
+    bfloat16 (autocast, see :func:`peftsent.speed.inference_context`); ``merge``: fold a mergeable adapter
+    into the base weights meanwhile (:func:`peftsent.speed.merged_in_memory`). Windows run sorted by length,
+    with a progress bar over batches when ``progress``.
+    ``texts``: (n,) str. Returns (logits (n, num_labels) float32, windows per review (n,) int, reviews per
+    second). Needs a fast tokenizer (``overflow_to_sample_mapping``).
     """
+    import contextlib
     import time
 
     import numpy as np
     import torch
+    from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding
+
+    from peftsent.speed import inference_context, merged_in_memory
 
     stride = window_stride(tokenizer, max_length, stride)
     texts = list(texts)
@@ -120,11 +126,14 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")  # less padding
     collate, device = DataCollatorWithPadding(tokenizer), next(model.parameters()).device
     sums, started = np.zeros((len(texts), model.config.num_labels)), time.perf_counter()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
+    model.eval()
+    with torch.no_grad(), merged_in_memory(model) if merge else contextlib.nullcontext(), \
+            inference_context(dtype, device.type):
+        for start in tqdm(range(0, len(order), batch_size), desc=f"windows ({len(order)} for {len(texts)} reviews)",
+                          unit="batch", disable=not progress, leave=False):
             rows = order[start:start + batch_size]
             batch = collate([features[i] for i in rows]).to(device)
-            logits = model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+            logits = model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
             np.add.at(sums, owner[rows], logits)
     counts = np.bincount(owner, minlength=len(texts))
     speed = round(len(texts) / max(time.perf_counter() - started, 1e-9), 3)
@@ -136,25 +145,47 @@ AGREEMENT_PROBE = 256
 
 
 def predict_checked(model, tokenizer, dataset, batch_size: int = 64, dtype: str = "auto", merge: bool = True,
-                    probe: int | None = AGREEMENT_PROBE, progress: bool = True):
+                    probe: int | None = AGREEMENT_PROBE, progress: bool = True, policy=None, texts=None):
     """Fast-path logits and how they agree with float32: (logits, labels, samples/s, report).
 
+    THE scoring of a split, for train's final evaluation and ``peftsent.eval``. ``dataset``: the split
+    tokenized under ``policy`` (:class:`peftsent.tokenization.TokenPolicy`); when ``policy.long_reviews`` is
+    ``window``, ``texts`` (the split's reviews, in order) are scored over windows
+    (:func:`window_logits`, ``policy.stride``) instead of the truncated rows.
     Predicts with ``dtype`` (auto: bf16 where native) and the adapter merged in memory
     where it can merge (in float32 that changes logits by rounding only, ~1e-6: the merge
     parity tests). When the dtype is not float32, the first ``probe`` rows (all when None)
     are predicted again in float32 without merging and compared.
     ``report``: ``dtype``, ``merged``, ``agreement`` (see :func:`peftsent.speed.agreement`,
-    None when the fast path is plain float32).
+    None when the fast path is plain float32), ``long_reviews`` (``truncate`` or ``window (stride S)``).
     """
+    import numpy as np
+
     from peftsent.speed import agreement, can_merge, resolve_dtype
 
     dtype = resolve_dtype(dtype)
     merged = merge and can_merge(model)
-    logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged)
-    report = {"dtype": dtype, "merged": merged, "agreement": None}
+    windows = policy is not None and policy.long_reviews == "window"
+    if windows:
+        texts = list(texts)
+        stride = window_stride(tokenizer, policy.max_length, policy.stride)
+
+        def score(rows, fast):
+            return window_logits(model, tokenizer, texts[:rows], policy.max_length, stride, batch_size,
+                                 dtype if fast else "float32", merged if fast else False, progress)[::2]
+
+        logits, speed = score(len(texts), True)
+        labels = np.asarray(dataset["labels"]) if "labels" in dataset.column_names else None
+    else:
+        logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged)
+    report = {"dtype": dtype, "merged": merged, "agreement": None,
+              "long_reviews": f"window (stride {stride})" if windows else "truncate"}
     if dtype != "float32":
         rows = len(dataset) if probe is None else min(probe, len(dataset))
         if rows:  # probe=0: the caller measures agreement itself
-            reference, _, _ = predict_logits(model, tokenizer, dataset.select(range(rows)), batch_size, progress)
+            if windows:
+                reference = score(rows, False)[0]
+            else:
+                reference, _, _ = predict_logits(model, tokenizer, dataset.select(range(rows)), batch_size, progress)
             report["agreement"] = agreement(logits[:rows], reference)
     return logits, labels, speed, report

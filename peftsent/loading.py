@@ -114,13 +114,13 @@ def _load_classifier(location: str, dtype=None, allow_random_weights: bool = Fal
 def _finish(model, tokenizer, kind: str, model_section, run, label_order, target: str) -> Loaded:
     """The one assembly of a Loaded: label order by id2label names, token policy from the model."""
     from peftsent.modeling import class_order
-    from peftsent.tokenization import token_policy
+    from peftsent.tokenization import section_policy
 
     try:
         order = class_order(model.config.id2label, label_order)
     except ModelError as err:
         raise ModelError(f"{target}: {err}") from None
-    policy = token_policy(model, model_section.max_length, model_section.truncation)
+    policy = section_policy(model, model_section)
     return Loaded(model.eval(), tokenizer, kind, policy, run, order, target)
 
 
@@ -129,11 +129,13 @@ def _default_section(name: str, tokenizer):
     (``model_max_length``, ``peftsent_truncation`` / ``truncation_side``, as a peftsent export writes them),
     at most DEFAULT_MAX_LENGTH."""
     from peftsent.recipe import ModelSection
-    from peftsent.tokenization import saved_truncation
+    from peftsent.tokenization import saved_long_reviews, saved_truncation
 
     max_length = min(DEFAULT_MAX_LENGTH, int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)))
     truncation = saved_truncation(tokenizer)
-    return ModelSection(name=name, max_length=max_length, truncation=truncation)
+    long_reviews, stride = saved_long_reviews(tokenizer)
+    return ModelSection(name=name, max_length=max_length, truncation=truncation, long_reviews=long_reviews,
+                        stride=stride)
 
 
 def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=False) -> Loaded:

@@ -94,48 +94,61 @@ def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "fl
     return out
 
 
-def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "truncate",
+def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None):
+    """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
+    (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
+    :func:`peftsent.inference.window_logits` when it scores windows."""
+    from peftsent.inference import window_logits
+
+    policy = policy or loaded.policy
+    if policy.long_reviews == "window":
+        return window_logits(loaded.model, loaded.tokenizer, texts, policy.max_length, policy.stride, batch_size,
+                             dtype)[0]
+    return text_logits(loaded, texts, batch_size, dtype)
+
+
+def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "auto",
                   stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
     """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
 
     Classes are named by the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's
-    temperature (calibration.json) divides the logits; ``long_reviews="window"`` averages the logits of
-    overlapping windows (``stride`` tokens shared, see :func:`peftsent.inference.window_logits`, float32).
-    Texts are batched by length within windows of :data:`SORT_WINDOW`; a mergeable adapter runs merged in memory.
+    temperature (calibration.json) divides the logits. ``long_reviews`` / ``stride``: as the target scores
+    long reviews (``auto``), or ``truncate`` / ``window`` (:meth:`peftsent.tokenization.TokenPolicy.for_scoring`,
+    :func:`peftsent.inference.window_logits`). Texts are batched by length within windows of
+    :data:`SORT_WINDOW`; a mergeable adapter runs merged in memory. Raises ValueError for a bad mode or stride.
     """
     import torch
 
     from peftsent.calibration import temperature_for
-    from peftsent.inference import window_logits
     from peftsent.registry import ID2LABEL as id2label
     from peftsent.speed import merged_in_memory
 
+    policy = loaded.policy.for_scoring(long_reviews, stride)
     temperature = temperature_for(loaded) or 1.0
     loaded.model.eval()
     with merged_in_memory(loaded.model):
         for window in range(0, len(texts), SORT_WINDOW):
             chunk = texts[window:window + SORT_WINDOW]
-            if long_reviews == "window":
-                logits = window_logits(loaded.model, loaded.tokenizer, chunk, loaded.max_length, stride, batch_size)[0]
-            else:
-                logits = text_logits(loaded, chunk, batch_size, dtype)
-            logits = torch.as_tensor(loaded.canonical(logits)) / temperature
+            logits = torch.as_tensor(loaded.canonical(policy_logits(loaded, chunk, batch_size, dtype, policy)))
+            logits = logits / temperature
             for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
                 best = max(range(len(probs)), key=probs.__getitem__)
                 yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
                        "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
 
 
-def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, probe: int = 64) -> str | None:
-    """One line: how the first ``probe`` texts' predictions in ``dtype`` agree with float32 (None for float32)."""
+def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, probe: int = 64,
+                     policy=None) -> str | None:
+    """One line: how the first ``probe`` texts' predictions in ``dtype`` agree with float32 (None for float32),
+    scored under ``policy`` (default the target's own)."""
     from peftsent.speed import agreement, merged_in_memory
 
     if dtype == "float32":
         return None
     sample = texts[:probe]
-    reference = text_logits(loaded, sample, batch_size, "float32")
+    reference = policy_logits(loaded, sample, batch_size, "float32", policy)
     with merged_in_memory(loaded.model):
-        fast = text_logits(loaded, sample, batch_size, dtype)
+        fast = policy_logits(loaded, sample, batch_size, dtype, policy)
     check = agreement(fast, reference)
     return (f"{dtype} vs float32 on the first {check['n']} texts: {check['prediction_agreement']:.4f} of labels agree, "
             f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
@@ -169,17 +182,21 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
-        if args.stride is not None and args.long_reviews != "window":
+        if args.stride is not None and args.long_reviews == "truncate":
             raise DataError(f"--stride {args.stride} applies to windows only; add --long-reviews window")
         loaded = load_target(args.target, label_order=args.label_order, allow_random_weights=args.allow_random_weights)
-        if args.long_reviews == "window":
+        try:
+            policy = loaded.policy.for_scoring(args.long_reviews, args.stride)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        if policy.long_reviews == "window":
             from peftsent.inference import window_stride
 
-            window_stride(loaded.tokenizer, loaded.max_length, args.stride)  # a bad stride fails before any output
+            window_stride(loaded.tokenizer, policy.max_length, policy.stride)  # a bad stride fails before any output
         dtype = target_dtype(args.dtype, loaded.run)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
-        check = report_agreement(loaded, texts, args.batch_size, dtype) if args.long_reviews != "window" else None
+        check = report_agreement(loaded, texts, args.batch_size, dtype, policy=policy)
         if check:
             print(check, file=sys.stderr)
         for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride, dtype):

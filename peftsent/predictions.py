@@ -85,17 +85,19 @@ def logits_array(frame) -> np.ndarray:
 
 
 def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperature: float | None,
-           dtype: str = "float32", inference: dict | None = None):
+           dtype: str = "float32", inference: dict | None = None, policy=None, texts=None):
     """(raw logits (n, 2), labels (n,), reviews/s, metrics as served: see :func:`score_logits`).
 
     ``dtype``: the run's inference precision (:func:`peftsent.speed.run_dtype`), adapter merged in memory
-    where it merges; its agreement with float32 goes into ``inference`` when given."""
+    where it merges; its agreement with float32 goes into ``inference`` when given. ``policy`` / ``texts``:
+    long reviews are scored as ``policy.long_reviews`` says (:func:`peftsent.inference.predict_checked`)."""
     from peftsent.inference import AGREEMENT_PROBE, predict_checked
     from peftsent.modeling import class_order, to_canonical
 
     # the float32 agreement probe is only kept for the split that records it (validation): no discarded passes
     logits, labels, speed, report = predict_checked(model, tokenizer, tokenized, batch_size, dtype,
-                                                    probe=0 if inference is None else AGREEMENT_PROBE)
+                                                    probe=0 if inference is None else AGREEMENT_PROBE,
+                                                    policy=policy, texts=texts)
     if inference is not None:
         inference.update(report)
     logits = to_canonical(logits, class_order(model.config.id2label))  # columns (negative, positive)
@@ -110,7 +112,9 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
     ``<split>_samples_per_second``; ``write(work)``, which writes ``predictions-*.jsonl`` and
     ``calibration.json`` into the run's work directory: only the main process calls it). Metrics are as
     served (temperature applied; accuracy is unchanged by it), with the uncalibrated ECE and log-loss kept
-    under ``uncalibrated``; ``policy`` is the run's :class:`peftsent.tokenization.TokenPolicy`.
+    under ``uncalibrated``; ``policy`` is the run's :class:`peftsent.tokenization.TokenPolicy`: with
+    ``long_reviews: window`` every split is scored over windows, and ``validation_truncated`` holds the
+    validation metrics of the truncated reviews, as training's own validation passes scored them.
     """
     import dataclasses
 
@@ -124,8 +128,11 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
     names = ("validation", "test") if recipe.eval.test else ("validation",)
     inference: dict = {}  # dtype, merged, agreement with float32 on the validation split's first reviews
     scored = {split: _score(model, tokenizer, tokenized[split], batch, bins, None, dtype,
-                            inference if split == "validation" else None) for split in names}
+                            inference if split == "validation" else None, policy, splits[split]["text"])
+              for split in names}
     results, timing, temperature = {"inference": inference}, {f"{s}_samples_per_second": scored[s][2] for s in names}, None
+    if policy.long_reviews == "window":  # what training's validation passes saw (the best-reload check)
+        results["validation_truncated"] = _score(model, tokenizer, tokenized["validation"], batch, bins, None, dtype)[3]
     files = []  # (file name, texts, tokenized split, raw logits)
     if recipe.eval.calibrate:
         temperature = fit_temperature(*scored["validation"][:2])
@@ -143,7 +150,8 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
                                       sample_seed=recipe.data.sample_seed)
         other = load_splits(section, splits=["test"])
         encoded = tokenize_splits(other, tokenizer, policy)["test"]
-        logits, _, _, also[name] = _score(model, tokenizer, encoded, batch, bins, temperature, dtype)
+        logits, _, _, also[name] = _score(model, tokenizer, encoded, batch, bins, temperature, dtype, None, policy,
+                                          other["test"]["text"])
         files.append((predictions_name(f"{data_stem(name)}-test"), other["test"]["text"], encoded, logits))
     if also:
         results["also"] = also

@@ -47,6 +47,12 @@ class ModelSection:
     truncation: str = "head"
     """which tokens of a longer review are kept: ``head`` (the first), ``tail`` (the last) or ``head+tail``
     (the first 128 and the rest from the end, Sun et al. 2019; see ``peftsent.tokenization``)"""
+    long_reviews: str = "truncate"
+    """how a review longer than ``max_length`` is scored by the run's evaluations, ``eval`` and ``predict``
+    (training always sees the truncated review): ``truncate`` (one pass over the kept tokens) or ``window``
+    (the logits of overlapping ``max_length``-token windows averaged; ``peftsent.tokenization``)"""
+    stride: int | None = None
+    """``long_reviews: window``: tokens shared by consecutive windows; null: ``max_length // 2``"""
     dropout: float | None = None
     """dropout probability of the encoder's own hidden and attention dropout during training (BERT's
     ``hidden_dropout_prob`` / ``attention_probs_dropout_prob``, DistilBERT's ``dropout`` /
@@ -423,10 +429,19 @@ def _check_tune(raw: dict, problems: list[str]) -> None:
 
 def _check_values(recipe: Recipe, problems: list[str]) -> None:
     """Cross-field rules, each naming the key to change."""
-    from peftsent.tokenization import TRUNCATIONS
+    from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
 
     if recipe.model.truncation not in TRUNCATIONS:
         problems.append(f"model.truncation: expected one of {', '.join(TRUNCATIONS)}, found {recipe.model.truncation!r}")
+    if recipe.model.long_reviews not in LONG_REVIEWS:
+        problems.append(f"model.long_reviews: expected one of {', '.join(LONG_REVIEWS)}, found {recipe.model.long_reviews!r}")
+    stride = recipe.model.stride
+    if stride is not None:
+        if recipe.model.long_reviews != "window":
+            problems.append(f"model.stride: {stride} applies to windows only; set model.long_reviews: window or remove it")
+        elif isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < recipe.model.max_length - 2:
+            problems.append(f"model.stride: expected tokens of overlap between windows, a whole number in "
+                            f"[0, max_length - 3], found {stride!r}; e.g. {recipe.model.max_length // 2}")
     if recipe.model.dropout is not None and not (0.0 <= recipe.model.dropout < 1.0):
         problems.append(f"model.dropout: expected a probability in [0, 1) or null, found {recipe.model.dropout}")
     if recipe.model.max_length < 8:

@@ -17,14 +17,23 @@ Truncation modes (``model.truncation``):
                ("How to Fine-Tune BERT for Text Classification?") keep 128 + 382 of 510; below
                ``max_length`` 512 + 2 the head shrinks to a quarter of the budget (max_length 128: 32 + 94),
                so the tail always gets most of the room.
+
+Scoring a review longer than ``max_length`` (``model.long_reviews``, ``TokenPolicy.long_reviews``):
+
+``truncate``   score the truncated review (the tokens training saw), one forward pass.
+``window``     score overlapping windows of ``max_length`` tokens, ``stride`` tokens shared (default
+               ``max_length // 2``), and average their logits (:func:`peftsent.inference.window_logits`); a
+               review that fits is one window and scores as under ``truncate``. Training is unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TRUNCATIONS = ("head", "tail", "head+tail")
+#: how a review longer than max_length is scored (see the module docstring)
+LONG_REVIEWS = ("truncate", "window")
 #: review tokens kept from the start under head+tail (Sun et al. 2019), at most
 HEAD_TOKENS = 128
 
@@ -37,6 +46,10 @@ class TokenPolicy:
     """tokens per review after truncation, special tokens included (virtual tokens not included)"""
     truncation: str = "head"
     """``head``, ``tail`` or ``head+tail`` (see the module docstring)"""
+    long_reviews: str = "truncate"
+    """how a longer review is scored: ``truncate`` or ``window`` (see the module docstring)"""
+    stride: int | None = None
+    """``window``: tokens shared by consecutive windows; None: ``max_length // 2``"""
 
     def head_tokens(self, budget: int) -> int:
         """Review tokens kept from the start under head+tail, for ``budget`` review tokens in all."""
@@ -91,6 +104,20 @@ class TokenPolicy:
             chosen = content[:head] + (content[len(content) - (budget - head):] if budget > head else [])
         return [*range(front), *chosen, *range(back, n)]
 
+    def for_scoring(self, long_reviews: str = "auto", stride: int | None = None) -> "TokenPolicy":
+        """The policy an evaluation or prediction scores with: ``long_reviews`` ``auto`` keeps this policy's own
+        (a run's recipe, a saved model's tokenizer config), ``truncate`` / ``window`` replace it; ``stride``
+        (window only) replaces the stride. Raises ValueError for an unknown mode or a stride without windows."""
+        if long_reviews not in ("auto", *LONG_REVIEWS):
+            raise ValueError(f"--long-reviews {long_reviews}: expected auto, {', '.join(LONG_REVIEWS)}")
+        mode = self.long_reviews if long_reviews == "auto" else long_reviews
+        if stride is not None and mode != "window":
+            raise ValueError(f"--stride {stride} applies to windows only; add --long-reviews window")
+        if mode != "window":
+            return replace(self, long_reviews=mode, stride=None)
+        return replace(self, long_reviews=mode, stride=stride if stride is not None else
+                       (self.stride if self.long_reviews == "window" else None))
+
     def configure(self, tokenizer):
         """Set a tokenizer's own settings to this policy where a plain tokenizer can express it.
 
@@ -104,11 +131,24 @@ class TokenPolicy:
         tokenizer.model_max_length, tokenizer.truncation_side = self.max_length, side
         tokenizer.init_kwargs["truncation_side"] = side  # save_pretrained writes init_kwargs, not the attribute
         tokenizer.init_kwargs[SAVED_TRUNCATION_KEY] = self.truncation
+        tokenizer.init_kwargs[SAVED_LONG_REVIEWS_KEY] = self.long_reviews
+        tokenizer.init_kwargs[SAVED_STRIDE_KEY] = self.stride
         return tokenizer
 
 
 #: tokenizer_config.json key holding a saved model's truncation mode (head, tail, head+tail)
 SAVED_TRUNCATION_KEY = "peftsent_truncation"
+#: tokenizer_config.json keys holding how a saved model scores long reviews (truncate, window) and its stride
+SAVED_LONG_REVIEWS_KEY, SAVED_STRIDE_KEY = "peftsent_long_reviews", "peftsent_stride"
+
+
+def saved_long_reviews(tokenizer) -> tuple[str, int | None]:
+    """(long_reviews, stride) a peftsent export saved with its tokenizer, else ``("truncate", None)``."""
+    saved = tokenizer.init_kwargs.get(SAVED_LONG_REVIEWS_KEY)
+    if saved not in LONG_REVIEWS:
+        return "truncate", None
+    stride = tokenizer.init_kwargs.get(SAVED_STRIDE_KEY)
+    return saved, (int(stride) if isinstance(stride, int) and not isinstance(stride, bool) else None)
 
 
 def saved_truncation(tokenizer) -> str:
@@ -135,16 +175,28 @@ def virtual_tokens_of(model) -> int:
     return int(getattr(config, option, 0) or 0) if option else 0
 
 
-def token_policy(model, max_length: int, truncation: str = "head") -> TokenPolicy:
+def token_policy(model, max_length: int, truncation: str = "head", long_reviews: str = "truncate",
+                 stride: int | None = None) -> TokenPolicy:
     """THE token policy of ``model`` (a built or loaded model, peft-wrapped or not).
 
     ``max_length``: requested tokens per review (``model.max_length``), capped at the model's usable
     positions less the prompt method's virtual tokens. ``truncation``: one of :data:`TRUNCATIONS`.
-    Raises ValueError for an unknown truncation mode.
+    ``long_reviews`` / ``stride``: how longer reviews are scored (:data:`LONG_REVIEWS`; the stride is
+    checked against the capped length by :func:`peftsent.inference.window_stride` where windows are made).
+    Raises ValueError for an unknown truncation or long-review mode.
     """
     if truncation not in TRUNCATIONS:
         raise ValueError(f"model.truncation: expected one of {', '.join(TRUNCATIONS)}, found {truncation!r}")
-    return TokenPolicy(review_tokens(model.config, max_length, virtual_tokens_of(model)), truncation)
+    if long_reviews not in LONG_REVIEWS:
+        raise ValueError(f"model.long_reviews: expected one of {', '.join(LONG_REVIEWS)}, found {long_reviews!r}")
+    return TokenPolicy(review_tokens(model.config, max_length, virtual_tokens_of(model)), truncation,
+                       long_reviews, stride if long_reviews == "window" else None)
+
+
+def section_policy(model, section) -> TokenPolicy:
+    """:func:`token_policy` of ``model`` under a recipe's ``model`` section (``max_length``, ``truncation``,
+    ``long_reviews``, ``stride``): what train and every loaded target (peftsent.loading) call."""
+    return token_policy(model, section.max_length, section.truncation, section.long_reviews, section.stride)
 
 
 def review_tokens(model_config, requested: int, virtual: int = 0) -> int:

@@ -274,7 +274,7 @@ def _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, tim
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     results, speeds, write_files = final_evaluation(model, tokenizer, recipe, splits, tokenized, policy)
     timing.update(speeds)
-    validation = results["validation"]
+    validation = results.get("validation_truncated", results["validation"])  # the Trainer validated truncated reviews
     check_best_reload(trainer, {**validation, **validation.get("uncalibrated", {})})  # the Trainer logged raw logits
     state = trainer.state
     results["best_checkpoint"] = state.best_model_checkpoint and Path(state.best_model_checkpoint).name
@@ -305,7 +305,7 @@ def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict, write_
 
 
 def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict, policy=None) -> dict:
-    """metrics.json. ``max_length``/``truncation``: the token policy every path used (capped at the model's
+    """metrics.json. ``max_length``/``truncation``/``long_reviews``: the token policy every path used (capped at the model's
     usable positions less virtual tokens); ``requested_max_length``: the recipe's ``model.max_length``."""
     from peftsent import __version__
 
@@ -319,6 +319,7 @@ def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: di
         "max_length": policy.max_length if policy else recipe.model.max_length,
         "requested_max_length": recipe.model.max_length,
         "truncation": policy.truncation if policy else recipe.model.truncation,
+        "long_reviews": policy.long_reviews if policy else recipe.model.long_reviews,
         "sizes": {split: len(ds) for split, ds in splits.items()},
         "parameters": report.to_dict(),
         **results,
@@ -355,7 +356,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from peftsent.modeling import build_model
     from peftsent.rundir import run_stage, stage_path
     from peftsent.speed import frozen_weights_in
-    from peftsent.tokenization import token_policy
+    from peftsent.inference import window_stride
+    from peftsent.tokenization import section_policy
     from peftsent.training_args import make_training_args
 
     preflight(recipe, overwrite)
@@ -368,7 +370,9 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         baseline = _baseline(recipe, splits) if stage.is_main_process else None
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
         model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
-        policy = token_policy(model, recipe.model.max_length, recipe.model.truncation)
+        policy = section_policy(model, recipe.model)
+        if policy.long_reviews == "window":  # a stride the windows cannot use fails before any training
+            window_stride(tokenizer, policy.max_length, policy.stride)
         tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
