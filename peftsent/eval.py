@@ -48,7 +48,7 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
     return loaded.run.path / EVAL_DIR, prefix
 
 
-def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int = 64,
+def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int | None = None,
              max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
              ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
              allow_random_weights: bool = False, long_reviews: str = "auto", stride: int | None = None,
@@ -56,6 +56,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
     plus ``samples_per_second`` (inference), ``inference`` (dtype, merged, agreement with float32 on the
     first 256 reviews: :func:`peftsent.inference.predict_checked`) and where the report was written.
+
+    ``batch_size``: reviews (or windows) per forward pass; None: a run's ``train.per_device_eval_batch_size``
+    (the batches its own final evaluation used, so that metrics.json is reproduced bit for bit), else 64.
 
     ``dtype``: ``auto`` (bfloat16 autocast where the device has native bf16, adapter merged in
     memory where it can merge), ``bfloat16`` or ``float32`` (the exact reference; adapters still merged).
@@ -96,6 +99,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     if policy.long_reviews == "window":  # a bad stride fails before any scoring
         window_stride(loaded.tokenizer, policy.max_length, policy.stride)
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
+    if batch_size is None:
+        batch_size = loaded.run.recipe().train["per_device_eval_batch_size"] if loaded.run is not None else 64
     logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
                                                        target_dtype(dtype, loaded.run), policy=policy,
                                                        texts=splits[split]["text"])
@@ -112,7 +117,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         subset = f"-n{max_samples}" if max_samples is not None else ""  # a subset never overwrites the full report
-        subset += f"-{policy.long_reviews}" if policy != loaded.policy else ""  # not the target's own scoring
+        if policy != loaded.policy:  # not the target's own scoring: -truncate, -window or -window-stride<S>
+            subset += f"-{policy.long_reviews}" + (f"-stride{policy.stride}" if policy.stride is not None else "")
         stem = f"{prefix}{data_stem(section.name)}-{split}{subset}"
         result["predictions"] = str(write_predictions(directory / predictions_name(stem), splits[split]["text"],
                                                       tokenized[split], logits, temperature))
@@ -132,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="run directory, adapter directory, model directory or hub id")
     parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
     parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="reviews per forward pass (default: 64)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="reviews per forward pass (default: a run's per_device_eval_batch_size, else 64)")
     parser.add_argument("--max-samples", type=positive_int, help="seeded stratified subset of the split")
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")

@@ -81,9 +81,10 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
 
 
 
-def window_stride(tokenizer, max_length: int, stride: int | None) -> int:
+def window_stride(tokenizer, max_length: int, stride: int | None, key: str = "--stride") -> int:
     """The window overlap in tokens: ``stride`` (default ``max_length // 2``), checked.
 
+    ``key`` names the setting in the message (``--stride`` on the command line, ``model.stride`` in a recipe).
     Raises PeftsentError unless 0 <= stride < max_length - special tokens (each window must advance).
     """
     from peftsent.errors import PeftsentError
@@ -91,8 +92,10 @@ def window_stride(tokenizer, max_length: int, stride: int | None) -> int:
     room = max_length - tokenizer.num_special_tokens_to_add()
     stride = max_length // 2 if stride is None else stride
     if not 0 <= stride < room:
-        raise PeftsentError(f"--stride {stride}: expected tokens of overlap between windows in [0, {room - 1}] "
-                            f"(max length {max_length} less {max_length - room} special tokens); e.g. --stride {room // 2}")
+        named = f"{key}: {stride}" if key.startswith("model.") else f"{key} {stride}"
+        example = f"{key}: {room // 2}" if key.startswith("model.") else f"{key} {room // 2}"
+        raise PeftsentError(f"{named}: expected tokens of overlap between windows in [0, {room - 1}] "
+                            f"(max length {max_length} less {max_length - room} special tokens); e.g. {example}")
     return stride
 
 
@@ -100,8 +103,8 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
                   dtype: str = "float32", merge: bool = False, progress: bool = False):
     """Score every review over overlapping windows of ``max_length`` tokens and average their logits.
 
-    Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``);
-    a review that fits is one window, so it scores exactly as under truncation. ``dtype``: float32 or
+    Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``) and run
+    from the review's start whatever the tokenizer's ``truncation_side``; a review that fits is one window, so it scores exactly as under truncation. ``dtype``: float32 or
     bfloat16 (autocast, see :func:`peftsent.speed.inference_context`); ``merge``: fold a mergeable adapter
     into the base weights meanwhile (:func:`peftsent.speed.merged_in_memory`). Windows run sorted by length,
     with a progress bar over batches when ``progress``.
@@ -120,7 +123,13 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
 
     stride = window_stride(tokenizer, max_length, stride)
     texts = list(texts)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True)
+    side = tokenizer.truncation_side  # a tail model's saved tokenizer cuts from the left: windows start at the start
+    tokenizer.truncation_side = "right"
+    try:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length, stride=stride,
+                            return_overflowing_tokens=True)
+    finally:
+        tokenizer.truncation_side = side
     owner = np.asarray(encoded.pop("overflow_to_sample_mapping"))  # (windows,) review index of each window
     features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(owner))]
     order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")  # less padding

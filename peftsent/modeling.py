@@ -340,6 +340,8 @@ def check_method_on_meta(recipe, source: ModelSource) -> None:
         raise RecipeError(f"method: {virtual_tokens(recipe.method)} virtual tokens leave {room} positions of "
                           f"the model's {max_input_tokens(config, 10**9)} for the review; lower num_virtual_tokens",
                           recipe.source)
+    if recipe.model.long_reviews == "window" and recipe.model.stride is not None:
+        _check_stride(recipe, source, room)
     if spec.config_class is None:
         return
     check_target_modules(model, recipe)
@@ -353,6 +355,18 @@ def check_method_on_meta(recipe, source: ModelSource) -> None:
     except Exception as err:  # peft's own checks: ValueError, NoMatchingPeftModuleError, ZeroDivisionError, ...
         raise RecipeError(f"method: {recipe.method_name} rejects these options: {type(err).__name__}: {err}",
                           recipe.source) from None
+
+
+def _check_stride(recipe, source: ModelSource, room: int) -> None:
+    """``model.stride`` against the review tokens the model really gets (``room``: capped at its positions less
+    virtual tokens), with the tokenizer's special tokens, before any weights load. Raises RecipeError."""
+    from peftsent.errors import PeftsentError
+    from peftsent.inference import window_stride
+
+    try:
+        window_stride(load_tokenizer(source.location), room, recipe.model.stride, key="model.stride")
+    except PeftsentError as err:
+        raise RecipeError(str(err), recipe.source) from None
 
 
 def _is_head(name: str, head_modules) -> bool:

@@ -372,7 +372,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
         policy = section_policy(model, recipe.model)
         if policy.long_reviews == "window":  # a stride the windows cannot use fails before any training
-            window_stride(tokenizer, policy.max_length, policy.stride)
+            window_stride(tokenizer, policy.max_length, policy.stride, key="model.stride")
         tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)

@@ -16,6 +16,8 @@ from conftest import ARCHS, tiny_recipe, write_csv
 from test_one_truth import long_reviews
 
 METHODS = {"full": {"name": "full"}, "lora": {"name": "lora", "init_lora_weights": False}}
+#: each method kind runs one truncation mode: windows must not follow a tail model's truncation side
+TRUNCATION = {"full": "tail", "lora": "head+tail"}
 #: the default suite runs every architecture and both method kinds; the rest of the matrix is marked slow
 DEFAULT_CASES = {("bert", "lora"), ("distilbert", "full"), ("roberta", "lora")}
 
@@ -30,7 +32,7 @@ def _window_run(model_dir, data, path, method):
 
     raw = tiny_recipe(model_dir, data, path, METHODS[method], per_device_eval_batch_size=8)
     raw["data"].update(validation_size=8, test_size=8)
-    raw["model"].update(truncation="head+tail", long_reviews="window", stride=8)
+    raw["model"].update(truncation=TRUNCATION[method], long_reviews="window", stride=8)
     return train(resolve_recipe(raw))
 
 
@@ -50,17 +52,21 @@ def test_every_path_scores_long_reviews_as_the_run_says(arch, method, tiny_model
     served = read_predictions(run / "predictions-long-test.jsonl")
     assert served["truncated"].any()  # the split has reviews longer than max_length
 
-    result = evaluate(str(run), batch_size=8)  # auto: the run's own scoring, reproducing metrics.json exactly
+    result = evaluate(str(run))  # the run's own scoring and eval batch size: metrics.json exactly
     assert result["long_reviews"] == "window (stride 8)" and result["written_to"].endswith("long-test.json")
     assert {k: result[k] for k in metrics["test"]} == metrics["test"]
 
-    truncated = evaluate(str(run), batch_size=8, long_reviews="truncate")
+    truncated = evaluate(str(run), long_reviews="truncate")
     assert truncated["long_reviews"] == "truncate" and truncated["written_to"].endswith("long-test-truncate.json")
     cut = read_predictions(truncated["predictions"])
     long_rows = served["truncated"].to_numpy()
     assert (served["logits"][long_rows].tolist() != cut["logits"][long_rows].tolist())  # windows changed them
     short = [v for row in served["logits"][~long_rows] for v in row]  # one window: the same up to padding rounding
     assert short == pytest.approx([v for row in cut["logits"][~long_rows] for v in row], abs=1e-4)
+
+    other = evaluate(str(run), long_reviews="window", stride=4)  # another stride: its own report
+    assert other["written_to"].endswith("long-test-window-stride4.json")
+    assert json.loads((run / "eval" / "long-test.json").read_text())["long_reviews"] == "window (stride 8)"
 
     loaded = load_target(str(run))
     predicted = [p["probabilities"]["positive"] for p in predict_texts(loaded, list(served["text"]), 8)]
@@ -93,6 +99,23 @@ def test_long_reviews_recipe_keys_are_checked(tiny_models, long_csv, tmp_path):
     raw["model"].update(long_reviews="window", stride=30)
     with pytest.raises(RecipeError, match=r"model.stride: expected .* \[0, max_length - 3\], found 30"):
         resolve_recipe(raw)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_stride_the_capped_length_cannot_take_fails_before_weights_load(tiny_models, long_csv, tmp_path,
+                                                                         monkeypatch):
+    """48 virtual tokens leave 16 of the tiny model's 64 positions: stride 20 passes the recipe's own bound
+    (max_length 32) but not the model's; the error names the recipe key, and no weights were loaded."""
+    import peftsent.modeling
+    from peftsent.train import train
+
+    raw = tiny_recipe(tiny_models["bert"], long_csv, tmp_path / "r", {"name": "prompt_tuning", "num_virtual_tokens": 48})
+    raw["model"].update(long_reviews="window", stride=20)
+    recipe = resolve_recipe(raw)
+    monkeypatch.setattr(peftsent.modeling, "build_model", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(RecipeError, match=r"model.stride: 20: expected tokens of overlap between windows in \[0, 13\] "
+                                          r"\(max length 16 less 2 special tokens\); e.g. model.stride: 7"):
+        train(recipe)
     assert not (tmp_path / "r").exists()
 
 
