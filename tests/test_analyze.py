@@ -167,7 +167,7 @@ def test_window_scoring_averages_windows_and_equals_truncation_when_a_review_fit
     assert logits[0] == pytest.approx(logits_of(loaded.model, loaded.tokenizer, [short])[0].numpy(), abs=1e-5)
     result = evaluate(str(run), long_reviews="window", stride=8)
     assert result["long_reviews"] == "window (stride 8)"
-    assert (run / "eval" / "predictions-reviews-test-window.jsonl").is_file()
+    assert (run / "eval" / "predictions-reviews-test-window-stride8.jsonl").is_file()  # an explicit stride: named
 
 
 def test_bad_stride_is_a_user_error(run, capsys):
