@@ -47,8 +47,11 @@ def long_csv(tmp_path_factory):
 
 @pytest.fixture
 def encode_log(monkeypatch):
-    """Record every TokenPolicy.encode call: text -> list of input_ids seen, per caller."""
+    """Record every TokenPolicy.encode call: text -> list of input_ids seen, per caller. The tokenization cache
+    is off: a split that another test tokenized the same way would otherwise be read back, not encoded."""
     from peftsent.tokenization import TokenPolicy
+
+    monkeypatch.setenv("PEFTSENT_CACHE", "off")
 
     log: dict[str, list] = {}
     real = TokenPolicy.encode
