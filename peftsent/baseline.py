@@ -130,7 +130,7 @@ def compare_line(summary: dict) -> str:
 EPILOG = """examples:
   python -m peftsent.baseline recipes/quick/lora.yaml                                # its 3,000 training reviews
   python -m peftsent.baseline recipes/quick/lora.yaml data.max_train_samples=null    # all 19,904
-  python -m peftsent.baseline recipes/quick/lora.yaml data.name=rotten_tomatoes-offline data.max_train_samples=null
+  python -m peftsent.baseline recipes/quick/lora.yaml data.name=rotten_tomatoes-offline data.max_train_samples=null eval.also=[]
 
 Fits on the training reviews the recipe's data section selects (the same subset and splits as its
 fine-tune) and prints validation and test metrics; the recipe's model and method are not used.

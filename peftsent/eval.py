@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"ece {raw['ece']:.4f}, log_loss {raw['log_loss']:.4f}")
         info, check = result["inference"], result["inference"]["agreement"]
         print(f"inference: {result['samples_per_second']} reviews/s, {info['dtype']}"
-              f"{', adapter merged in memory' if info['merged'] else ''}")
+              f"{', adapter merged in memory' if info['merged'] else ''}; long reviews: {result['long_reviews']}")
         if check:
             print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "
                   f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")

@@ -92,8 +92,9 @@ def window_stride(tokenizer, max_length: int, stride: int | None, key: str = "--
     room = max_length - tokenizer.num_special_tokens_to_add()
     stride = max_length // 2 if stride is None else stride
     if not 0 <= stride < room:
+        suggested = max_length // 2 if max_length // 2 < room else room // 2  # the default where it fits
         named = f"{key}: {stride}" if key.startswith("model.") else f"{key} {stride}"
-        example = f"{key}: {room // 2}" if key.startswith("model.") else f"{key} {room // 2}"
+        example = f"{key}: {suggested}" if key.startswith("model.") else f"{key} {suggested}"
         raise PeftsentError(f"{named}: expected tokens of overlap between windows in [0, {room - 1}] "
                             f"(max length {max_length} less {max_length - room} special tokens); e.g. {example}")
     return stride

@@ -189,16 +189,19 @@ def main(argv: list[str] | None = None) -> int:
             policy = loaded.policy.for_scoring(args.long_reviews, args.stride)
         except ValueError as err:
             raise DataError(str(err)) from None
-        if policy.long_reviews == "window":
+        if policy.long_reviews == "window":  # a bad stride fails before any output
             from peftsent.inference import window_stride
 
-            window_stride(loaded.tokenizer, policy.max_length, policy.stride)  # a bad stride fails before any output
+            stride = window_stride(loaded.tokenizer, policy.max_length, policy.stride)
         dtype = target_dtype(args.dtype, loaded.run)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
         check = report_agreement(loaded, texts, args.batch_size, dtype, policy=policy)
         if check:
             print(check, file=sys.stderr)
+        if policy.long_reviews == "window":  # on stderr: standard output stays one JSON line per text
+            print(f"long reviews: a text longer than {policy.max_length} tokens is scored over overlapping windows "
+                  f"(stride {stride}; --long-reviews truncate for one cut)", file=sys.stderr)
         for prediction in predict_texts(loaded, texts, args.batch_size, args.long_reviews, args.stride, dtype):
             print(json.dumps(prediction, ensure_ascii=False), flush=True)
         return 0

@@ -88,6 +88,20 @@ def test_every_path_scores_long_reviews_as_the_run_says(arch, method, tiny_model
         assert again["long_reviews"] == "window (stride 8)"
 
 
+def test_eval_and_predict_say_how_long_reviews_were_scored(tiny_models, long_csv, tmp_path, capsys):
+    from peftsent.eval import main as eval_main
+    from peftsent.predict import main as predict_main
+
+    run = _window_run(tiny_models["bert"], long_csv, tmp_path / "run", "lora")
+    capsys.readouterr()
+    assert eval_main([str(run)]) == 0
+    assert "long reviews: window (stride 8)" in capsys.readouterr().out
+    assert predict_main([str(run), "a long review " * 20]) == 0
+    assert "scored over overlapping windows (stride 8" in capsys.readouterr().err
+    assert predict_main([str(run), "a long review " * 20, "--long-reviews", "truncate"]) == 0
+    assert "windows" not in capsys.readouterr().err
+
+
 def test_long_reviews_recipe_keys_are_checked(tiny_models, long_csv, tmp_path):
     raw = tiny_recipe(tiny_models["bert"], long_csv, tmp_path / "r")
     raw["model"]["long_reviews"] = "slide"
@@ -114,7 +128,7 @@ def test_a_stride_the_capped_length_cannot_take_fails_before_weights_load(tiny_m
     recipe = resolve_recipe(raw)
     monkeypatch.setattr(peftsent.modeling, "build_model", lambda *a, **k: pytest.fail("weights loaded"))
     with pytest.raises(RecipeError, match=r"model.stride: 20: expected tokens of overlap between windows in \[0, 13\] "
-                                          r"\(max length 16 less 2 special tokens\); e.g. model.stride: 7"):
+                                          r"\(max length 16 less 2 special tokens\); e.g. model.stride: 8"):
         train(recipe)
     assert not (tmp_path / "r").exists()
 
