@@ -83,8 +83,25 @@ def test_failed_run_leaves_no_directory(tiny_models, tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
 
 
-def test_validation_passes_are_not_counted_as_training_time(tiny_models, reviews_csv, tmp_path):
-    """Two epochs, a validation pass after each: train_seconds excludes them (the Trainer's own eval_runtime)."""
+def test_validation_passes_are_not_counted_as_training_time(tiny_models, reviews_csv, tmp_path, monkeypatch):
+    """Two epochs, a validation pass after each: train_seconds excludes them (the Trainer's own eval_runtime).
+    Each pass is made to last at least 0.2 s (its metrics wait), so that it survives the 0.1 s rounding."""
+    import time
+
+    import peftsent.metrics
+
+    real = peftsent.metrics.trainer_metrics
+
+    def slow_metrics(*args, **kwargs):
+        compute = real(*args, **kwargs)
+
+        def slowly(prediction):
+            time.sleep(0.2)
+            return compute(prediction)
+
+        return slowly
+
+    monkeypatch.setattr(peftsent.metrics, "trainer_metrics", slow_metrics)
     recipe = resolve_recipe(tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run", max_steps=-1,
                                         num_train_epochs=2))
     run = train(recipe)
@@ -92,6 +109,6 @@ def test_validation_passes_are_not_counted_as_training_time(tiny_models, reviews
     history = json.loads((run / "trainer_state.json").read_text())["log_history"]
     passes = [e["eval_runtime"] for e in history if "eval_runtime" in e]
     assert len(passes) == 2
-    assert timing["validation_seconds"] == pytest.approx(sum(passes), abs=0.05) and timing["validation_seconds"] > 0
+    assert timing["validation_seconds"] == pytest.approx(sum(passes), abs=0.05) and timing["validation_seconds"] >= 0.4
     assert timing["train_seconds"] == pytest.approx(timing["train_wall_seconds"] - timing["validation_seconds"], abs=0.15)
     assert 0 < timing["train_seconds"] < timing["train_wall_seconds"]
