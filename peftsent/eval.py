@@ -80,14 +80,15 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     from peftsent.metrics import format_table
     from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
     from peftsent.speed import target_dtype
+    from peftsent.tokenization import check_scoring_request
     from peftsent.rundir import write_json
 
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
-    if long_reviews not in ("auto", "truncate", "window"):
-        raise PeftsentError(f"--long-reviews {long_reviews}: expected auto, truncate or window")
-    if stride is not None and long_reviews == "truncate":
-        raise PeftsentError(f"--stride {stride} applies to windows only; add --long-reviews window")
+    try:
+        check_scoring_request(long_reviews, stride)
+    except ValueError as err:
+        raise PeftsentError(str(err)) from None
     check_out_dir(out)
     section = _data_section(target_run(target), data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads

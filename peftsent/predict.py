@@ -182,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
-        if args.stride is not None and args.long_reviews == "truncate":
-            raise DataError(f"--stride {args.stride} applies to windows only; add --long-reviews window")
+        from peftsent.tokenization import check_scoring_request
+
+        try:
+            check_scoring_request(args.long_reviews, args.stride)  # before any model loads
+        except ValueError as err:
+            raise DataError(str(err)) from None
         loaded = load_target(args.target, label_order=args.label_order, allow_random_weights=args.allow_random_weights)
         try:
             policy = loaded.policy.for_scoring(args.long_reviews, args.stride)

@@ -108,11 +108,10 @@ class TokenPolicy:
         """The policy an evaluation or prediction scores with: ``long_reviews`` ``auto`` keeps this policy's own
         (a run's recipe, a saved model's tokenizer config), ``truncate`` / ``window`` replace it; ``stride``
         (window only) replaces the stride. Raises ValueError for an unknown mode or a stride without windows."""
-        if long_reviews not in ("auto", *LONG_REVIEWS):
-            raise ValueError(f"--long-reviews {long_reviews}: expected auto, {', '.join(LONG_REVIEWS)}")
+        check_scoring_request(long_reviews, stride)
         mode = self.long_reviews if long_reviews == "auto" else long_reviews
         if stride is not None and mode != "window":
-            raise ValueError(f"--stride {stride} applies to windows only; add --long-reviews window")
+            check_scoring_request(mode, stride)  # auto on a truncating target: the same message
         if mode != "window":
             return replace(self, long_reviews=mode, stride=None)
         return replace(self, long_reviews=mode, stride=stride if stride is not None else
@@ -134,6 +133,15 @@ class TokenPolicy:
         tokenizer.init_kwargs[SAVED_LONG_REVIEWS_KEY] = self.long_reviews
         tokenizer.init_kwargs[SAVED_STRIDE_KEY] = self.stride
         return tokenizer
+
+
+def check_scoring_request(long_reviews: str, stride: int | None) -> None:
+    """A command line's ``--long-reviews`` / ``--stride``, checked before any model loads: the mode is ``auto`` or
+    one of :data:`LONG_REVIEWS`, and a stride never comes with ``truncate``. Raises ValueError."""
+    if long_reviews not in ("auto", *LONG_REVIEWS):
+        raise ValueError(f"--long-reviews {long_reviews}: expected auto, {', '.join(LONG_REVIEWS)}")
+    if stride is not None and long_reviews == "truncate":
+        raise ValueError(f"--stride {stride} applies to windows only; add --long-reviews window")
 
 
 #: tokenizer_config.json key holding a saved model's truncation mode (head, tail, head+tail)

@@ -356,7 +356,6 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from peftsent.modeling import build_model
     from peftsent.rundir import run_stage, stage_path
     from peftsent.speed import frozen_weights_in
-    from peftsent.inference import window_stride
     from peftsent.tokenization import section_policy
     from peftsent.training_args import make_training_args
 
@@ -370,9 +369,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         baseline = _baseline(recipe, splits) if stage.is_main_process else None
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
         model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
-        policy = section_policy(model, recipe.model)
-        if policy.long_reviews == "window":  # a stride the windows cannot use fails before any training
-            window_stride(tokenizer, policy.max_length, policy.stride, key="model.stride")
+        policy = section_policy(model, recipe.model)  # model.stride: checked at preflight (check_method_on_meta)
         tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
