@@ -64,14 +64,14 @@ def random_distilbert(directory: str) -> str:
 def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: int, workers: int,
             eval_batch_size: int, compile_model: bool, scratch: str) -> dict:
     import torch
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     from peftsent.data import tokenize_splits
-    from peftsent.tokenization import token_policy
+    from peftsent.tokenization import section_policy
     from peftsent.inference import predict_checked
     from peftsent.modeling import build_model
     from peftsent.recipe import load_recipe
-    from peftsent.speed import matmul_peak_flops, mfu, training_flops_per_token
+    from peftsent.speed import BatchPadding, matmul_peak_flops, mfu, training_flops_per_token
     from peftsent.training_args import make_training_args
 
     recipe = load_recipe(f"recipes/{method}.yaml", [
@@ -83,9 +83,10 @@ def run_one(method: str, max_length: int, model_dir: str, splits, batch_size: in
         f"train.torch_compile={str(compile_model).lower()}",
     ])
     model, tokenizer, report = build_model(recipe)
-    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
+    policy = section_policy(model, recipe.model)
+    tokenized = tokenize_splits(splits, tokenizer, policy)
     trainer = Trainer(model=model, args=make_training_args(recipe, output_dir=scratch),
-                      train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
+                      train_dataset=tokenized["train"], data_collator=BatchPadding(tokenizer, policy.max_length),
                       processing_class=tokenizer)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()

@@ -155,12 +155,12 @@ def fast_recipe(recipe_path, steps, n_eval, overrides=()):
 
 
 def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_dtype=True):
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
-    from peftsent.speed import frozen_weights_in
-    from peftsent.tokenization import token_policy
+    from peftsent.speed import BatchPadding, frozen_weights_in
+    from peftsent.tokenization import section_policy
     from peftsent.training_args import make_training_args
 
     import torch
@@ -168,13 +168,14 @@ def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_
     torch.manual_seed(42)
     model, tokenizer, report = build_model(recipe)
     started = time.perf_counter()
-    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
+    policy = section_policy(model, recipe.model)
+    tokenized = tokenize_splits(splits, tokenizer, policy)
     tokenize_seconds = time.perf_counter() - started
     timer = _step_timer()
     extra = {"torch_compile": True} if compile_model else {}
     args = make_training_args(recipe, output_dir=scratch, **extra)
     trainer = Trainer(model=model, args=args,
-                      train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
+                      train_dataset=tokenized["train"], data_collator=BatchPadding(tokenizer, policy.max_length),
                       processing_class=tokenizer, callbacks=[timer])
     stored = "bfloat16" if args.bf16 and frozen_in_autocast_dtype else "float32"
     with _Peak() as peak, frozen_weights_in(model, stored):  # as peftsent.train
@@ -219,16 +220,17 @@ def _profile(recipe, splits, scratch):
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
-    from peftsent.speed import frozen_weights_in
-    from peftsent.tokenization import token_policy
+    from peftsent.speed import BatchPadding, frozen_weights_in
+    from peftsent.tokenization import section_policy
     from peftsent.training_args import make_training_args
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     model, tokenizer, _ = build_model(recipe)
-    tokenized = tokenize_splits(splits, tokenizer, token_policy(model, recipe.model.max_length, recipe.model.truncation))
+    policy = section_policy(model, recipe.model)
+    tokenized = tokenize_splits(splits, tokenizer, policy)
     args = make_training_args(recipe, output_dir=scratch, max_steps=3)
     trainer = Trainer(model=model, args=args,
-                      train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer),
+                      train_dataset=tokenized["train"], data_collator=BatchPadding(tokenizer, policy.max_length),
                       processing_class=tokenizer)
     with profile(activities=[ProfilerActivity.CPU]) as prof, frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
         trainer.train()

@@ -30,10 +30,14 @@ def preserved_rng():
             np.random.set_state(numpy_state)
 
 
-def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progress: bool = True):
-    """A Trainer that only predicts: float32, no logging, CPU unless CUDA is present."""
+def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progress: bool = True,
+                 max_length: int | None = None):
+    """A Trainer that only predicts: float32, no logging, CPU unless CUDA is present. Batches padded by
+    :class:`peftsent.speed.BatchPadding` up to ``max_length`` (None: the tokenizer's ``model_max_length``)."""
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
+
+    from peftsent.speed import BatchPadding
 
     args = TrainingArguments(
         output_dir=output_dir,
@@ -43,18 +47,20 @@ def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progre
         disable_tqdm=not progress,
         label_names=["labels"],
     )
-    return Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    padding = BatchPadding(tokenizer, tokenizer.model_max_length if max_length is None else max_length)
+    return Trainer(model=model, args=args, data_collator=padding, processing_class=tokenizer)
 
 
 def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bool = True,
-                   dtype: str = "float32", merge: bool = False):
+                   dtype: str = "float32", merge: bool = False, max_length: int | None = None):
     """Logits of a tokenized split, in the split's own order.
 
     ``dataset``: columns input_ids, attention_mask, labels, length. Rows run
     sorted by length (less padding) and are put back in order. ``dtype``:
     float32, bfloat16 (autocast) or auto (see :func:`peftsent.speed.resolve_dtype`);
     ``merge``: fold a mergeable adapter into the base weights while predicting
-    (:func:`peftsent.speed.merged_in_memory`). Returns
+    (:func:`peftsent.speed.merged_in_memory`). ``max_length``: the token policy's length, up to which
+    :class:`peftsent.speed.BatchPadding` pads (None: the split's longest row). Returns
     (logits (n, 2) float32, labels (n,) int, samples per second).
     """
     import contextlib
@@ -64,12 +70,14 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
 
     from peftsent.speed import inference_context, merged_in_memory
 
-    order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    lengths = np.asarray(dataset["length"])  # tokens after truncation: padding never goes past the longest
+    order = np.argsort(lengths, kind="stable")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # labels stay out of the forward pass: no loss is needed (AdaLoRA's adds a regulariser that fails at inference)
     inputs = dataset.select(order).remove_columns([c for c in ("labels",) if c in dataset.column_names])
     with preserved_rng(), tempfile.TemporaryDirectory(prefix="peftsent-eval-") as scratch:  # nothing stays
-        trainer = eval_trainer(model, tokenizer, scratch, batch_size, progress)
+        cap = max_length or int(lengths.max(initial=1))
+        trainer = eval_trainer(model, tokenizer, scratch, batch_size, progress, cap)
         with merged_in_memory(model) if merge else contextlib.nullcontext(), inference_context(dtype, device):
             output = trainer.predict(inputs, metric_key_prefix="predict")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
@@ -118,9 +126,8 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     import numpy as np
     import torch
     from tqdm.auto import tqdm
-    from transformers import DataCollatorWithPadding
 
-    from peftsent.speed import inference_context, merged_in_memory
+    from peftsent.speed import BatchPadding, inference_context, merged_in_memory
 
     stride = window_stride(tokenizer, max_length, stride)
     texts = list(texts)
@@ -134,7 +141,7 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     owner = np.asarray(encoded.pop("overflow_to_sample_mapping"))  # (windows,) review index of each window
     features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(owner))]
     order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")  # less padding
-    collate, device = DataCollatorWithPadding(tokenizer), next(model.parameters()).device
+    collate, device = BatchPadding(tokenizer, max_length), next(model.parameters()).device
     sums, started = np.zeros((len(texts), model.config.num_labels)), time.perf_counter()
     model.eval()
     with torch.no_grad(), merged_in_memory(model) if merge else contextlib.nullcontext(), \
@@ -187,7 +194,8 @@ def predict_checked(model, tokenizer, dataset, batch_size: int = 64, dtype: str 
         logits, speed = score(len(texts), True)
         labels = np.asarray(dataset["labels"]) if "labels" in dataset.column_names else None
     else:
-        logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged)
+        cap = policy.max_length if policy is not None else None
+        logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged, cap)
     report = {"dtype": dtype, "merged": merged, "agreement": None,
               "long_reviews": f"window (stride {stride})" if windows else "truncate"}
     if dtype != "float32":
@@ -196,6 +204,7 @@ def predict_checked(model, tokenizer, dataset, batch_size: int = 64, dtype: str 
             if windows:
                 reference = score(rows, False)[0]
             else:
-                reference, _, _ = predict_logits(model, tokenizer, dataset.select(range(rows)), batch_size, progress)
+                reference, _, _ = predict_logits(model, tokenizer, dataset.select(range(rows)), batch_size, progress,
+                                                 max_length=cap)
             report["agreement"] = agreement(logits[:rows], reference)
     return logits, labels, speed, report

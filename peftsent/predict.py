@@ -72,15 +72,16 @@ def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "fl
     """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
-    run sorted by token count (less padding), in ``dtype`` (see :func:`peftsent.speed.inference_context`),
+    run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
+    (see :func:`peftsent.speed.inference_context`),
     on the model's device.
     """
     import numpy as np
     import torch
 
-    from peftsent.speed import device_of, inference_context
+    from peftsent.speed import BatchPadding, device_of, inference_context
 
-    device = device_of(loaded.model)
+    device, collate = device_of(loaded.model), BatchPadding(loaded.tokenizer, loaded.max_length)
     encoded = loaded.encode(texts)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
@@ -89,7 +90,7 @@ def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "fl
     with torch.no_grad(), inference_context(dtype, device):
         for start in range(0, len(texts), batch_size):
             picked = order[start:start + batch_size]
-            batch = loaded.tokenizer.pad([rows[i] for i in picked], return_tensors="pt").to(device)
+            batch = collate([rows[i] for i in picked]).to(device)
             out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
     return out
 

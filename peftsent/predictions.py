@@ -132,7 +132,8 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
               for split in names}
     results, timing, temperature = {"inference": inference}, {f"{s}_samples_per_second": scored[s][2] for s in names}, None
     if policy.long_reviews == "window":  # what training's validation passes saw (the best-reload check)
-        results["validation_truncated"] = _score(model, tokenizer, tokenized["validation"], batch, bins, None, dtype)[3]
+        results["validation_truncated"] = _score(model, tokenizer, tokenized["validation"], batch, bins, None, dtype,
+                                                 policy=policy.for_scoring("truncate"))[3]
     files = []  # (file name, texts, tokenized split, raw logits)
     if recipe.eval.calibrate:
         temperature = fit_temperature(*scored["validation"][:2])

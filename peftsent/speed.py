@@ -9,6 +9,7 @@ One place for each decision:
   ``with`` block (LoRA and the other peft tuners that can merge), unmerged afterwards.
 - :func:`frozen_weights_in`: frozen linear weights stored in the autocast dtype while training.
 - :func:`agreement`: how far a fast path's logits are from float32's.
+- :class:`BatchPadding`: how every batch of tokenized reviews is padded (training, evaluation, windows).
 - :func:`matmul_peak_flops`, :func:`training_flops_per_token`, :func:`mfu`: model FLOPs utilisation.
 """
 
@@ -18,6 +19,43 @@ import contextlib
 import time
 
 DTYPES = ("auto", "bfloat16", "float32")
+
+#: batches are padded to a multiple of this many tokens (see :class:`BatchPadding`)
+PAD_TO_MULTIPLE_OF = 32
+
+
+class BatchPadding:
+    """THE collator of every path that batches tokenized reviews: training (train and eval datasets of the
+    run's Trainer), ``Trainer.predict`` in :func:`peftsent.inference.predict_logits` and the windows of
+    :func:`peftsent.inference.window_logits`, so the same review meets the same padding in ``train`` and ``eval``.
+
+    Each batch is padded to its longest row rounded up to a multiple of ``pad_to_multiple_of`` tokens
+    (default :data:`PAD_TO_MULTIPLE_OF`), never beyond ``max_length`` (the token policy's length, which already
+    leaves room for a prompt method's virtual tokens) unless a row is longer. Why: oneDNN, PyTorch's CPU
+    matmul library under bf16 autocast, caches a primitive with its own scratch memory for every distinct
+    matrix shape (up to 1,024); length-sorted batches padded to their longest row make a new shape almost
+    every batch, and the quick LoRA recipe's RSS grew by about 20 MiB per optimizer step. With at most
+    ``max_length / 32`` lengths (8 at 256 tokens) it stays flat (``README.md``, Performance). Multiples of 8 or
+    more also suit GPU tensor cores (the ``pad_to_multiple_of`` of ``transformers.DataCollatorWithPadding``).
+    The padded positions are masked: logits change by float rounding only.
+
+    ``features``: rows with ``input_ids`` (and ``attention_mask``, ``token_type_ids``, ``labels``).
+    Returns a ``transformers.BatchEncoding`` of (batch, padded length) int64 tensors.
+    """
+
+    def __init__(self, tokenizer, max_length: int, pad_to_multiple_of: int = PAD_TO_MULTIPLE_OF):
+        self.tokenizer, self.max_length, self.pad_to_multiple_of = tokenizer, int(max_length), pad_to_multiple_of
+
+    def padded_length(self, longest: int) -> int:
+        """Tokens per row of a batch whose longest row has ``longest`` tokens."""
+        multiple = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return max(longest, min(multiple, self.max_length))
+
+    def __call__(self, features):
+        from transformers import DataCollatorWithPadding
+
+        target = self.padded_length(max(len(f["input_ids"]) for f in features))
+        return DataCollatorWithPadding(self.tokenizer, padding="max_length", max_length=target)(features)
 
 
 def device_of(model) -> str:

@@ -186,14 +186,16 @@ def _reload_checkpoint(recipe, checkpoint: str):
     return _attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
 
 
-def _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks=()):
+def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
     """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
     ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
     it multiplies it by the number of processes (eval_loss 1.386 instead of 0.693 under two, gradients doubled)
-    and skips the division by ``gradient_accumulation_steps``."""
-    from transformers import DataCollatorWithPadding, Trainer
+    and skips the division by ``gradient_accumulation_steps``. Batches are padded by
+    :class:`peftsent.speed.BatchPadding` under ``policy``'s length."""
+    from transformers import Trainer
 
     from peftsent.metrics import trainer_metrics
+    from peftsent.speed import BatchPadding
 
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
@@ -215,7 +217,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, callbacks=()):
 
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
         compute_metrics=trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
     )
 
@@ -375,7 +377,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             _announce(recipe, report, splits, stage)
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
             clock = _validation_clock()
-            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, [*callbacks, clock])
+            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, policy, [*callbacks, clock])
             started = time.perf_counter()
             with frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
                 output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
