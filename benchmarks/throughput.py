@@ -154,12 +154,12 @@ def fast_recipe(recipe_path, steps, n_eval, overrides=()):
     ])
 
 
-def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_dtype=True):
+def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_dtype=True, pad_to_multiple_of=None):
     from transformers import Trainer
 
     from peftsent.data import tokenize_splits
     from peftsent.modeling import build_model
-    from peftsent.speed import BatchPadding, frozen_weights_in
+    from peftsent.speed import PAD_TO_MULTIPLE_OF, BatchPadding, frozen_weights_in
     from peftsent.tokenization import section_policy
     from peftsent.training_args import make_training_args
 
@@ -175,8 +175,8 @@ def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_
     extra = {"torch_compile": True} if compile_model else {}
     args = make_training_args(recipe, output_dir=scratch, **extra)
     trainer = Trainer(model=model, args=args,
-                      train_dataset=tokenized["train"], data_collator=BatchPadding(tokenizer, policy.max_length),
-                      processing_class=tokenizer, callbacks=[timer])
+                      train_dataset=tokenized["train"], processing_class=tokenizer, callbacks=[timer],
+                      data_collator=BatchPadding(tokenizer, policy.max_length, pad_to_multiple_of or PAD_TO_MULTIPLE_OF))
     stored = "bfloat16" if args.bf16 and frozen_in_autocast_dtype else "float32"
     with _Peak() as peak, frozen_weights_in(model, stored):  # as peftsent.train
         trainer.train()
@@ -358,7 +358,8 @@ def main() -> int:
 
 
 def _levers(recipe, splits, scratch, recipe_path, steps, n_eval) -> list[str]:
-    """Fast path with one lever changed at a time (training: dropout, sampler; eval: merge, dtype, batch)."""
+    """Fast path with one lever changed at a time (training: dropout, sampler, precision, padding; eval: merge,
+    dtype)."""
     rows = ["\nlevers (fast path, one change at a time; samples/s, one run each):"]
     variants = {
         "as shipped": [],
@@ -376,6 +377,9 @@ def _levers(recipe, splits, scratch, recipe_path, steps, n_eval) -> list[str]:
     variant = fast_recipe(recipe_path, steps, n_eval, [])
     speed, peak = fast_train(variant, splits, scratch, frozen_in_autocast_dtype=False)[4:6]
     rows.append(f"  train, frozen weights kept float32 (autocast casts them every step): {speed:.2f} samples/s, "
+                f"peak RSS {peak.peak:.0f} MiB")
+    speed, peak = fast_train(variant, splits, scratch, pad_to_multiple_of=1)[4:6]
+    rows.append(f"  train, batches padded to their longest row (no multiple of 32): {speed:.2f} samples/s, "
                 f"peak RSS {peak.peak:.0f} MiB")
     for name, dtype, merge in (("float32 unmerged", "float32", False), ("float32 merged", "float32", True),
                                ("bf16 unmerged", "bfloat16", False), ("bf16 merged", "bfloat16", True)):
