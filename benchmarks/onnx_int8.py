@@ -38,10 +38,13 @@ def _batches(tokenized, batch_size: int):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _padded(tokenizer, tokenized, index):
+def _padded(tokenizer, tokenized, index, max_length: int):
+    """One batch padded as peftsent pads it (:class:`peftsent.speed.BatchPadding`), as numpy int64."""
+    from peftsent.speed import BatchPadding
+
     rows = tokenized.select(index.tolist())
     features = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows]
-    return tokenizer.pad(features, return_tensors="np")
+    return {k: v.numpy() for k, v in BatchPadding(tokenizer, max_length)(features).items()}
 
 
 def export(model, tokenizer, directory: Path) -> Path:
@@ -60,12 +63,12 @@ def export(model, tokenizer, directory: Path) -> Path:
     return path
 
 
-def ort_logits(session, tokenizer, tokenized, batches) -> tuple[np.ndarray, float]:
+def ort_logits(session, tokenizer, tokenized, batches, max_length: int) -> tuple[np.ndarray, float]:
     """Logits (n, num_labels) float32 in split order, and reviews per second."""
     out = np.zeros((len(tokenized), 2), dtype=np.float32)
     started = time.perf_counter()
     for index in batches:
-        batch = _padded(tokenizer, tokenized, index)
+        batch = _padded(tokenizer, tokenized, index, max_length)
         out[index] = session.run(["logits"], {"input_ids": batch["input_ids"].astype(np.int64),
                                               "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
     return out, len(tokenized) / (time.perf_counter() - started)
@@ -122,11 +125,12 @@ def main(argv=None) -> int:
         for _ in range(args.rounds):
             for name, dtype in ((default, "auto"), ("pytorch float32 merged", "float32")):
                 out, _, speed, _ = predict_checked(loaded.model, loaded.tokenizer, tokenized, args.batch_size,
-                                                    resolve_dtype(dtype), probe=0, progress=False)
+                                                    resolve_dtype(dtype), probe=0, progress=False,
+                                                    policy=loaded.policy.for_scoring("truncate"))
                 logits[name] = np.asarray(out, dtype=np.float32)
                 speeds[name].append(speed)
             for name, session in sessions.items():
-                logits[name], speed = ort_logits(session, loaded.tokenizer, tokenized, batches)
+                logits[name], speed = ort_logits(session, loaded.tokenizer, tokenized, batches, loaded.max_length)
                 speeds[name].append(speed)
 
     reference = logits["pytorch float32 merged"].argmax(1)

@@ -184,6 +184,13 @@ def fast_train(recipe, splits, scratch, compile_model=False, frozen_in_autocast_
     return model, tokenizer, tokenized, report, (steps - 1) * BATCH / timer.seconds(), peak, tokenize_seconds
 
 
+def _cut_policy(model, recipe):
+    """The recipe's token policy, scoring one cut per review (the benchmark times the cut, not windows)."""
+    from peftsent.tokenization import section_policy
+
+    return section_policy(model, recipe.model).for_scoring("truncate")
+
+
 def fast_eval(model, tokenizer, tokenized, recipe, dtype="auto", merge=True):
     from peftsent.inference import predict_checked
 
@@ -191,7 +198,7 @@ def fast_eval(model, tokenizer, tokenized, recipe, dtype="auto", merge=True):
         started = time.perf_counter()
         logits, labels, _, report = predict_checked(model, tokenizer, tokenized["validation"],
                                                     recipe.train["per_device_eval_batch_size"], dtype, merge,
-                                                    probe=0, progress=False)
+                                                    probe=0, progress=False, policy=_cut_policy(model, recipe))
         seconds = time.perf_counter() - started
     return logits, labels, len(labels) / seconds, peak, report
 
@@ -201,7 +208,8 @@ def reference_logits(model, tokenizer, tokenized, recipe):
     from peftsent.inference import predict_logits
 
     logits, _, _ = predict_logits(model, tokenizer, tokenized["validation"],
-                                  recipe.train["per_device_eval_batch_size"], progress=False)
+                                  recipe.train["per_device_eval_batch_size"], progress=False,
+                                  max_length=_cut_policy(model, recipe).max_length)
     return logits
 
 

@@ -37,14 +37,18 @@ class BatchPadding:
     every batch, and the quick LoRA recipe's RSS grew by about 20 MiB per optimizer step. With at most
     ``max_length / 32`` lengths (8 at 256 tokens) it stays flat (``README.md``, Performance). Multiples of 8 or
     more also suit GPU tensor cores (the ``pad_to_multiple_of`` of ``transformers.DataCollatorWithPadding``).
-    The padded positions are masked: logits change by float rounding only.
+    The padded positions are masked: logits change by float rounding only. Padding always goes on the right,
+    whatever the tokenizer's ``padding_side``: BERT-family encoders read absolute positions and pool the first
+    token, so a left-padded row would be read from shifted positions with a pad token in place of ``[CLS]``.
 
     ``features``: rows with ``input_ids`` (and ``attention_mask``, ``token_type_ids``, ``labels``).
     Returns a ``transformers.BatchEncoding`` of (batch, padded length) int64 tensors.
     """
 
     def __init__(self, tokenizer, max_length: int, pad_to_multiple_of: int = PAD_TO_MULTIPLE_OF):
-        self.tokenizer, self.max_length, self.pad_to_multiple_of = tokenizer, int(max_length), pad_to_multiple_of
+        if int(pad_to_multiple_of) < 1:
+            raise ValueError(f"pad_to_multiple_of: expected a positive number of tokens, found {pad_to_multiple_of}")
+        self.tokenizer, self.max_length, self.pad_to_multiple_of = tokenizer, int(max_length), int(pad_to_multiple_of)
 
     def padded_length(self, longest: int) -> int:
         """Tokens per row of a batch whose longest row has ``longest`` tokens."""
@@ -52,10 +56,17 @@ class BatchPadding:
         return max(longest, min(multiple, self.max_length))
 
     def __call__(self, features):
-        from transformers import DataCollatorWithPadding
+        from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 
+        if not features:
+            raise ValueError("BatchPadding: expected at least one row, found an empty batch")
         target = self.padded_length(max(len(f["input_ids"]) for f in features))
-        return DataCollatorWithPadding(self.tokenizer, padding="max_length", max_length=target)(features)
+        batch = pad_without_fast_tokenizer_warning(self.tokenizer, features, padding="max_length", max_length=target,
+                                                   padding_side="right", return_tensors="pt")
+        for key in ("label", "label_ids"):  # as transformers.DataCollatorWithPadding names them
+            if key in batch:
+                batch["labels"] = batch.pop(key)
+        return batch
 
 
 def device_of(model) -> str:

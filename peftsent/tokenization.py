@@ -120,7 +120,8 @@ class TokenPolicy:
     def configure(self, tokenizer):
         """Set a tokenizer's own settings to this policy where a plain tokenizer can express it.
 
-        ``model_max_length`` = ``max_length``; ``truncation_side`` = ``left`` for tail, ``right`` otherwise.
+        ``model_max_length`` = ``max_length``; ``truncation_side`` = ``left`` for tail, ``right`` otherwise;
+        ``padding_side`` = ``right`` (how every peftsent batch is padded, whatever the base tokenizer said).
         head+tail cannot be expressed: a plain ``pipeline(..., truncation=True)`` user of a head+tail model
         gets head truncation (the first ``max_length`` tokens). The mode itself is saved as
         ``peftsent_truncation`` in tokenizer_config.json (read back by :func:`saved_truncation`), so a copied
@@ -129,6 +130,7 @@ class TokenPolicy:
         side = "left" if self.truncation == "tail" else "right"
         tokenizer.model_max_length, tokenizer.truncation_side = self.max_length, side
         tokenizer.init_kwargs["truncation_side"] = side  # save_pretrained writes init_kwargs, not the attribute
+        tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "right"  # as peftsent.speed.BatchPadding pads
         tokenizer.init_kwargs[SAVED_TRUNCATION_KEY] = self.truncation
         tokenizer.init_kwargs[SAVED_LONG_REVIEWS_KEY] = self.long_reviews
         tokenizer.init_kwargs[SAVED_STRIDE_KEY] = self.stride

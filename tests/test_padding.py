@@ -35,6 +35,10 @@ def long_csv(tmp_path_factory):
 
 def test_padded_length_rounds_up_to_the_multiple_and_stops_at_max_length():
     padding = BatchPadding(tokenizer=None, max_length=56)
+    with pytest.raises(ValueError, match="empty batch"):
+        padding([])
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        BatchPadding(None, 56, pad_to_multiple_of=0)
     assert PAD_TO_MULTIPLE_OF == 32
     assert [padding.padded_length(n) for n in (1, 31, 32, 33, 55, 56)] == [32, 32, 32, 56, 56, 56]
     assert padding.padded_length(70) == 70  # a row longer than max_length is never cut here
@@ -50,6 +54,32 @@ def test_batch_padding_pads_every_column_and_masks_the_padding(tiny_models):
     assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape == (2, 32)
     assert batch["attention_mask"].sum(dim=1).tolist() == [len(r["input_ids"]) for r in rows]
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_batches_are_padded_on_the_right_whatever_the_tokenizer_says(tiny_models, tmp_path):
+    """A tokenizer saved with padding_side left (many hub tokenizers are) must not shift positions or pool a pad
+    token in place of [CLS]: predict of one review equals an unpadded forward pass (found by a breaker: 4.5e-3)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_models["bert"], num_labels=2, id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1})
+    left = AutoTokenizer.from_pretrained(tiny_models["bert"], padding_side="left")
+    model.save_pretrained(tmp_path / "left")
+    left.save_pretrained(tmp_path / "left")
+    batch = BatchPadding(left, 48)([left("a great movie"), left("awful and boring plot, not very good")])
+    assert batch["attention_mask"][:, 0].tolist() == [1, 1]  # every row starts at position 0
+
+    texts = ["a great movie", "awful and boring plot, the acting was not very good but the story was the best"]
+    loaded = load_target(str(tmp_path / "left"))
+    served = [p["probabilities"]["positive"] for p in predict_texts(loaded, texts, batch_size=2, dtype="float32")]
+    with torch.no_grad():
+        exact = [torch.softmax(loaded.model(**left([t], return_tensors="pt")).logits, -1)[0, 1].item() for t in texts]
+    assert served == pytest.approx(exact, abs=1e-6)
 
 
 def _record_lengths(monkeypatch) -> list[int]:
@@ -82,6 +112,8 @@ def test_every_path_pads_batches_to_the_same_few_lengths(arch, method, tiny_mode
     seen = _record_lengths(monkeypatch)
     run = train(resolve_recipe(raw))
     cap = json.loads((run / "metrics.json").read_text())["max_length"]
+    saved = next(run.glob("*/tokenizer_config.json"))  # adapter/ or model/: a plain pipeline pads as peftsent does
+    assert json.loads(saved.read_text())["padding_side"] == "right"
     assert cap == (56 if method == "prompt_tuning" else 60)
     trained = list(seen)
     evaluate(str(run))
