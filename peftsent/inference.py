@@ -30,10 +30,9 @@ def preserved_rng():
             np.random.set_state(numpy_state)
 
 
-def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progress: bool = True,
-                 max_length: int | None = None):
+def eval_trainer(model, tokenizer, output_dir: str, batch_size: int, progress: bool, max_length: int):
     """A Trainer that only predicts: float32, no logging, CPU unless CUDA is present. Batches padded by
-    :class:`peftsent.speed.BatchPadding` up to ``max_length`` (None: the tokenizer's ``model_max_length``)."""
+    :class:`peftsent.speed.BatchPadding` up to ``max_length`` tokens."""
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -47,8 +46,8 @@ def eval_trainer(model, tokenizer, output_dir: str, batch_size: int = 64, progre
         disable_tqdm=not progress,
         label_names=["labels"],
     )
-    padding = BatchPadding(tokenizer, tokenizer.model_max_length if max_length is None else max_length)
-    return Trainer(model=model, args=args, data_collator=padding, processing_class=tokenizer)
+    return Trainer(model=model, args=args, data_collator=BatchPadding(tokenizer, max_length),
+                   processing_class=tokenizer)
 
 
 def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bool = True,

@@ -26,8 +26,9 @@ PAD_TO_MULTIPLE_OF = 32
 
 class BatchPadding:
     """THE collator of every path that batches tokenized reviews: training (train and eval datasets of the
-    run's Trainer), ``Trainer.predict`` in :func:`peftsent.inference.predict_logits` and the windows of
-    :func:`peftsent.inference.window_logits`, so the same review meets the same padding in ``train`` and ``eval``.
+    run's Trainer), ``Trainer.predict`` in :func:`peftsent.inference.predict_logits`, the windows of
+    :func:`peftsent.inference.window_logits` and :func:`peftsent.predict.text_logits`, so the same review meets
+    the same padding in ``train``, ``eval`` and ``predict``.
 
     Each batch is padded to its longest row rounded up to a multiple of ``pad_to_multiple_of`` tokens
     (default :data:`PAD_TO_MULTIPLE_OF`), never beyond ``max_length`` (the token policy's length, which already
