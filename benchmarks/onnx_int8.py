@@ -8,7 +8,7 @@ Needs ``pip install onnx onnxruntime`` (not dependencies of peftsent). On the sa
 in one process and interleaved round by round:
 
 - PyTorch, peftsent's default inference (``peftsent.inference.predict_checked``: adapter merged in memory,
-  bf16 autocast where the CPU has native bf16) and float32;
+  weights stored in bf16 where the CPU has native bf16) and float32;
 - ONNX Runtime float32: the merged model exported by ``torch.onnx.export`` (opset 17, dynamic batch and
   sequence axes);
 - ONNX Runtime int8: the same graph after ``onnxruntime.quantization.quantize_dynamic`` (int8 weights of

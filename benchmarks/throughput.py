@@ -19,7 +19,9 @@ number of optimizer steps (batch 16):
   ``peftsent.modeling.build_model`` from the recipe, ``peftsent.training_args.make_training_args``
   (bf16 autocast where native, length-grouped batches), the same ``Trainer`` step as
   ``peftsent.train``, and ``peftsent.inference.predict_checked`` (adapter merged in memory,
-  bf16 autocast, length-sorted batches of 64) for evaluation.
+  weights stored in bf16 where native, length-sorted batches of 64) for evaluation. Each round also
+  evaluates the same model under bf16 autocast over float32 weights (peftsent's evaluation before
+  bf16 storage), side by side.
 
 Training speed is steady state: the first optimizer step (warm-up, kernel selection) is not
 timed. MFU = model FLOPs of the real (unpadded) tokens per second over the machine's measured
@@ -191,10 +193,20 @@ def _cut_policy(model, recipe):
     return section_policy(model, recipe.model).for_scoring("truncate")
 
 
-def fast_eval(model, tokenizer, tokenized, recipe, dtype="auto", merge=True):
+def fast_eval(model, tokenizer, tokenized, recipe, dtype="auto", merge=True, autocast=False):
+    """peftsent's evaluation (``predict_checked``); ``autocast``: instead, float32 weights under bf16 autocast
+    (the default before bf16-stored weights, kept as a side-by-side arm)."""
+    import contextlib
+
+    import torch
+
     from peftsent.inference import predict_checked
 
-    with _Peak() as peak:
+    if autocast:
+        dtype, context = "float32", torch.autocast("cpu", dtype=torch.bfloat16)
+    else:
+        context = contextlib.nullcontext()
+    with _Peak() as peak, context:
         started = time.perf_counter()
         logits, labels, _, report = predict_checked(model, tokenizer, tokenized["validation"],
                                                     recipe.train["per_device_eval_batch_size"], dtype, merge,
@@ -292,7 +304,7 @@ def main() -> int:
     from peftsent.modeling import load_tokenizer
 
     seed_tokenized = seed_data(splits, load_tokenizer(location), recipe.model.max_length)
-    results = {k: [] for k in ("seed_train", "fast_train", "seed_eval", "fast_eval")}
+    results = {k: [] for k in ("seed_train", "fast_train", "seed_eval", "fast_eval", "autocast_eval")}
     peaks = {k: 0.0 for k in results}
     with tempfile.TemporaryDirectory(prefix="peftsent-bench-") as scratch:
         for round_ in range(rounds):
@@ -308,9 +320,13 @@ def main() -> int:
             fast_logits, labels, fast_eval_speed, peak, fast_report = fast_eval(fast, tokenizer, tokenized, recipe)
             results["fast_eval"].append(fast_eval_speed)
             peaks["fast_eval"] = max(peaks["fast_eval"], peak.peak)
+            autocast_logits, _, autocast_speed, peak, _ = fast_eval(fast, tokenizer, tokenized, recipe, autocast=True)
+            results["autocast_eval"].append(autocast_speed)
+            peaks["autocast_eval"] = max(peaks["autocast_eval"], peak.peak)
             bf16_peaks.append(matmul_peak_flops("bfloat16"))  # the load changes: measured again every round
             print(f"round {round_ + 1}: train seed {seed_speed:.2f} / fast {fast_speed:.2f} samples/s; "
-                  f"eval seed {seed_eval_speed:.1f} / fast {fast_eval_speed:.1f} samples/s "
+                  f"eval seed {seed_eval_speed:.1f} / fast {fast_eval_speed:.1f} / autocast {autocast_speed:.1f} "
+                  f"samples/s "
                   f"(tokenizing {tok_s:.2f} s)", flush=True)
             del seed
         reference = reference_logits(fast, tokenizer, tokenized, recipe)
@@ -339,7 +355,13 @@ def main() -> int:
           f"{'merged' if fast_report['merged'] else 'unmerged'} | {med['fast_train']:.2f} | {med['fast_eval']:.1f} | "
           f"{peaks['fast_train']:.0f} | {peaks['fast_eval']:.0f} | {100 * fast_mfu:.1f} % |")
     print(f"| ratio | {med['fast_train'] / med['seed_train']:.2f}x | {med['fast_eval'] / med['seed_eval']:.2f}x | | | |")
-    print(f"\nmedian of {rounds} rounds; real tokens per training review {lengths.mean():.0f} (mean; seed pads to "
+    per_round = [f / s for f, s in zip(results["fast_eval"], results["seed_eval"])]
+    print(f"\neval ratio per round: {', '.join(f'{r:.2f}x' for r in per_round)}; bf16 autocast over float32 weights "
+          f"(the evaluation before bf16 storage), same rounds: {med['autocast_eval']:.1f} samples/s "
+          f"({med['autocast_eval'] / med['seed_eval']:.2f}x the seed style; bf16 storage "
+          f"{med['fast_eval'] / med['autocast_eval']:.2f}x autocast), agreement with float32 "
+          f"{agreement(autocast_logits, reference)['prediction_agreement']:.4f}")
+    print(f"median of {rounds} rounds; real tokens per training review {lengths.mean():.0f} (mean; seed pads to "
           f"{recipe.model.max_length}); model FLOPs per training review {per_review / 1e9:.2f} GFLOP "
           f"(4N + 12LTd + 6 x adapter, peftsent.speed.training_flops_per_token)")
     print(f"bf16 matmul peak per round (GFLOP/s): {', '.join(f'{p / 1e9:.0f}' for p in bf16_peaks)} (median used)")
@@ -390,7 +412,7 @@ def _levers(recipe, splits, scratch, recipe_path, steps, n_eval) -> list[str]:
     rows.append(f"  train, batches padded to their longest row (no multiple of 32): {speed:.2f} samples/s, "
                 f"peak RSS {peak.peak:.0f} MiB")
     for name, dtype, merge in (("float32 unmerged", "float32", False), ("float32 merged", "float32", True),
-                               ("bf16 unmerged", "bfloat16", False), ("bf16 merged", "bfloat16", True)):
+                               ("bf16 weights unmerged", "bfloat16", False), ("bf16 weights merged", "bfloat16", True)):
         _, _, speed, peak, _ = fast_eval(fast, tokenizer, tokenized, recipe, dtype, merge)
         rows.append(f"  eval, {name}: {speed:.1f} samples/s, peak RSS {peak.peak:.0f} MiB")
     return rows

@@ -77,5 +77,6 @@ def add_inference_arguments(parser) -> None:
                         "(default: the target's own, else max length / 2)")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                         help="inference precision: auto = the run's own (bfloat16 when it trained under bf16 "
-                             "autocast, as in metrics.json) or, for other targets, bfloat16 autocast where the "
-                             "CPU/GPU has native bf16, with its agreement with float32 reported; float32 = exact")
+                             "autocast, as in metrics.json) or, for other targets, bfloat16 where the CPU/GPU has "
+                             "native bf16; bfloat16 = weights stored in bf16 while predicting, with the agreement "
+                             "with float32 reported; float32 = exact")

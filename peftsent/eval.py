@@ -60,7 +60,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     ``batch_size``: reviews (or windows) per forward pass; None: a run's ``train.per_device_eval_batch_size``
     (the batches its own final evaluation used, so that metrics.json is reproduced bit for bit), else 64.
 
-    ``dtype``: ``auto`` (bfloat16 autocast where the device has native bf16, adapter merged in
+    ``dtype``: ``auto`` (a run's own precision, else bfloat16 where the device has native bf16: weights stored in
+    bf16 while predicting, :func:`peftsent.speed.inference_precision`; adapter merged in
     memory where it can merge), ``bfloat16`` or ``float32`` (the exact reference; adapters still merged).
 
     ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is

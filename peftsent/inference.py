@@ -3,7 +3,8 @@ evaluation, ``peftsent.eval`` and merge's parity check.
 
 float32 unless asked otherwise (``dtype``): merge's parity check and the reference of every
 agreement stay float32. :func:`predict_checked` is the fast path (adapter merged in memory,
-bf16 autocast where the device has native bf16) with its agreement against float32 measured.
+bf16 where the device has native bf16, :func:`peftsent.speed.inference_precision`) with its agreement against
+float32 measured.
 Runs on CUDA when present (the Trainer places the model), else on the CPU."""
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
 
     ``dataset``: columns input_ids, attention_mask, labels, length. Rows run
     sorted by length (less padding) and are put back in order. ``dtype``:
-    float32, bfloat16 (autocast) or auto (see :func:`peftsent.speed.resolve_dtype`);
+    float32, bfloat16 (:func:`peftsent.speed.inference_precision`) or auto (see
+    :func:`peftsent.speed.resolve_dtype`);
     ``merge``: fold a mergeable adapter into the base weights while predicting
     (:func:`peftsent.speed.merged_in_memory`). ``max_length``: the token policy's length, up to which
     :class:`peftsent.speed.BatchPadding` pads (None: the split's longest row). Returns
@@ -65,19 +67,17 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = 64, progress: bo
     import contextlib
 
     import numpy as np
-    import torch
 
-    from peftsent.speed import inference_context, merged_in_memory
+    from peftsent.speed import inference_precision, merged_in_memory
 
     lengths = np.asarray(dataset["length"])  # tokens after truncation: padding never goes past the longest
     order = np.argsort(lengths, kind="stable")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     # labels stay out of the forward pass: no loss is needed (AdaLoRA's adds a regulariser that fails at inference)
     inputs = dataset.select(order).remove_columns([c for c in ("labels",) if c in dataset.column_names])
     with preserved_rng(), tempfile.TemporaryDirectory(prefix="peftsent-eval-") as scratch:  # nothing stays
         cap = max_length or int(lengths.max(initial=1))
         trainer = eval_trainer(model, tokenizer, scratch, batch_size, progress, cap)
-        with merged_in_memory(model) if merge else contextlib.nullcontext(), inference_context(dtype, device):
+        with merged_in_memory(model) if merge else contextlib.nullcontext(), inference_precision(model, dtype):
             output = trainer.predict(inputs, metric_key_prefix="predict")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     restored = np.empty_like(logits)
@@ -113,7 +113,7 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
 
     Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``) and run
     from the review's start whatever the tokenizer's ``truncation_side``; a review that fits is one window, so it scores exactly as under truncation. ``dtype``: float32 or
-    bfloat16 (autocast, see :func:`peftsent.speed.inference_context`); ``merge``: fold a mergeable adapter
+    bfloat16 (see :func:`peftsent.speed.inference_precision`); ``merge``: fold a mergeable adapter
     into the base weights meanwhile (:func:`peftsent.speed.merged_in_memory`). Windows run sorted by length,
     with a progress bar over batches when ``progress``.
     ``texts``: (n,) str. Returns (logits (n, num_labels) float32, windows per review (n,) int, reviews per
@@ -126,7 +126,7 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     import torch
     from tqdm.auto import tqdm
 
-    from peftsent.speed import BatchPadding, inference_context, merged_in_memory
+    from peftsent.speed import BatchPadding, inference_precision, merged_in_memory
 
     stride = window_stride(tokenizer, max_length, stride)
     texts = list(texts)
@@ -144,7 +144,7 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     sums, started = np.zeros((len(texts), model.config.num_labels)), time.perf_counter()
     model.eval()
     with torch.no_grad(), merged_in_memory(model) if merge else contextlib.nullcontext(), \
-            inference_context(dtype, device.type):
+            inference_precision(model, dtype):
         for start in tqdm(range(0, len(order), batch_size), desc=f"windows ({len(order)} for {len(texts)} reviews)",
                           unit="batch", disable=not progress, leave=False):
             rows = order[start:start + batch_size]

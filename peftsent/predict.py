@@ -73,13 +73,13 @@ def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "fl
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
     run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
-    (see :func:`peftsent.speed.inference_context`),
+    (see :func:`peftsent.speed.inference_precision`),
     on the model's device.
     """
     import numpy as np
     import torch
 
-    from peftsent.speed import BatchPadding, device_of, inference_context
+    from peftsent.speed import BatchPadding, device_of, inference_precision
 
     device, collate = device_of(loaded.model), BatchPadding(loaded.tokenizer, loaded.max_length)
     encoded = loaded.encode(texts)
@@ -87,7 +87,7 @@ def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "fl
     rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
     order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
     out = np.empty((len(texts), loaded.model.config.num_labels), dtype=np.float32)
-    with torch.no_grad(), inference_context(dtype, device):
+    with torch.no_grad(), inference_precision(loaded.model, dtype):
         for start in range(0, len(texts), batch_size):
             picked = order[start:start + batch_size]
             batch = collate([rows[i] for i in picked]).to(device)
