@@ -8,6 +8,9 @@ evaluation, and the process's peak at the end (Linux ``/proc/self/status``: VmRS
 
 Everything after the options goes to ``peftsent.train`` as is. ``--pad-to-multiple-of`` replaces
 :data:`peftsent.speed.PAD_TO_MULTIPLE_OF` (32) for this process: 1 reproduces the padding before it existed.
+``--inference-autocast`` scores the final evaluation as peftsent did before bf16 storage (float32 weights under
+bf16 autocast in place of :func:`peftsent.speed.inference_precision`). RSS is also printed before and after the
+final evaluation.
 Run one at a time on an otherwise idle machine: the peak is what the README's memory table compares.
 """
 
@@ -34,6 +37,8 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=10, help="print RSS every N optimizer steps (default 10)")
     parser.add_argument("--pad-to-multiple-of", type=int, default=None,
                         help="batch padding multiple for this run (default: peftsent's, 32; 1: longest row)")
+    parser.add_argument("--inference-autocast", action="store_true",
+                        help="bf16 inference as float32 weights under autocast (before bf16 storage)")
     args, train_args = parser.parse_known_args()
 
     import transformers
@@ -45,6 +50,33 @@ def main() -> int:
         if args.pad_to_multiple_of < 1:
             parser.error(f"--pad-to-multiple-of: expected a positive number of tokens, found {args.pad_to_multiple_of}")
         peftsent.speed.BatchPadding.__init__.__defaults__ = (args.pad_to_multiple_of,)
+    if args.inference_autocast:
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def autocast_precision(model, dtype):
+            if peftsent.speed.resolve_dtype(dtype) != "bfloat16":
+                yield 0
+                return
+            with torch.autocast(device_type=peftsent.speed.device_of(model), dtype=torch.bfloat16):
+                yield 0
+
+        peftsent.speed.inference_precision = autocast_precision
+    real_final = peftsent.train._final_evaluation
+
+    def final_evaluation(*a, **k):
+        rss = _rss_mib()
+        print(f"before the final evaluation: RSS {rss['VmRSS']} MiB, peak {rss['VmHWM']} MiB", file=sys.stderr,
+              flush=True)
+        out = real_final(*a, **k)
+        rss = _rss_mib()
+        print(f"after the final evaluation: RSS {rss['VmRSS']} MiB, peak {rss['VmHWM']} MiB", file=sys.stderr,
+              flush=True)
+        return out
+
+    peftsent.train._final_evaluation = final_evaluation
     started = time.perf_counter()
 
     class Report(transformers.TrainerCallback):
@@ -69,7 +101,8 @@ def main() -> int:
     code = peftsent.train.main(train_args)
     rss = _rss_mib()
     print(f"end: RSS {rss['VmRSS']} MiB, process peak {rss['VmHWM']} MiB "
-          f"(padding to multiples of {peftsent.speed.BatchPadding.__init__.__defaults__[0]})", file=sys.stderr)
+          f"(padding to multiples of {peftsent.speed.BatchPadding.__init__.__defaults__[0]}, bf16 inference "
+          f"{'under autocast' if args.inference_autocast else 'with bf16 weights'})", file=sys.stderr)
     return code
 
 

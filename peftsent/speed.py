@@ -147,11 +147,12 @@ def inference_precision(model, dtype: str):
             yield 0
         return
     kept = []
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.is_floating_point() and tensor.dtype != torch.bfloat16:
-            kept.append((tensor, tensor.data))
-            tensor.data = tensor.data.to(torch.bfloat16)
-    try:
+    try:  # a failure part-way through the casts (out of memory, Ctrl-C) still gives every cast tensor back
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point() and tensor.dtype != torch.bfloat16:
+                original = tensor.data
+                tensor.data = original.to(torch.bfloat16)
+                kept.append((tensor, original))
         yield len(kept)
     finally:
         for tensor, original in kept:
@@ -227,15 +228,16 @@ def frozen_weights_in(model, dtype: str):
     from peft import PeftModel
 
     kept = []
-    if dtype == "bfloat16" and isinstance(model, PeftModel):
-        dora = {id(m.get_base_layer()) for m in model.modules() if getattr(m, "lora_magnitude_vector", None)}
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter) \
-                    and id(module) not in dora and not weight.requires_grad and weight.dtype == torch.float32:
-                kept.append((weight, weight.data))
-                weight.data = weight.data.to(torch.bfloat16)
-    try:
+    try:  # a failure part-way through the casts still gives every cast weight back
+        if dtype == "bfloat16" and isinstance(model, PeftModel):
+            dora = {id(m.get_base_layer()) for m in model.modules() if getattr(m, "lora_magnitude_vector", None)}
+            for module in model.modules():
+                weight = getattr(module, "weight", None)
+                if isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter) \
+                        and id(module) not in dora and not weight.requires_grad and weight.dtype == torch.float32:
+                    original = weight.data
+                    weight.data = original.to(torch.bfloat16)
+                    kept.append((weight, original))
         yield len(kept)
     finally:
         for weight, original in kept:
