@@ -48,7 +48,8 @@ def test_bf16_inference_stores_every_tensor_in_bf16_and_gives_float32_back(arch,
     assert after.keys() == before.keys()
     for key, value in after.items():
         assert value.dtype == torch.float32, key
-        torch.testing.assert_close(value, before[key], atol=1e-6 if merge else 0, rtol=1e-6 if merge else 0)
+        # unmerge subtracts the merged delta again: float32 rounding (AdaLoRA up to 2e-6), bit-exact unmerged
+        torch.testing.assert_close(value, before[key], atol=1e-5 if merge else 0, rtol=0)
     with inference_precision(model, "float32") as stored:  # as it is (merge/unmerge rounds the weights by ~1e-7)
         assert stored == 0
         torch.testing.assert_close(logits_of(model, tokenizer), reference, atol=1e-5 if merge else 0,
