@@ -4,7 +4,7 @@
     python benchmarks/onnx_int8.py runs/quick/lora/merged --split validation --max-samples 500
 
 Needs ``pip install onnx onnxruntime`` (not dependencies of peftsent). On the same reviews of one split
-(the run's data, tokenized by the run's own token policy, length-sorted batches of 64, as ``peftsent eval``),
+(the run's data, tokenized by the run's own token policy, length-sorted batches of 32 by default, as ``peftsent eval``),
 in one process and interleaved round by round:
 
 - PyTorch, peftsent's default inference (``peftsent.inference.predict_checked``: adapter merged in memory,
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("target", help="run directory, adapter directory or merged model directory")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="reviews per batch (default 32, peftsent.speed.EVAL_BATCH_SIZE)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--per-channel", action="store_true", help="int8 scales per output channel, not per tensor")
     args = parser.parse_args(argv)

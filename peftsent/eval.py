@@ -58,7 +58,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     first 256 reviews: :func:`peftsent.inference.predict_checked`) and where the report was written.
 
     ``batch_size``: reviews (or windows) per forward pass; None: a run's ``train.per_device_eval_batch_size``
-    (the batches its own final evaluation used, so that metrics.json is reproduced bit for bit), else 64.
+    (the batches its own final evaluation used, so that metrics.json is reproduced bit for bit), else
+    :data:`peftsent.speed.EVAL_BATCH_SIZE` (32).
 
     ``dtype``: ``auto`` (a run's own precision, else bfloat16 where the device has native bf16: weights stored in
     bf16 while predicting, :func:`peftsent.speed.inference_precision`; adapter merged in
@@ -80,7 +81,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     from peftsent.loading import load_target, target_run
     from peftsent.metrics import format_table
     from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
-    from peftsent.speed import target_dtype
+    from peftsent.speed import EVAL_BATCH_SIZE, target_dtype
     from peftsent.tokenization import check_scoring_request
     from peftsent.rundir import write_json
 
@@ -102,7 +103,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         window_stride(loaded.tokenizer, policy.max_length, policy.stride)
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)
     if batch_size is None:
-        batch_size = loaded.run.recipe().train["per_device_eval_batch_size"] if loaded.run is not None else 64
+        batch_size = loaded.run.recipe().train["per_device_eval_batch_size"] if loaded.run is not None \
+            else EVAL_BATCH_SIZE
     logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
                                                        target_dtype(dtype, loaded.run), policy=policy,
                                                        texts=splits[split]["text"])
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
     parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
     parser.add_argument("--batch-size", type=positive_int,
-                        help="reviews per forward pass (default: a run's per_device_eval_batch_size, else 64)")
+                        help="reviews per forward pass (default: a run's per_device_eval_batch_size, else 32)")
     parser.add_argument("--max-samples", type=positive_int, help="seeded stratified subset of the split")
     parser.add_argument("--text-column", default="text", help="text column of a local file")
     parser.add_argument("--label-column", default="label", help="label column of a local file")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from peftsent.cli import make_parser, run_cli
 from peftsent.errors import MergeError
+from peftsent.speed import EVAL_BATCH_SIZE
 
 #: max |delta logit| accepted per export dtype. float32 is exact up to summation order;
 #: bf16 keeps 8 mantissa bits (relative error ~4e-3 per op), fp16 10 bits (~5e-4).
@@ -207,7 +208,7 @@ def _check_target(target: Path, run) -> None:
 
 
 def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "float32",
-          probe_size: int = 256, force: bool = False, batch_size: int = 64) -> tuple[Path, Parity | None]:
+          probe_size: int = 256, force: bool = False, batch_size: int = EVAL_BATCH_SIZE) -> tuple[Path, Parity | None]:
     """Merge the adapter of ``run_dir`` into a fresh float32 base; verify; write a standalone model.
 
     Returns (output directory, Parity), or (directory, None) when a merge is

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError
+from peftsent.speed import EVAL_BATCH_SIZE
 
 EPILOG = """examples:
   python -m peftsent.predict runs/quick/lora "A wonderful film." "Dull and far too long."
@@ -68,7 +69,7 @@ def check_texts(texts: list, where: str) -> list[str]:
 SORT_WINDOW = 1024
 
 
-def text_logits(loaded, texts: list[str], batch_size: int = 32, dtype: str = "float32"):
+def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32"):
     """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
@@ -108,7 +109,7 @@ def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=
     return text_logits(loaded, texts, batch_size, dtype)
 
 
-def predict_texts(loaded, texts: list[str], batch_size: int = 32, long_reviews: str = "auto",
+def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, long_reviews: str = "auto",
                   stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
     """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
 
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="reviews per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
+                        help=f"reviews per forward pass (default: {EVAL_BATCH_SIZE})")
     add_inference_arguments(parser)
     args = parser.parse_intermixed_args(argv)
 
