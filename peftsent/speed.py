@@ -152,13 +152,23 @@ def inference_precision(model, dtype: str):
         with torch.autocast(device_type=device_of(model), dtype=torch.bfloat16):
             yield 0
         return
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() and t.dtype != torch.bfloat16]
+    with _stored_in_bf16(tensors) as stored:
+        yield stored
+
+
+@contextlib.contextmanager
+def _stored_in_bf16(tensors):
+    """Each tensor's data stored in bfloat16 for the block, the original tensors given back at exit, also when a
+    cast fails part-way (out of memory, Ctrl-C). Yields how many were cast."""
+    import torch
+
     kept = []
-    try:  # a failure part-way through the casts (out of memory, Ctrl-C) still gives every cast tensor back
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.is_floating_point() and tensor.dtype != torch.bfloat16:
-                original = tensor.data
-                tensor.data = original.to(torch.bfloat16)
-                kept.append((tensor, original))
+    try:
+        for tensor in tensors:
+            original = tensor.data
+            tensor.data = original.to(torch.bfloat16)
+            kept.append((tensor, original))
         yield len(kept)
     finally:
         for tensor, original in kept:
@@ -233,21 +243,16 @@ def frozen_weights_in(model, dtype: str):
     import torch
     from peft import PeftModel
 
-    kept = []
-    try:  # a failure part-way through the casts still gives every cast weight back
-        if dtype == "bfloat16" and isinstance(model, PeftModel):
-            dora = {id(m.get_base_layer()) for m in model.modules() if getattr(m, "lora_magnitude_vector", None)}
-            for module in model.modules():
-                weight = getattr(module, "weight", None)
-                if isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter) \
-                        and id(module) not in dora and not weight.requires_grad and weight.dtype == torch.float32:
-                    original = weight.data
-                    weight.data = original.to(torch.bfloat16)
-                    kept.append((weight, original))
-        yield len(kept)
-    finally:
-        for weight, original in kept:
-            weight.data = original
+    frozen = []
+    if dtype == "bfloat16" and isinstance(model, PeftModel):
+        dora = {id(m.get_base_layer()) for m in model.modules() if getattr(m, "lora_magnitude_vector", None)}
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter) \
+                    and id(module) not in dora and not weight.requires_grad and weight.dtype == torch.float32:
+                frozen.append(weight)
+    with _stored_in_bf16(frozen) as stored:
+        yield stored
 
 
 def agreement(fast_logits, reference_logits) -> dict:
