@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("target", help="run directory, adapter directory or merged model directory")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32, help="reviews per batch (default 32, peftsent.speed.EVAL_BATCH_SIZE)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="reviews per batch (default 32, peftsent.speed.EVAL_BATCH_SIZE)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--per-channel", action="store_true", help="int8 scales per output channel, not per tensor")
     args = parser.parse_args(argv)

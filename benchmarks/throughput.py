@@ -20,13 +20,14 @@ number of optimizer steps (batch 16):
   (bf16 autocast where native, length-grouped batches), the same ``Trainer`` step as
   ``peftsent.train``, and ``peftsent.inference.predict_checked`` (adapter merged in memory,
   weights stored in bf16 where native, length-sorted batches of the recipe's
-  ``per_device_eval_batch_size``, 32 by default) for evaluation. Each round also evaluates the same model under bf16 autocast over float32 weights (peftsent's evaluation before
-  bf16 storage), side by side.
+  ``per_device_eval_batch_size``, 32 by default) for evaluation. Each round also evaluates the
+  same model under bf16 autocast over float32 weights (peftsent's evaluation before bf16
+  storage), before or after it in alternate rounds.
 
 Training speed is steady state: the first optimizer step (warm-up, kernel selection) is not
 timed. MFU = model FLOPs of the real (unpadded) tokens per second over the machine's measured
-bf16 ``torch.matmul`` peak, the highest of the measurements made before and after every round (see ``peftsent.speed.training_flops_per_token`` for the formula and
-its sources). Exits 1 if the fast evaluation's predictions disagree with float32 on more than
+bf16 ``torch.matmul`` peak, the highest of the measurements made before and after every round
+(see ``peftsent.speed.training_flops_per_token`` for the formula and its sources). Exits 1 if the fast evaluation's predictions disagree with float32 on more than
 ``--max-disagreement`` of the reviews (at least one review allowed).
 """
 

@@ -113,8 +113,9 @@ def window_stride(tokenizer, max_length: int, stride: int | None, key: str = "--
 TOKENIZE_CHUNK = 256
 
 
-def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None, batch_size: int = EVAL_BATCH_SIZE,
-                  dtype: str = "float32", merge: bool = False, progress: bool = False):
+def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None,
+                  batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32", merge: bool = False,
+                  progress: bool = False):
     """Score every review over overlapping windows of ``max_length`` tokens and average their logits.
 
     Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``) and run
@@ -174,8 +175,9 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
 AGREEMENT_PROBE = 256
 
 
-def predict_checked(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE, dtype: str = "auto", merge: bool = True,
-                    probe: int | None = AGREEMENT_PROBE, progress: bool = True, policy=None, texts=None):
+def predict_checked(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE, dtype: str = "auto",
+                    merge: bool = True, probe: int | None = AGREEMENT_PROBE, progress: bool = True, policy=None,
+                    texts=None):
     """Fast-path logits and how they agree with float32: (logits, labels, samples/s, report).
 
     THE scoring of a split, for train's final evaluation and ``peftsent.eval``. ``dataset``: the split
