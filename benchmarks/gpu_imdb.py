@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_imdb.py                      # full + lora at 256 and 512 tokens
     python benchmarks/gpu_imdb.py --methods full --lengths 512 --batch-size 64
-    python -m pytest -m gpu tests/test_gpu_benchmark.py   # the same, as a gpu-marked test (a short version)
+    python -m pytest -m gpu tests/test_speed.py   # the same, as a gpu-marked test (a short version)
 
 Needs CUDA; on a machine without it, prints "skipped" and exits 0.
 

@@ -33,7 +33,9 @@ def _rss_mib() -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [--every N] [--pad-to-multiple-of N] [--inference-autocast] RECIPE [key=value ...] [train options]")
     parser.add_argument("--every", type=int, default=10, help="print RSS every N optimizer steps (default 10)")
     parser.add_argument("--pad-to-multiple-of", type=int, default=None,
                         help="batch padding multiple for this run (default: peftsent's, 32; 1: longest row)")
