@@ -403,9 +403,10 @@ def main() -> int:
     print(f"MFU of the fast path: {100 * fast_mfu:.1f} % of the highest bf16 matmul peak "
           f"({100 * mfu(med['fast_train'], per_review, statistics.median(bf16_peaks)):.1f} % of the median peak), "
           f"{100 * mfu(med['fast_train'], per_review, peak_fp32):.1f} % of the fp32 peak")
-    shape_peak = model_shape_flops(config, int(BATCH * lengths.mean()))
-    print(f"bf16 matmul on the encoder's own linear shapes ({int(BATCH * lengths.mean())} tokens per batch x "
-          f"{encoder_sizes(config)['d']}/{encoder_sizes(config)['d_ff']}): {shape_peak / 1e9:.0f} GFLOP/s, "
+    rows, sizes = int(BATCH * lengths.mean()), encoder_sizes(config)
+    shape_peak = model_shape_flops(config, rows)
+    print(f"bf16 matmul on the encoder's own linear shapes ({rows} tokens per batch x "
+          f"{sizes['d']}/{sizes['d_ff']}): {shape_peak / 1e9:.0f} GFLOP/s, "
           f"{100 * shape_peak / peak_bf16:.0f} % of the highest square-matrix peak; the fast path's model FLOP/s "
           f"are {100 * mfu(med['fast_train'], per_review, shape_peak):.1f} % of it")
     print(f"memory: RSS {rss_start:.0f} MiB after imports, peak {load_peak.peak:.0f} MiB while reading the data "

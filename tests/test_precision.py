@@ -5,6 +5,7 @@ test fails on ffd8c6b, where bf16 inference was autocast over float32 weights.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -38,7 +39,7 @@ def test_bf16_inference_stores_every_tensor_in_bf16_and_gives_float32_back(arch,
     model.eval()
     before = {k: t.detach().clone() for k, t in _floating(model).items()}
     reference = logits_of(model, tokenizer)
-    with merged_in_memory(model) if merge else _nothing(), inference_precision(model, "bfloat16") as stored:
+    with merged_in_memory(model) if merge else contextlib.nullcontext(), inference_precision(model, "bfloat16") as stored:
         assert stored == len(before) > 0
         assert {t.dtype for t in _floating(model).values()} == {torch.bfloat16}
         fast = logits_of(model, tokenizer)
@@ -54,12 +55,6 @@ def test_bf16_inference_stores_every_tensor_in_bf16_and_gives_float32_back(arch,
         assert stored == 0
         torch.testing.assert_close(logits_of(model, tokenizer), reference, atol=1e-5 if merge else 0,
                                    rtol=1e-5 if merge else 0)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_inference_precision_refuses_an_unknown_dtype(tiny_models, reviews_csv, tmp_path):
