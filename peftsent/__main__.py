@@ -11,6 +11,8 @@ import difflib
 import importlib
 import sys
 
+from peftsent import __version__, cli
+
 #: verb -> (module whose ``main(argv) -> int`` runs it, one-line summary)
 VERBS = {
     "train": ("peftsent.train", "fine-tune a YAML recipe into a run directory"),
@@ -43,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
     No verb: the help on stderr, status 2. An unknown verb: one message with the closest verb, status 2.
     """
-    from peftsent import __version__, cli
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["-h"], ["--help"]):
         print(_help())

@@ -15,8 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
+from peftsent import eval as evaluation
+from peftsent.calibration import (
+    before_after,
+    fit_temperature,
+    read_temperature,
+    scale,
+    write_calibration,
+)
 from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
-from peftsent.errors import PeftsentError
+from peftsent.data import SPLITS
+from peftsent.errors import ModelError, PeftsentError, RunDirError
+from peftsent.metrics import (
+    classification_metrics,
+    format_table,
+    reliability_bins,
+    softmax,
+)
+from peftsent.predictions import (
+    data_stem,
+    logits_array,
+    predictions_name,
+    read_predictions,
+)
+from peftsent.rundir import EVAL_DIR, Run, is_finished_run
+from peftsent.slices import MIXED_MIN_SHARE, SLICES, slice_flags
 
 EPILOG = """examples:
   python -m peftsent.analyze runs/quick/lora
@@ -53,14 +76,9 @@ class Scored:
 
     def logits(self, calibrated: bool = True) -> np.ndarray:
         """(n, 2): raw logits, divided by the temperature when ``calibrated`` and one applies."""
-        from peftsent.calibration import scale
-        from peftsent.predictions import logits_array
-
         return scale(logits_array(self.frame), self.temperature if calibrated else None)
 
     def probs(self) -> np.ndarray:
-        from peftsent.metrics import softmax
-
         return softmax(self.logits())
 
     @property
@@ -80,8 +98,6 @@ class _Target:
 
 
 def _target(target: str) -> _Target:
-    from peftsent.rundir import Run, is_finished_run
-
     path = Path(target).expanduser()
     if is_finished_run(path):
         return _Target(path, Run(path), "", True)
@@ -100,9 +116,6 @@ def _data_name(where: _Target, data: str | None) -> str:
 
 
 def _candidates(where: _Target, stem: str, out: Path | None) -> list[Path]:
-    from peftsent.predictions import predictions_name
-    from peftsent.rundir import EVAL_DIR
-
     name = predictions_name(f"{where.prefix}{stem}")
     found = []
     if where.run is not None:
@@ -117,9 +130,6 @@ def _candidates(where: _Target, stem: str, out: Path | None) -> list[Path]:
 def load_scored(target: str, split: str, data: str | None, out: Path | None = None, quiet: bool = False) -> Scored:
     """The predictions of ``target`` on ``data``'s ``split``: read from the newest predictions file, or
     made once with :func:`peftsent.eval.evaluate` when there is none. Raises PeftsentError."""
-    from peftsent.calibration import read_temperature
-    from peftsent.predictions import data_stem, read_predictions
-
     path = Path(target)
     if path.is_file() and path.name.endswith(".jsonl"):
         frame = read_predictions(path)
@@ -140,14 +150,11 @@ def load_scored(target: str, split: str, data: str | None, out: Path | None = No
 
 
 def _score_once(target, where: _Target, data, split, out, candidates, quiet) -> Path:
-    from peftsent.errors import ModelError, RunDirError
-    from peftsent.eval import evaluate
-
     if not quiet:
         print(f"peftsent.analyze: no predictions of {target} on {data} ({split}); scoring it once with "
               f"peftsent.eval", file=sys.stderr)
     try:
-        result = evaluate(target, data, split, out=None if where.run is not None else str(out))
+        result = evaluation.evaluate(target, data, split, out=None if where.run is not None else str(out))
     except (ModelError, RunDirError) as err:
         looked = ", ".join(str(p) for p in candidates) or "(none)"
         raise PeftsentError(f"no predictions of {target} on {data} ({split}) (looked for {looked}), and the target "
@@ -216,8 +223,6 @@ def _excerpt(text: str) -> str:
 
 def summarize(scored: Scored, flags: dict[str, np.ndarray], ece_bins: int, top: int) -> dict:
     """Every number of one target's analysis (metrics as served; uncalibrated ones beside)."""
-    from peftsent.metrics import classification_metrics, reliability_bins, softmax
-
     gold, correct = scored.gold, scored.correct
     raw_logits = scored.logits(calibrated=False)
     summary = {
@@ -367,9 +372,6 @@ def _label(i: int) -> str:
 
 
 def markdown(results: dict[str, dict], data: str, split: str, calibration: dict | None, versus: dict | None) -> str:
-    from peftsent.metrics import format_table
-    from peftsent.slices import MIXED_MIN_SHARE
-
     names = list(results)
     first = results[names[0]]
     lines = [f"# Error analysis: {' vs '.join(f'`{n}`' for n in names)}", "",
@@ -442,8 +444,6 @@ def markdown(results: dict[str, dict], data: str, split: str, calibration: dict 
 
 
 def _default_out(target: str, data: str | None, split: str, against: str | None) -> Path:
-    from peftsent.predictions import data_stem
-
     path = Path(target)
     vs = f"-vs-{Path(against).resolve().name}" if against else ""
     if path.is_file():
@@ -457,9 +457,6 @@ def _default_out(target: str, data: str | None, split: str, against: str | None)
 
 def _calibrate(target: str, split_scored: Scored, ece_bins: int, out: Path) -> dict:
     """Fit the run's temperature on its validation predictions; write calibration.json; report before/after."""
-    from peftsent.calibration import before_after, fit_temperature, write_calibration
-    from peftsent.predictions import logits_array
-
     where = _target(target)
     if where.run is None or where.prefix:
         raise PeftsentError(f"--calibrate fits the temperature of a run directory, and {target} is not one "
@@ -488,9 +485,6 @@ def analyze(target: str, split: str = "test", data: str | None = None, against: 
     be scored, an explicitly requested slice that is empty, or two targets on different reviews;
     nothing is written then.
     """
-    from peftsent.data import SPLITS
-    from peftsent.slices import SLICES, slice_flags
-
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     unknown = [s for s in slices or [] if s not in SLICES]

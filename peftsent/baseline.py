@@ -21,10 +21,13 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+from peftsent.cli import make_parser, run_cli
+from peftsent.data import load_splits
+from peftsent.metrics import classification_metrics, format_table
+from peftsent.recipe import load_recipe
+
 #: the value of ``eval.baseline`` (and compare's ``--baseline``) that adds this baseline
 NAME = "tfidf"
-#: the values ``eval.baseline`` accepts
-BASELINES = ("none", NAME)
 #: human-readable description, used in tables and messages
 DESCRIPTION = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
 #: candidate inverse L2 strengths of the logistic regression, chosen by validation accuracy
@@ -69,8 +72,6 @@ def tfidf_baseline(splits, ece_bins: int = 15, score: Iterable[str] = ("validati
 
     Data loading is not timed (the fine-tune loads the same splits).
     """
-    from peftsent.metrics import classification_metrics
-
     started, cpu_started = time.perf_counter(), time.process_time()
     train, validation = splits["train"], splits["validation"]
     vectorizer = _vectorizer()
@@ -100,8 +101,6 @@ def baseline_for(data_section, ece_bins: int = 15, score: Iterable[str] = ("vali
 
     Raises DataError as :func:`peftsent.data.load_splits` does.
     """
-    from peftsent.data import load_splits
-
     return tfidf_baseline(load_splits(data_section), ece_bins, score)
 
 
@@ -138,17 +137,12 @@ fine-tune) and prints validation and test metrics; the recipe's model and method
 
 
 def main(argv: list[str] | None = None) -> int:
-    from peftsent.cli import make_parser, run_cli
-
     parser = make_parser("python -m peftsent.baseline", f"Fit the {DESCRIPTION} baseline on a recipe's data.", EPILOG)
     parser.add_argument("recipe", help="recipe YAML file (its data and eval sections are used)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key, e.g. data.max_train_samples=null")
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
-        from peftsent.metrics import format_table
-        from peftsent.recipe import load_recipe
-
         recipe = load_recipe(args.recipe, args.overrides)
         result = baseline_for(recipe.data, recipe.eval.ece_bins)
         print(format_table({split: result[split] for split in ("validation", "test")}))

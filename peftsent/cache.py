@@ -30,6 +30,8 @@ import json
 import os
 from pathlib import Path
 
+from peftsent import __version__
+
 #: environment variable naming the cache root ("off" disables the cache)
 CACHE_ENV = "PEFTSENT_CACHE"
 
@@ -79,8 +81,6 @@ def _function_source(function) -> str:
 
 def cache_key(dataset, tokenizer, policy: dict, function) -> str:
     """Key of one tokenized split: hash of (data, tokenizer, token policy, tokenizing code, peftsent version)."""
-    from peftsent import __version__
-
     digest = hashlib.blake2b(digest_size=16)
     for part in (data_fingerprint(dataset), tokenizer_fingerprint(tokenizer),
                  json.dumps(policy, sort_keys=True, default=str), _function_source(function), __version__):

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from peftsent.metrics import classification_metrics
+from peftsent.rundir import write_json
+
 CALIBRATION_FILE = "calibration.json"
 #: config attribute of a merged model holding the temperature folded into its weights
 CONFIG_KEY = "peftsent_temperature"
@@ -56,8 +59,6 @@ def scale(logits: np.ndarray, temperature: float | None) -> np.ndarray:
 
 def before_after(logits: np.ndarray, labels: np.ndarray, temperature: float, ece_bins: int = 15) -> dict:
     """ECE and log-loss of ``logits`` uncalibrated and divided by ``temperature`` (peftsent.metrics)."""
-    from peftsent.metrics import classification_metrics
-
     before = classification_metrics(labels, logits, ece_bins)
     after = classification_metrics(labels, scale(logits, temperature), ece_bins)
     return {"before": {k: before[k] for k in ("ece", "log_loss")},
@@ -66,8 +67,6 @@ def before_after(logits: np.ndarray, labels: np.ndarray, temperature: float, ece
 
 def write_calibration(directory: Path, temperature: float, fitted_on: str, report: dict) -> Path:
     """Write ``calibration.json``: temperature, what it was fitted on, ECE/log-loss before and after."""
-    from peftsent.rundir import write_json
-
     path = Path(directory) / CALIBRATION_FILE
     write_json(path, {"temperature": temperature, "method": "temperature scaling (Guo et al. 2017)",
                       "fitted_on": fitted_on, **report})

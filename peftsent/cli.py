@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -18,9 +19,25 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: staging directories are removed on the way out
 
 
+def progress_bars_wanted() -> bool:
+    """True if progress bars help: standard error is a terminal. In a log file or a pipe each redraw of a bar
+    would be one more line (``\r`` does not erase there), so bars are off, as tqdm's ``disable=None`` does."""
+    return sys.stderr.isatty()
+
+
+def quiet_progress_bars() -> None:
+    """Turn every tqdm bar (the Trainer's, datasets', peftsent's) off when standard error is not a terminal, by
+    setting ``TQDM_DISABLE=1`` before tqdm is imported (tqdm reads it then). A ``TQDM_DISABLE`` the user set wins."""
+    if not progress_bars_wanted():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def run_cli(body: Callable[[], int], prog: str) -> int:
-    """Run ``body``; print a PeftsentError as ``prog: error: ...`` and return 2; Ctrl-C or SIGTERM returns 130."""
+    """Run ``body``; print a PeftsentError as ``prog: error: ...`` and return 2; Ctrl-C or SIGTERM returns 130.
+
+    Progress bars are off when standard error is not a terminal (:func:`quiet_progress_bars`)."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes, not the user's
+    quiet_progress_bars()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return body()

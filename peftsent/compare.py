@@ -18,8 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import peftsent.baseline as baseline_module
+import peftsent.train as train_module  # through the module: tests replace train_module.train
+from peftsent.baseline import DESCRIPTION, NAME, is_current
 from peftsent.cli import check_out_dir, make_parser, run_cli
-from peftsent.errors import PeftsentError
+from peftsent.errors import PeftsentError, RunDirError
+from peftsent.merge import PARITY_FILE
+from peftsent.recipe import BASELINES, load_recipe
+from peftsent.rundir import RECIPE_FILE, Run, is_finished_run, open_run
 
 EPILOG = """examples:
   python -m peftsent.compare runs/quick/full runs/quick/lora runs/quick/ia3
@@ -95,11 +101,6 @@ def read_run(path: str | Path) -> RunRecord:
 
     import yaml
 
-    from peftsent.merge import PARITY_FILE
-    from peftsent.rundir import RECIPE_FILE, open_run
-
-    from peftsent.errors import RunDirError
-
     run = open_run(path)
     parity_file = run.path / PARITY_FILE
     try:
@@ -125,8 +126,6 @@ def seeded_recipe(path: str, seed_index: int, overrides: list[str], out: Path):
 
     With ``overrides`` the runs are not the recipe's own: they go to ``<out>/runs/<recipe name>``.
     """
-    from peftsent.recipe import load_recipe
-
     base = load_recipe(path, overrides)
     output_dir = str(out / "runs" / Path(path).stem) if overrides else base.train["output_dir"]
     if seed_index == 0 and not overrides:
@@ -145,8 +144,6 @@ def is_reusable(recipe) -> bool:
     """
     import yaml
 
-    from peftsent.rundir import Run, is_finished_run
-
     def trained(raw: dict) -> dict:
         (raw.get("eval") or {}).pop("baseline", None)
         return raw
@@ -164,13 +161,11 @@ def is_reusable(recipe) -> bool:
 
 def ensure_run(recipe) -> Path:
     """Reuse the recipe's finished run (see :func:`is_reusable`), else train it."""
-    from peftsent.train import train
-
     if is_reusable(recipe):
         print(f"peftsent.compare: reusing {recipe.run_dir}", file=sys.stderr)
         return recipe.run_dir
     print(f"peftsent.compare: training {recipe.source} into {recipe.run_dir}", file=sys.stderr)
-    return train(recipe)
+    return train_module.train(recipe)
 
 
 # ---------------------------------------------------------------- table
@@ -259,8 +254,6 @@ def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
 
 def _baseline_note(baseline: dict, rows: list[Row]) -> str:
     """A sentence under a table: what the baseline row is, and which rows do not beat it on test accuracy."""
-    from peftsent.baseline import DESCRIPTION
-
     note = (f"Baseline row: {DESCRIPTION} (C={baseline['C']:g} chosen on validation, {baseline['features']:,} "
             f"features), fitted on the same {baseline['train_reviews']:,} training reviews in "
             f"{baseline['fit_seconds']:.1f} s.")
@@ -342,9 +335,6 @@ def group_baselines(groups: dict[tuple, list[Row]], requested: str = "none") -> 
     """Budget -> TF-IDF baseline, for every budget where ``requested`` is ``tfidf`` or a run's recipe sets
     ``eval.baseline: tfidf``. A run's stored baseline (metrics.json) is reused when its settings are current;
     otherwise it is fitted on the splits of the first run's data section (same reviews for every row)."""
-    from peftsent.baseline import NAME, baseline_for, is_current
-    from peftsent.rundir import open_run
-
     out = {}
     for budget, rows in groups.items():
         records = [run for row in rows for run in row.runs]
@@ -354,7 +344,7 @@ def group_baselines(groups: dict[tuple, list[Row]], requested: str = "none") -> 
         if stored is None:
             recipe = open_run(records[0].path).recipe()
             print(f"peftsent.compare: fitting the TF-IDF baseline on {describe_budget(budget)}", file=sys.stderr)
-            stored = baseline_for(recipe.data, recipe.eval.ece_bins)
+            stored = baseline_module.baseline_for(recipe.data, recipe.eval.ece_bins)
         out[budget] = stored
     return out
 
@@ -368,9 +358,6 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
     TF-IDF + logistic-regression row to every table (see :func:`group_baselines`). Raises
     PeftsentError/RecipeError for bad inputs before any training starts.
     """
-    from peftsent.baseline import BASELINES
-    from peftsent.train import preflight
-
     if baseline not in BASELINES:
         raise PeftsentError(f"--baseline {baseline}: expected one of {', '.join(BASELINES)}")
     if not run_dirs and not recipes:
@@ -388,7 +375,7 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
                             f"train.output_dir); rename a recipe file or give each its own train.output_dir")
     for recipe in planned:  # every recipe checked before the first one trains
         if not is_reusable(recipe):
-            preflight(recipe)
+            train_module.preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
     if any(recipe.eval.baseline != "none" for recipe in planned):  # a reused run may predate the switch
         baseline = next(recipe.eval.baseline for recipe in planned if recipe.eval.baseline != "none")

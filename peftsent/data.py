@@ -27,6 +27,8 @@ import importlib.resources
 from pathlib import Path
 from typing import Iterable
 
+import peftsent.tokenization
+from peftsent.cache import cached_map
 from peftsent.errors import DataError
 from peftsent.hub import cached_snapshot, hub_reachable
 from peftsent.registry import ID2LABEL, LABEL2ID
@@ -398,13 +400,9 @@ def tokenize_splits(splits, tokenizer, policy):
     def encode(batch):
         return policy.encode(tokenizer, batch["text"])
 
-    import datasets
-
-    from peftsent.cache import cached_map  # tokenized once per (data, tokenizer, max_length), reused across runs
-
     import inspect
 
-    import peftsent.tokenization
+    import datasets
 
     # keyed by the policy and the code that applies it, so a changed truncation rule never reads a stale cache
     # (how long reviews are scored later does not change the tokens: windows tokenize on their own)

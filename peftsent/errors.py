@@ -6,6 +6,9 @@ exits with status 2, so a user mistake never ends in a Python traceback.
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class PeftsentError(Exception):
     """Base class: a problem the user can fix (bad input, missing file, no network)."""
@@ -39,3 +42,15 @@ class RunDirError(PeftsentError):
 
 class MergeError(PeftsentError):
     """A merge cannot be done or its parity check failed (nothing was written)."""
+
+
+def did_you_mean(key: str, valid: Iterable[str]) -> str:
+    """The hint an unknown-key message ends with: ``did you mean 'x'?`` for a close match, else the valid keys
+    (up to 12) or a pointer to the reference."""
+    valid = sorted(valid)
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    if len(valid) <= 12:
+        return f"valid keys: {', '.join(valid)}"
+    return "see the recipe reference in README.md"

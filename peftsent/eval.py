@@ -11,8 +11,30 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from peftsent.cli import add_inference_arguments, check_out_dir, make_parser, positive_int, run_cli
+from peftsent.calibration import temperature_for
+from peftsent.cli import (
+    add_inference_arguments,
+    check_out_dir,
+    make_parser,
+    positive_int,
+    run_cli,
+)
+from peftsent.data import SPLITS, load_splits, tokenize_splits
 from peftsent.errors import PeftsentError
+from peftsent.inference import predict_checked, window_stride
+from peftsent.loading import load_target, target_run
+from peftsent.metrics import format_table
+from peftsent.predictions import (
+    data_stem,
+    predictions_name,
+    score_logits,
+    write_predictions,
+)
+from peftsent.recipe import DataSection
+from peftsent.rundir import EVAL_DIR, write_json
+from peftsent.speed import target_dtype
+from peftsent.tokenization import check_scoring_request
+from peftsent.training_args import EVAL_BATCH_SIZE
 
 EPILOG = """examples:
   python -m peftsent.eval runs/quick/lora
@@ -24,8 +46,6 @@ EPILOG = """examples:
 
 
 def _data_section(run, data: str | None, text_column: str, label_column: str, max_samples: int | None):
-    from peftsent.recipe import DataSection
-
     if data is None:
         if run is None:
             raise PeftsentError("this target carries no recipe: name a dataset with --data (e.g. --data imdb-offline)")
@@ -40,8 +60,6 @@ def _data_section(run, data: str | None, text_column: str, label_column: str, ma
 
 def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
     """Where results go and the file-name prefix: a run's eval/, or the eval/ of the run holding merged/."""
-    from peftsent.rundir import EVAL_DIR
-
     if loaded.run is None:
         return None, ""
     prefix = "" if loaded.kind == "run" else f"{Path(target).resolve().name}-"
@@ -75,16 +93,6 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     are written beside the report (``predictions-<report>.jsonl``). Raises PeftsentError subclasses for a bad
     target, dataset or split.
     """
-    from peftsent.calibration import temperature_for
-    from peftsent.data import SPLITS, load_splits, tokenize_splits
-    from peftsent.inference import predict_checked, window_stride
-    from peftsent.loading import load_target, target_run
-    from peftsent.metrics import format_table
-    from peftsent.predictions import data_stem, predictions_name, score_logits, write_predictions
-    from peftsent.speed import EVAL_BATCH_SIZE, target_dtype
-    from peftsent.tokenization import check_scoring_request
-    from peftsent.rundir import write_json
-
     if split not in SPLITS:
         raise PeftsentError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     try:
@@ -152,8 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from peftsent.metrics import format_table
-
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
                           args.text_column, args.label_column, out=args.out, label_order=args.label_order,
                           allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,

@@ -12,7 +12,16 @@ from __future__ import annotations
 import contextlib
 import tempfile
 
-from peftsent.speed import EVAL_BATCH_SIZE
+from peftsent.errors import PeftsentError
+from peftsent.speed import (
+    BatchPadding,
+    agreement,
+    can_merge,
+    inference_precision,
+    merged_in_memory,
+    resolve_dtype,
+)
+from peftsent.training_args import EVAL_BATCH_SIZE
 
 
 @contextlib.contextmanager
@@ -38,8 +47,6 @@ def eval_trainer(model, tokenizer, output_dir: str, batch_size: int, progress: b
     :class:`peftsent.speed.BatchPadding` up to ``max_length`` tokens."""
     import torch
     from transformers import Trainer, TrainingArguments
-
-    from peftsent.speed import BatchPadding
 
     args = TrainingArguments(
         output_dir=output_dir,
@@ -70,8 +77,6 @@ def predict_logits(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE,
 
     import numpy as np
 
-    from peftsent.speed import inference_precision, merged_in_memory
-
     lengths = np.asarray(dataset["length"])  # tokens after truncation: padding never goes past the longest
     order = np.argsort(lengths, kind="stable")
     # labels stay out of the forward pass: no loss is needed (AdaLoRA's adds a regulariser that fails at inference)
@@ -96,8 +101,6 @@ def window_stride(tokenizer, max_length: int, stride: int | None, key: str = "--
     ``key`` names the setting in the message (``--stride`` on the command line, ``model.stride`` in a recipe).
     Raises PeftsentError unless 0 <= stride < max_length - special tokens (each window must advance).
     """
-    from peftsent.errors import PeftsentError
-
     room = max_length - tokenizer.num_special_tokens_to_add()
     stride = max_length // 2 if stride is None else stride
     if not 0 <= stride < room:
@@ -132,8 +135,6 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     import numpy as np
     import torch
     from tqdm.auto import tqdm
-
-    from peftsent.speed import BatchPadding, inference_precision, merged_in_memory
 
     stride = window_stride(tokenizer, max_length, stride)
     texts = list(texts)
@@ -192,8 +193,6 @@ def predict_checked(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE
     None when the fast path is plain float32), ``long_reviews`` (``truncate`` or ``window (stride S)``).
     """
     import numpy as np
-
-    from peftsent.speed import agreement, can_merge, resolve_dtype
 
     dtype = resolve_dtype(dtype)
     merged = merge and can_merge(model)

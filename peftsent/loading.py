@@ -7,7 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftsent.errors import ModelError
+from peftsent.methods.bottleneck import is_bottleneck_dir, load_bottleneck, read_config
+from peftsent.modeling import (
+    class_order,
+    fresh_weights,
+    load_base_model,
+    load_tokenizer,
+    quiet_transformers,
+    refuse_fresh_weights,
+    to_canonical,
+    unfilled_fresh_weights,
+)
+from peftsent.recipe import ModelSection
+from peftsent.registry import resolve_model
 from peftsent.rundir import Run, is_finished_run
+from peftsent.tokenization import saved_long_reviews, saved_truncation, section_policy
 
 #: context used for targets that carry no recipe (tokens; capped at the model's usable positions)
 DEFAULT_MAX_LENGTH = 256
@@ -38,8 +52,6 @@ class Loaded:
 
     def canonical(self, logits):
         """Model logits (n, 2) -> columns (negative, positive)."""
-        from peftsent.modeling import to_canonical
-
         return to_canonical(logits, self.order)
 
     def encode(self, texts: list[str]) -> dict:
@@ -48,14 +60,10 @@ class Loaded:
 
 
 def _is_adapter_dir(path: Path) -> bool:
-    from peftsent.methods.bottleneck import is_bottleneck_dir
-
     return (path / "adapter_config.json").is_file() or is_bottleneck_dir(path)
 
 
 def _adapter_base(path: Path) -> str:
-    from peftsent.methods.bottleneck import is_bottleneck_dir, read_config
-
     if is_bottleneck_dir(path):
         return read_config(path)[1]
     return json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -72,16 +80,13 @@ def _adapter_tensor_names(adapter_dir: Path) -> list[str]:
     return names
 
 
-def _attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_random_weights: bool = False):
+def attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_random_weights: bool = False):
     """A fresh full-precision base (never quantized) with the adapter and its trained head.
 
     Raises ModelError if a weight the base checkpoint lacks is not in the adapter either
     (unless ``allow_random_weights``).
     """
     from peft import PeftModel
-
-    from peftsent.methods.bottleneck import is_bottleneck_dir, load_bottleneck
-    from peftsent.modeling import load_base_model, refuse_fresh_weights, unfilled_fresh_weights
 
     base, fresh = load_base_model(base_location, dtype, with_report=True)
     if not allow_random_weights:
@@ -98,8 +103,6 @@ def _load_classifier(location: str, dtype=None, allow_random_weights: bool = Fal
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from peftsent.modeling import fresh_weights, quiet_transformers, refuse_fresh_weights
-
     try:
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -113,9 +116,6 @@ def _load_classifier(location: str, dtype=None, allow_random_weights: bool = Fal
 
 def _finish(model, tokenizer, kind: str, model_section, run, label_order, target: str) -> Loaded:
     """The one assembly of a Loaded: label order by id2label names, token policy from the model."""
-    from peftsent.modeling import class_order
-    from peftsent.tokenization import section_policy
-
     try:
         order = class_order(model.config.id2label, label_order)
     except ModelError as err:
@@ -128,9 +128,6 @@ def _default_section(name: str, tokenizer):
     """Length and truncation of a target without a recipe: the tokenizer's own saved settings
     (``model_max_length``, ``peftsent_truncation`` / ``truncation_side``, as a peftsent export writes them),
     at most DEFAULT_MAX_LENGTH."""
-    from peftsent.recipe import ModelSection
-    from peftsent.tokenization import saved_long_reviews, saved_truncation
-
     max_length = min(DEFAULT_MAX_LENGTH, int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)))
     truncation = saved_truncation(tokenizer)
     long_reviews, stride = saved_long_reviews(tokenizer)
@@ -139,13 +136,10 @@ def _default_section(name: str, tokenizer):
 
 
 def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=False) -> Loaded:
-    from peftsent.modeling import load_tokenizer
-    from peftsent.registry import resolve_model
-
     run = Run(path)
     recipe = run.recipe()
     if run.is_adapter:
-        model = _attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights)
+        model = attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights)
     else:
         model = _load_classifier(str(run.weights), dtype, allow_random_weights)
     return _finish(model, load_tokenizer(str(run.weights)), "run", recipe.model, run, label_order, str(path))
@@ -172,9 +166,6 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
     if some weights are not in its checkpoint. Raises ModelError/RunDirError if it is
     none of these, cannot be loaded, has freshly initialised weights, or unnamed classes.
     """
-    from peftsent.modeling import load_tokenizer
-    from peftsent.registry import resolve_model
-
     path = Path(target).expanduser()
     if path.is_dir():
         if is_finished_run(path):
@@ -184,7 +175,7 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
         if _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
-            model = _attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)
+            model = attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)
             kind = "adapter"
         elif (path / "config.json").is_file():
             model, kind = _load_classifier(str(path), dtype, allow_random_weights), "model"

@@ -9,13 +9,24 @@ atomically: above tolerance nothing is written.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftsent.calibration import fold_temperature, read_temperature
 from peftsent.cli import make_parser, run_cli
+from peftsent.data import load_splits, tokenize_splits
 from peftsent.errors import MergeError
-from peftsent.speed import EVAL_BATCH_SIZE
+from peftsent.inference import predict_logits
+from peftsent.loading import load_target
+from peftsent.methods import method_spec
+from peftsent.metrics import format_table
+from peftsent.modeling import merge_adapter
+from peftsent.registry import portable_name
+from peftsent.rundir import MERGED_DIR, open_run, staging, write_json
+from peftsent.tokenization import TokenPolicy
+from peftsent.training_args import EVAL_BATCH_SIZE
 
 #: max |delta logit| accepted per export dtype. float32 is exact up to summation order;
 #: bf16 keeps 8 mantissa bits (relative error ~4e-3 per op), fp16 10 bits (~5e-4).
@@ -52,8 +63,6 @@ class Parity:
 
 
 def _check_mergeable(run, recipe) -> None:
-    from peftsent.methods import method_spec
-
     if not run.is_adapter:
         raise MergeError(
             f"{run.path} is a full fine-tuning run: there is nothing to merge. Its model/ is already a "
@@ -67,8 +76,6 @@ def _check_mergeable(run, recipe) -> None:
 
 
 def _probe_set(recipe, loaded, probe_size: int):
-    from peftsent.data import load_splits, tokenize_splits
-
     section = dataclasses.replace(recipe.data, max_eval_samples=probe_size)
     splits = load_splits(section, splits=["validation"], both_classes=False)  # logits only, no metric
     return tokenize_splits(splits, loaded.tokenizer, loaded.policy)["validation"]
@@ -90,10 +97,6 @@ def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None, t
     run's calibration temperature folded into a merged model's classifier (None: none). The text
     ``PATH`` stands for where the directory will live.
     """
-    from peftsent.metrics import format_table
-    from peftsent.registry import portable_name
-    from peftsent.tokenization import TokenPolicy
-
     merged = parity is not None
     base = portable_name(recipe.model.name)
     policy = TokenPolicy(metrics.get("max_length", recipe.model.max_length), recipe.model.truncation)  # as used
@@ -156,7 +159,9 @@ or with peftsent (resolves `{base}` offline where it is embedded): `python -m pe
 - method: `{recipe.method_name}` ({metrics['parameters']['trainable']:,} trainable parameters of {metrics['parameters']['total']:,})
 - data: `{recipe.data.name}` ({metrics['sizes']['train']:,} training reviews), max length {policy.max_length} tokens, {truncation}{weights}
 
-## Metrics of the run (float32 adapter model)
+## Metrics of the run
+{_scoring_line(metrics)}
+
 {format_table(shown)}
 {caveat}{check}
 ## Load it
@@ -168,6 +173,24 @@ def write_adapter_card(adapter_dir: Path, recipe, metrics: dict) -> None:
     """Replace peft's empty README template in a run's adapter directory with :func:`model_card`."""
     text = model_card(recipe, metrics, recipe.run_dir.name)
     (Path(adapter_dir) / "README.md").write_text(text.replace("PATH", str(recipe.run_dir / "adapter")))
+
+
+def _scoring_line(metrics: dict) -> str:
+    """How the run's final evaluation scored the metrics shown on a card, from its metrics.json ``inference``."""
+    inference = metrics.get("inference") or {}
+    dtype = inference.get("dtype", "float32")
+    merged = " with the adapter merged in memory" if inference.get("merged") else ""
+    stored = " (the model stored in bfloat16 while it predicts)" if dtype == "bfloat16" else ""
+    long = inference.get("long_reviews") or metrics.get("long_reviews") or "truncate"
+    reviews = (f"reviews longer than {metrics.get('max_length')} tokens averaged over overlapping windows ({long})"
+               if str(long).startswith("window") else f"each review truncated to {metrics.get('max_length')} tokens")
+    agreement = inference.get("agreement") or {}
+    agree = (f"; on {agreement['n']} validation reviews its predictions agree with float32's for "
+             f"{100 * agreement['prediction_agreement']:.2f} % (max |dp| {agreement['max_abs_dprob']:.1e})"
+             if "prediction_agreement" in agreement else "")
+    calibrated = "; probabilities after temperature scaling" if metrics.get("calibration") else ""
+    return (f"Scored by the run's final evaluation (peftsent {metrics.get('peftsent_version', '?')}) in {dtype}{stored}"
+            f"{merged}, {reviews}{calibrated}{agree}.")
 
 
 def _calibration_line(temperature: float | None) -> str:
@@ -195,8 +218,6 @@ def _same_merge(target: Path, run) -> bool:
 
 def _check_target(target: Path, run) -> None:
     """Refuse an output that would overwrite the run itself, its weights, or anything but a merged model."""
-    from peftsent.rundir import MERGED_DIR
-
     resolved, run_dir = target.resolve(), run.path.resolve()
     if resolved == run_dir or resolved in run_dir.parents or (
             run_dir in resolved.parents and resolved != run_dir / MERGED_DIR):
@@ -217,12 +238,6 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
     check fails (nothing is written then); RunDirError if ``run_dir`` is not a finished run.
     """
     import torch
-
-    from peftsent.calibration import fold_temperature, read_temperature
-    from peftsent.inference import predict_logits
-    from peftsent.loading import load_target
-    from peftsent.modeling import merge_adapter
-    from peftsent.rundir import MERGED_DIR, open_run, staging, write_json
 
     if dtype not in TOLERANCES:
         raise MergeError(f"--dtype {dtype}: expected one of {', '.join(TOLERANCES)}")
@@ -260,8 +275,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
         loaded.policy.configure(loaded.tokenizer).save_pretrained(work)  # model_max_length, truncation_side
         card = model_card(recipe, run.metrics(), run.path.name, parity, temperature)
         (work / "README.md").write_text(card.replace("PATH", str(target)))
-    inside = target.resolve().parent == run.path.resolve()
-    output = target.name if inside else str(target.resolve())  # relative to the run when inside it
+    output = os.path.relpath(target.resolve(), run.path.resolve())  # relative: the run and its merge can move
     write_json(run.path / PARITY_FILE, {"output": output, **dataclasses.asdict(parity), "passed": parity.passed})
     return target, parity
 

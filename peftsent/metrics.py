@@ -10,6 +10,16 @@ import numpy as np
 
 #: metrics that are plain floats (the rest: confusion_matrix, count)
 SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "ece", "log_loss")
+#: metrics the Trainer reports on validation, usable as ``train.metric_for_best_model`` and ``tune.metric``
+SELECTION_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "ece", "log_loss", "loss")
+#: selection metrics where a lower value is better (greater_is_better defaults to False for them)
+LOWER_IS_BETTER = ("loss", "log_loss", "ece")
+
+
+def greater_is_better(metric: str) -> bool:
+    """Direction of a selection metric (``train.metric_for_best_model``): False for loss, log_loss and ece,
+    True otherwise; an ``eval_`` prefix is ignored."""
+    return str(metric).removeprefix("eval_") not in LOWER_IS_BETTER
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -7,12 +7,21 @@ requested ``target_modules`` name matches a module of the model.
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import asdict, dataclass
 
-from peftsent.errors import ModelError, RecipeError
-from peftsent.methods import method_spec
-from peftsent.registry import ID2LABEL, LABEL2ID, ModelSource, arch_spec, resolve_model
+from peftsent.errors import ModelError, PeftsentError, RecipeError
+from peftsent.inference import window_stride
+from peftsent.methods import make_peft_config, method_spec
+from peftsent.methods.bottleneck import add_bottleneck_adapters
+from peftsent.registry import (
+    ID2LABEL,
+    LABEL2ID,
+    ModelSource,
+    arch_spec,
+    head_to_save,
+    resolve_model,
+)
+from peftsent.tokenization import review_tokens
 
 
 @dataclass(frozen=True)
@@ -224,32 +233,6 @@ def to_canonical(logits, order: tuple[int, int]):
     return logits[:, list(order)]
 
 
-def _hidden_facts(model_config) -> dict:
-    """Sizes prompt methods need, under either naming (BERT ``hidden_size``, DistilBERT ``dim``)."""
-    get = lambda *names: next((getattr(model_config, n) for n in names if hasattr(model_config, n)), None)  # noqa: E731
-    return {"token_dim": get("hidden_size", "dim"), "num_attention_heads": get("num_attention_heads", "n_heads"),
-            "num_layers": get("num_hidden_layers", "n_layers")}
-
-
-def make_peft_config(recipe, model_config=None, total_steps: int | None = None):
-    """The method's config object (a peft config, or BottleneckConfig).
-
-    ``model_config`` fills the sizes prompt methods need; ``total_steps`` (optimizer
-    steps of the run) fills AdaLoRA's ``total_step``. Raises ValueError/TypeError
-    from the config's own checks.
-    """
-    spec = method_spec(recipe.method_name)
-    config_class = spec.load_config_class()
-    options = copy.deepcopy({k: v for k, v in recipe.method.items()
-                             if k != "name" and k not in spec.extra_options})  # peft extends lists in place
-    if spec.virtual_tokens_option and model_config is not None:
-        for key, value in _hidden_facts(model_config).items():
-            options.setdefault(key, value)
-    if spec.name == "adalora" and options.get("total_step") is None:
-        options["total_step"] = total_steps or 1000  # the real count is filled in at train time
-    return config_class(**{**options, **spec.fixed})
-
-
 def virtual_tokens(method: dict) -> int:
     """Positions a method prepends to every input (prompt and p-tuning), else 0."""
     option = method_spec(method["name"]).virtual_tokens_option
@@ -258,8 +241,6 @@ def virtual_tokens(method: dict) -> int:
 
 def max_input_tokens(model_config, requested: int, method: dict | None = None) -> int:
     """Tokens a review may have before any weights load (recipe checks): see :func:`tokenization.review_tokens`."""
-    from peftsent.tokenization import review_tokens
-
     return review_tokens(model_config, requested, virtual_tokens(method) if method else 0)
 
 
@@ -303,8 +284,6 @@ def check_target_modules(model, recipe) -> None:
 
 def _module_names_hint(key: str, recipe) -> str:
     """The model's own names for ``method.<key>`` and the recipe form that follows whichever model is loaded."""
-    from peftsent.registry import head_to_save
-
     arch = arch_spec(recipe.model_type)
     if key == "modules_to_save":
         head = head_to_save(recipe.model.name, recipe.model_type)
@@ -360,9 +339,6 @@ def check_method_on_meta(recipe, source: ModelSource) -> None:
 def _check_stride(recipe, source: ModelSource, room: int) -> None:
     """``model.stride`` against the review tokens the model really gets (``room``: capped at its positions less
     virtual tokens), with the tokenizer's special tokens, before any weights load. Raises RecipeError."""
-    from peftsent.errors import PeftsentError
-    from peftsent.inference import window_stride
-
     try:
         window_stride(load_tokenizer(source.location), room, recipe.model.stride, key="model.stride")
     except PeftsentError as err:
@@ -404,8 +380,6 @@ def wrap_model(model, recipe, total_steps: int | None = None):
     check_target_modules(model, recipe)
     config = make_peft_config(recipe, model.config, total_steps)
     if not spec.is_peft:
-        from peftsent.methods.bottleneck import add_bottleneck_adapters
-
         return add_bottleneck_adapters(model, config, arch_spec(recipe.model_type))
     from peft import get_peft_model
 

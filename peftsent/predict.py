@@ -14,9 +14,22 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from peftsent.calibration import temperature_for
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError
-from peftsent.speed import EVAL_BATCH_SIZE
+from peftsent.inference import window_logits, window_stride
+from peftsent.loading import load_target
+from peftsent.registry import ID2LABEL as id2label
+from peftsent.speed import (
+    BatchPadding,
+    agreement,
+    device_of,
+    inference_precision,
+    merged_in_memory,
+    target_dtype,
+)
+from peftsent.tokenization import check_scoring_request
+from peftsent.training_args import EVAL_BATCH_SIZE
 
 EPILOG = """examples:
   python -m peftsent.predict runs/quick/lora "A wonderful film." "Dull and far too long."
@@ -80,8 +93,6 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
     import numpy as np
     import torch
 
-    from peftsent.speed import BatchPadding, device_of, inference_precision
-
     device, collate = device_of(loaded.model), BatchPadding(loaded.tokenizer, loaded.max_length)
     encoded = loaded.encode(texts)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
@@ -100,8 +111,6 @@ def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=
     """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
     (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
     :func:`peftsent.inference.window_logits` when it scores windows."""
-    from peftsent.inference import window_logits
-
     policy = policy or loaded.policy
     if policy.long_reviews == "window":
         return window_logits(loaded.model, loaded.tokenizer, texts, policy.max_length, policy.stride, batch_size,
@@ -121,10 +130,6 @@ def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, l
     """
     import torch
 
-    from peftsent.calibration import temperature_for
-    from peftsent.registry import ID2LABEL as id2label
-    from peftsent.speed import merged_in_memory
-
     policy = loaded.policy.for_scoring(long_reviews, stride)
     temperature = temperature_for(loaded) or 1.0
     loaded.model.eval()
@@ -143,8 +148,6 @@ def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, prob
                      policy=None) -> str | None:
     """One line: how the first ``probe`` texts' predictions in ``dtype`` agree with float32 (None for float32),
     scored under ``policy`` (default the target's own)."""
-    from peftsent.speed import agreement, merged_in_memory
-
     if dtype == "float32":
         return None
     sample = texts[:probe]
@@ -170,9 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         import torch
 
-        from peftsent.loading import load_target
-        from peftsent.speed import target_dtype
-
         if args.texts and args.file:
             raise DataError("give texts as arguments or --file, not both")
         if args.texts:
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no texts: pass them as arguments, with --file, or on standard input")
         if not texts:
             raise DataError("no texts to label (the input was empty)")
-        from peftsent.tokenization import check_scoring_request
 
         try:
             check_scoring_request(args.long_reviews, args.stride)  # before any model loads
@@ -197,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise DataError(str(err)) from None
         if policy.long_reviews == "window":  # a bad stride fails before any output
-            from peftsent.inference import window_stride
 
             stride = window_stride(loaded.tokenizer, policy.max_length, policy.stride)
         dtype = target_dtype(args.dtype, loaded.run)

@@ -25,6 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from peftsent.calibration import before_after, fit_temperature, scale, write_calibration
+from peftsent.data import load_splits, tokenize_splits
+from peftsent.errors import DataError
+from peftsent.inference import AGREEMENT_PROBE, predict_checked
+from peftsent.metrics import classification_metrics, softmax
+from peftsent.modeling import class_order, to_canonical
+from peftsent.recipe import DataSection
+from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
+from peftsent.speed import run_dtype
+
 COLUMNS = ("index", "gold", "predicted", "p_positive", "logits", "temperature", "n_tokens", "truncated", "text")
 
 
@@ -41,9 +51,6 @@ def predictions_name(stem: str) -> str:
 def write_predictions(path: Path, texts, tokenized, logits, temperature: float | None = None) -> Path:
     """Write one JSON line per review. ``texts``: (n,) str; ``tokenized``: the split from
     :func:`peftsent.data.tokenize_splits` (labels, n_tokens, truncated); ``logits``: (n, 2) raw."""
-    from peftsent.calibration import scale
-    from peftsent.metrics import softmax
-
     logits = np.asarray(logits, dtype=np.float64)
     probs = softmax(scale(logits, temperature))
     columns = {k: tokenized[k] for k in ("labels", "n_tokens", "truncated")}
@@ -62,8 +69,6 @@ def write_predictions(path: Path, texts, tokenized, logits, temperature: float |
 def read_predictions(path: Path):
     """A ``pandas.DataFrame`` of a predictions file. Raises DataError if it is empty or lacks a column."""
     import pandas as pd
-
-    from peftsent.errors import DataError
 
     try:
         frame = pd.read_json(path, lines=True)
@@ -91,9 +96,6 @@ def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperat
     ``dtype``: the run's inference precision (:func:`peftsent.speed.run_dtype`), adapter merged in memory
     where it merges; its agreement with float32 goes into ``inference`` when given. ``policy`` / ``texts``:
     long reviews are scored as ``policy.long_reviews`` says (:func:`peftsent.inference.predict_checked`)."""
-    from peftsent.inference import AGREEMENT_PROBE, predict_checked
-    from peftsent.modeling import class_order, to_canonical
-
     # the float32 agreement probe is only kept for the split that records it (validation): no discarded passes
     logits, labels, speed, report = predict_checked(model, tokenizer, tokenized, batch_size, dtype,
                                                     probe=0 if inference is None else AGREEMENT_PROBE,
@@ -117,12 +119,6 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
     validation metrics of the truncated reviews, as training's own validation passes scored them.
     """
     import dataclasses
-
-    from peftsent.calibration import before_after, fit_temperature, write_calibration
-    from peftsent.data import load_splits, tokenize_splits
-    from peftsent.recipe import DataSection
-
-    from peftsent.speed import run_dtype
 
     batch, bins, dtype = recipe.train["per_device_eval_batch_size"], recipe.eval.ece_bins, run_dtype(recipe)
     names = ("validation", "test") if recipe.eval.test else ("validation",)
@@ -159,7 +155,6 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
 
     def write(work: Path) -> None:
         if temperature is not None:  # in the run, and beside the weights so a copied adapter/ or model/ keeps it
-            from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
 
             for directory in (work, work / ADAPTER_DIR, work / MODEL_DIR):
                 if directory.is_dir():
@@ -174,9 +169,6 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
 def score_logits(logits, labels, ece_bins: int = 15, temperature: float | None = None) -> dict:
     """Metrics of ``logits / T`` (peftsent.metrics); with a temperature, the uncalibrated ECE and
     log-loss stay under ``uncalibrated`` (accuracy, F1 and ROC-AUC do not depend on T)."""
-    from peftsent.calibration import scale
-    from peftsent.metrics import classification_metrics
-
     metrics = classification_metrics(labels, scale(logits, temperature), ece_bins)
     if temperature is not None:
         raw = classification_metrics(labels, logits, ece_bins)

@@ -17,7 +17,6 @@ each naming its dotted path and the closest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import typing
 from dataclasses import dataclass, field
@@ -26,12 +25,23 @@ from typing import Any
 
 import yaml
 
-from peftsent.baseline import BASELINES
-from peftsent.speed import EVAL_BATCH_SIZE
-from peftsent.errors import ModelError, RecipeError
-from peftsent.methods import METHODS, method_spec, supported_methods
+from peftsent.data import also_problems
+from peftsent.errors import ModelError, RecipeError, did_you_mean
+from peftsent.methods import METHODS, make_peft_config, method_spec, supported_methods
+from peftsent.metrics import SELECTION_METRICS, greater_is_better
+from peftsent.registry import (
+    MODULE_GROUPS,
+    arch_spec,
+    expand_module_groups,
+    model_type_of,
+)
+from peftsent.search_space import parse_tune
+from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
+from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, make_training_args
 
 SECTIONS = ("model", "data", "method", "train", "eval")
+#: the values ``eval.baseline`` accepts: ``tfidf`` adds TF-IDF + logistic regression (peftsent.baseline)
+BASELINES = ("none", "tfidf")
 #: sections a recipe may add; ``tune`` (the search space of peftsent.tune) is validated, then ignored by train
 OPTIONAL_SECTIONS = ("tune",)
 
@@ -138,14 +148,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "bf16": "auto",  # bf16 autocast where the CPU/GPU supports it; parameters stay fp32
 }
 
-#: peftsent's own keys in the ``train`` section (not TrainingArguments fields): name -> (type, default)
-TRAIN_EXTRAS: dict[str, tuple[Any, Any]] = {
-    "early_stopping_patience": (int | None, None),
-    # evaluations without improvement before training stops (transformers.EarlyStoppingCallback); None: never stops
-    "early_stopping_threshold": (float, 0.0),
-    # improvement of metric_for_best_model that counts as one (same units as the metric)
-}
-
 #: TrainingArguments fields peftsent decides itself -> what to use instead
 CONTROLLED_TRAIN_KEYS: dict[str, str] = {
     "resume_from_checkpoint": "python -m peftsent.train RECIPE --resume (continues the newest complete checkpoint)",
@@ -154,15 +156,6 @@ CONTROLLED_TRAIN_KEYS: dict[str, str] = {
     "do_eval": "validation runs on train.eval_strategy; remove the key",
     "do_predict": "the test split is scored once at the end (eval.test); remove the key",
 }
-
-#: selection metrics where a lower value is better (greater_is_better defaults to False for them)
-LOWER_IS_BETTER = ("loss", "log_loss", "ece")
-
-
-def greater_is_better(metric: str) -> bool:
-    """Direction of ``train.metric_for_best_model``: False for loss, log_loss and ece, True otherwise."""
-    return str(metric).removeprefix("eval_") not in LOWER_IS_BETTER
-
 
 #: peft config fields that describe a saved adapter rather than a choice a recipe makes
 _PEFT_INTERNAL = {"peft_type", "auto_mapping", "base_model_name_or_path", "revision", "inference_mode"}
@@ -254,16 +247,6 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _closest(key: str, valid: typing.Iterable[str]) -> str:
-    valid = sorted(valid)
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if match:
-        return f"did you mean '{match[0]}'?"
-    if len(valid) <= 12:
-        return f"valid keys: {', '.join(valid)}"
-    return "see the recipe reference in README.md"
-
-
 # ---------------------------------------------------------------- schemas
 
 
@@ -293,7 +276,7 @@ def _method_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def _section_schema(section: str, raw: dict) -> dict[str, Any] | None:
+def section_schema(section: str, raw: dict) -> dict[str, Any] | None:
     """Valid keys of ``section`` with their types; None when the method is unknown."""
     if section == "model":
         return _dataclass_schema(ModelSection)
@@ -340,11 +323,11 @@ def _apply_overrides(raw: dict, overrides: typing.Sequence[str], problems: list[
             continue
         section, name = parts
         if section not in SECTIONS:
-            problems.append(f"override '{item}': unknown section '{section}'; {_closest(section, SECTIONS)}")
+            problems.append(f"override '{item}': unknown section '{section}'; {did_you_mean(section, SECTIONS)}")
             continue
-        schema = _section_schema(section, raw)
+        schema = section_schema(section, raw)
         if schema is not None and name not in schema and not (section == "train" and name in CONTROLLED_TRAIN_KEYS):
-            problems.append(f"override '{item}': {section}.{name} does not exist; {_closest(name, schema)}")
+            problems.append(f"override '{item}': {section}.{name} does not exist; {did_you_mean(name, schema)}")
             continue
         target = raw.setdefault(section, {})
         if not isinstance(target, dict):
@@ -369,9 +352,9 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
             problems.append(f"method.name: expected one method name (e.g. lora), found {name!r}")
             return
         if name not in METHODS:
-            problems.append(f"method.name: unknown method {name!r}; {_closest(str(name), METHODS)} (methods: {', '.join(METHODS)})")
+            problems.append(f"method.name: unknown method {name!r}; {did_you_mean(str(name), METHODS)} (methods: {', '.join(METHODS)})")
             return
-    schema = _section_schema(section, raw) or {}
+    schema = section_schema(section, raw) or {}
     owner = {"method": f" for method '{values.get('name')}'", "train": " (transformers.TrainingArguments)"}.get(section, "")
     for key, value in values.items():
         path = f"{section}.{key}"
@@ -379,7 +362,7 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
             problems.append(f"{path}: peftsent sets this itself; use {CONTROLLED_TRAIN_KEYS[key]}")
             continue
         if key not in schema:
-            problems.append(f"{path}: unknown key{owner}; {_closest(str(key), schema)}")
+            problems.append(f"{path}: unknown key{owner}; {did_you_mean(str(key), schema)}")
             continue
         problem = _type_problem(path, value, schema[key])
         if problem and section == "method":
@@ -394,8 +377,6 @@ def _check_section(section: str, values: Any, raw: dict, problems: list[str]) ->
 
 def _module_group_problem(key: str, value: Any, problem: str) -> str | None:
     """A symbolic module group (``modules_to_save: head``) is valid where the field wants a list of names."""
-    from peftsent.registry import MODULE_GROUPS
-
     groups = MODULE_GROUPS.get(key)
     if not groups or not isinstance(value, str):
         return problem
@@ -407,7 +388,7 @@ def _module_group_problem(key: str, value: Any, problem: str) -> str | None:
 def _check_raw(raw: dict, problems: list[str]) -> None:
     for section in raw:
         if section not in SECTIONS + OPTIONAL_SECTIONS:
-            problems.append(f"{section}: unknown section; {_closest(str(section), SECTIONS + OPTIONAL_SECTIONS)}")
+            problems.append(f"{section}: unknown section; {did_you_mean(str(section), SECTIONS + OPTIONAL_SECTIONS)}")
     for section in ("model", "data", "method"):
         if section not in raw:
             problems.append(f"{section}: missing section (required)")
@@ -420,18 +401,14 @@ def _check_raw(raw: dict, problems: list[str]) -> None:
 
 def _check_tune(raw: dict, problems: list[str]) -> None:
     """The tune section's keys, distributions and metric (peftsent.tune.parse_tune decides them)."""
-    from peftsent.tune import parse_tune
-
     train = {**TRAIN_DEFAULTS, **(raw["train"] if isinstance(raw.get("train"), dict) else {})}
-    _, found = parse_tune(raw["tune"], lambda section: _section_schema(section, raw),
+    _, found = parse_tune(raw["tune"], SECTIONS, lambda section: section_schema(section, raw),
                           train["metric_for_best_model"], train["seed"])
     problems.extend(found)
 
 
 def _check_values(recipe: Recipe, problems: list[str]) -> None:
     """Cross-field rules, each naming the key to change."""
-    from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
-
     if recipe.model.truncation not in TRUNCATIONS:
         problems.append(f"model.truncation: expected one of {', '.join(TRUNCATIONS)}, found {recipe.model.truncation!r}")
     if recipe.model.long_reviews not in LONG_REVIEWS:
@@ -462,17 +439,11 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         problems.append(f"eval.ece_bins: expected at least 1, found {recipe.eval.ece_bins}")
     if recipe.eval.baseline not in BASELINES:
         problems.append(f"eval.baseline: expected one of {', '.join(BASELINES)}, found {recipe.eval.baseline!r}")
-    from peftsent.data import also_problems
-
     problems.extend(also_problems(recipe.data.name, recipe.eval.also))
     spec = method_spec(recipe.method_name)
     for key, value in spec.fixed.items():
         if key in recipe.method and str(recipe.method[key]) != value:
             problems.append(f"method.{key}: peftsent sets this to {value!r}; remove it from the recipe")
-
-
-#: metrics the Trainer reports on validation, usable as ``train.metric_for_best_model``
-SELECTION_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "ece", "log_loss", "loss")
 
 
 def _check_train_values(train: dict, problems: list[str]) -> None:
@@ -547,8 +518,6 @@ def _cuda_problem(spec) -> str | None:
 
 
 def _fill_method_defaults(recipe: Recipe, problems: list[str], for_training: bool = True) -> None:
-    from peftsent.registry import arch_spec, model_type_of
-
     spec = method_spec(recipe.method_name)
     if for_training and spec.needs_cuda and (problem := _cuda_problem(spec)):
         problems.append(problem)
@@ -579,8 +548,6 @@ def _resolve_module_names(recipe: Recipe, arch, chosen: dict, problems: list[str
     so the run's saved recipe.yaml names every module and re-loads identically. ``chosen``: the
     method options the recipe itself set (the rest are defaults).
     """
-    from peftsent.registry import MODULE_GROUPS, expand_module_groups
-
     method = recipe.method
     for key in MODULE_GROUPS:
         if key in method:
@@ -609,9 +576,6 @@ def _resolve_module_names(recipe: Recipe, arch, chosen: dict, problems: list[str
 
 def _check_library_configs(recipe: Recipe, problems: list[str]) -> None:
     """Build TrainingArguments and the peft config once, so their own checks run now."""
-    from peftsent.modeling import make_peft_config
-    from peftsent.training_args import make_training_args
-
     try:
         make_training_args(recipe, output_dir=str(recipe.run_dir))
     except (ValueError, TypeError) as err:

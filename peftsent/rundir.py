@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 from peftsent.errors import RunDirError
+from peftsent.methods import NOT_RESUMABLE
+from peftsent.recipe import load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
@@ -67,8 +69,6 @@ class Run:
 
 @functools.lru_cache(maxsize=32)
 def _saved_recipe(path: str, mtime_ns: int):
-    from peftsent.recipe import load_recipe
-
     return load_recipe(path, for_training=False)
 
 
@@ -357,7 +357,6 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool,
                               f"with --resume, or discard it and start again with --overwrite")
         return None, False
     nothing = "nothing was deleted"
-    from peftsent.methods import NOT_RESUMABLE
 
     if recipe.method_name in NOT_RESUMABLE and not (stage / METRICS_FILE).is_file():
         why = NOT_RESUMABLE[recipe.method_name]
@@ -406,6 +405,7 @@ def open_stage(recipe, distributed, overwrite: bool = False, resume: bool = Fals
     (see :func:`_staged_state`); the run directory itself is checked by :func:`check_new_run`.
     """
     import datetime
+
     import yaml
 
     final = Path(recipe.run_dir)

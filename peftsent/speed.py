@@ -19,16 +19,13 @@ from __future__ import annotations
 import contextlib
 import time
 
+from peftsent import training_args
+
 DTYPES = ("auto", "bfloat16", "float32")
 
 #: batches are padded to a multiple of this many tokens (see :class:`BatchPadding`)
 PAD_TO_MULTIPLE_OF = 32
 
-#: reviews (or windows) per forward pass when scoring, unless a recipe or ``--batch-size`` says otherwise: the
-#: recipe default ``train.per_device_eval_batch_size``, ``eval`` of a non-run target, ``predict``. Window scoring
-#: of the 2,500 IMDb test reviews peaked at 539 MiB above its start with 32 against 757 MiB with 64, at the same
-#: speed within noise (README, Performance).
-EVAL_BATCH_SIZE = 32
 
 
 class BatchPadding:
@@ -91,9 +88,8 @@ def resolve_dtype(requested: str = "auto") -> str:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {requested!r}")
     if requested != "auto":
         return requested
-    from peftsent.training_args import bf16_available
 
-    return "bfloat16" if bf16_available() else "float32"
+    return "bfloat16" if training_args.bf16_available() else "float32"
 
 
 def run_dtype(recipe) -> str:
@@ -102,9 +98,7 @@ def run_dtype(recipe) -> str:
     and, by default, eval/predict of the run use it, so ``peftsent.eval RUN`` reproduces metrics.json."""
     bf16 = recipe.train.get("bf16")
     if bf16 == "auto":
-        from peftsent.training_args import bf16_available
-
-        bf16 = bf16_available() and not recipe.train.get("fp16")
+        bf16 = training_args.bf16_available() and not recipe.train.get("fp16")
     return "bfloat16" if bf16 else "float32"
 
 

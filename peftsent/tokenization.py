@@ -31,6 +31,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from peftsent.methods import METHODS, method_spec
+from peftsent.registry import ARCHITECTURES, usable_positions
+
 TRUNCATIONS = ("head", "tail", "head+tail")
 #: how a review longer than max_length is scored (see the module docstring)
 LONG_REVIEWS = ("truncate", "window")
@@ -176,8 +179,6 @@ def virtual_tokens_of(model) -> int:
     Which methods prepend positions is the method registry's ``virtual_tokens_option`` (prompt and
     p-tuning; prefix tuning has virtual tokens but they take no input positions).
     """
-    from peftsent.methods import METHODS, method_spec
-
     configs = getattr(model, "peft_config", None) or {}
     config = configs.get(getattr(model, "active_adapter", "default")) or next(iter(configs.values()), None)
     name = str(getattr(getattr(config, "peft_type", None), "value", "")).lower()
@@ -215,8 +216,6 @@ def review_tokens(model_config, requested: int, virtual: int = 0) -> int:
     The one formula of the cap; :func:`token_policy` (every tokenizing path) and the recipe-time check
     (``modeling.max_input_tokens``, before any weights load) both call it.
     """
-    from peftsent.registry import ARCHITECTURES, usable_positions
-
     if model_config.model_type in ARCHITECTURES:
         limit = usable_positions(model_config)
     else:

@@ -8,8 +8,43 @@ import sys
 import time
 from pathlib import Path
 
+from peftsent import __version__, metrics, modeling
+from peftsent.baseline import compare_line, tfidf_baseline
+from peftsent.calibration import describe as describe_calibration
 from peftsent.cli import make_parser, run_cli
+from peftsent.data import (
+    check_available,
+    data_fingerprint,
+    load_splits,
+    tokenize_splits,
+)
 from peftsent.errors import ModelError, RecipeError
+from peftsent.loading import attach_adapter
+from peftsent.merge import write_adapter_card
+from peftsent.methods import method_spec
+from peftsent.methods.adalora import adalora_callback
+from peftsent.methods.bottleneck import save_bottleneck
+from peftsent.metrics import format_table
+from peftsent.modeling import check_method_on_meta
+from peftsent.predictions import final_evaluation
+from peftsent.recipe import load_recipe
+from peftsent.registry import portable_name, resolve_model
+from peftsent.rundir import (
+    ADAPTER_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    RECIPE_FILE,
+    TRAINER_STATE_FILE,
+    check_new_run,
+    kill_point,
+    lifecycle_callback,
+    run_stage,
+    stage_path,
+    write_json,
+)
+from peftsent.speed import BatchPadding, frozen_weights_in
+from peftsent.tokenization import section_policy
+from peftsent.training_args import make_training_args
 
 EPILOG = """examples:
   python -m peftsent.train recipes/quick/lora.yaml
@@ -33,11 +68,6 @@ def preflight(recipe, overwrite: bool = False) -> None:
     """Check, before any compute: the run directory is new, the model and data are reachable, the
     checkpoints can be resumed, and every target module name matches. Raises one RecipeError/RunDirError
     listing the problems."""
-    from peftsent.data import check_available
-    from peftsent.modeling import check_method_on_meta
-    from peftsent.registry import resolve_model
-    from peftsent.rundir import check_new_run
-
     check_new_run(recipe.run_dir, overwrite)
     problems = list(check_available(recipe.data))
     if recipe.train.get("save_only_model"):
@@ -117,16 +147,10 @@ def _tensorboard_dir(path: Path):
 
 
 def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
-    from peftsent.methods import method_spec
-    from peftsent.registry import portable_name
-    from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
-
     spec = method_spec(recipe.method_name)
     target = work / (ADAPTER_DIR if spec.config_class else MODEL_DIR)
     base = portable_name(recipe.model.name)  # a hub id where one exists, never a path inside this venv
     if spec.config_class and not spec.is_peft:
-        from peftsent.methods.bottleneck import save_bottleneck
-
         save_bottleneck(trainer.model, target, base)
     else:
         trainer.model.save_pretrained(target, safe_serialization=True)
@@ -158,15 +182,11 @@ def _callbacks(recipe) -> list:
     """Early stopping (transformers.EarlyStoppingCallback), AdaLoRA's budget, the life-cycle points."""
     from transformers import EarlyStoppingCallback
 
-    from peftsent.rundir import lifecycle_callback
-
     callbacks = [lifecycle_callback()]
     if recipe.train.get("early_stopping_patience"):
         callbacks.append(EarlyStoppingCallback(recipe.train["early_stopping_patience"],
                                                recipe.train.get("early_stopping_threshold") or 0.0))
     if recipe.method_name == "adalora":
-        from peftsent.methods.adalora import adalora_callback
-
         callbacks.append(adalora_callback())
     return callbacks
 
@@ -176,14 +196,10 @@ def _reload_checkpoint(recipe, checkpoint: str):
     mode) for peft methods: peft's in-place reload puts p-tuning's saved (already encoded) prompt through the
     prompt encoder again and mis-sizes AdaLoRA's reallocated ranks. None for full fine-tuning and bottleneck
     adapters, where the Trainer's own reload (a plain state dict) is right."""
-    from peftsent.methods import method_spec
-
     if not method_spec(recipe.method_name).is_peft:
         return None
-    from peftsent.loading import _attach_adapter
-    from peftsent.registry import resolve_model
 
-    return _attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
+    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
 
 
 def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
@@ -193,9 +209,6 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     and skips the division by ``gradient_accumulation_steps``. Batches are padded by
     :class:`peftsent.speed.BatchPadding` under ``policy``'s length."""
     from transformers import Trainer
-
-    from peftsent.metrics import trainer_metrics
-    from peftsent.speed import BatchPadding
 
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
@@ -218,7 +231,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
-        compute_metrics=trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
+        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
     )
 
 
@@ -268,9 +281,6 @@ def _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, tim
     """Validation (also the best-reload check: one pass), test and ``eval.also`` metrics of the selected model,
     float32, over whole splits on every process, with the temperature fitted on validation (see
     :func:`peftsent.predictions.final_evaluation`). Returns (results, ``write(work)`` for the files)."""
-    from peftsent.predictions import final_evaluation
-    from peftsent.rundir import kill_point
-
     kill_point("final-evaluation")
     # accelerate wrapped forward in bf16 autocast for training; report float32 numbers, as eval does
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -292,16 +302,12 @@ def _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, tim
 def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict, write_files=None) -> None:
     """Weights, recipe, the whole run's trainer_state.json, predictions and calibration (``write_files``), then
     metrics.json (last: the results are complete)."""
-    from peftsent.rundir import ADAPTER_DIR, METRICS_FILE, RECIPE_FILE, TRAINER_STATE_FILE, write_json
-
     _save_weights(trainer, tokenizer, recipe, work)
     recipe.dump(work / RECIPE_FILE)
     trainer.state.save_to_json(str(work / TRAINER_STATE_FILE))
     if write_files is not None:
         write_files(work)
     if (work / ADAPTER_DIR).is_dir():
-        from peftsent.merge import write_adapter_card
-
         write_adapter_card(work / ADAPTER_DIR, recipe, summary)
     write_json(work / METRICS_FILE, summary)
 
@@ -309,8 +315,6 @@ def _write_results(work: Path, trainer, tokenizer, recipe, summary: dict, write_
 def _run_summary(recipe, report, splits, timing: dict, results: dict, memory: dict, policy=None) -> dict:
     """metrics.json. ``max_length``/``truncation``/``long_reviews``: the token policy every path used (capped at the model's
     usable positions less virtual tokens); ``requested_max_length``: the recipe's ``model.max_length``."""
-    from peftsent import __version__
-
     return {
         "peftsent_version": __version__,
         "recipe": recipe.source,
@@ -334,7 +338,6 @@ def _baseline(recipe, splits) -> dict | None:
     """The TF-IDF + LR baseline on the run's own splits when ``eval.baseline: tfidf`` (before training: seconds)."""
     if recipe.eval.baseline == "none":
         return None
-    from peftsent.baseline import tfidf_baseline
 
     return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
 
@@ -354,13 +357,6 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     from accelerate import PartialState
     from transformers import set_seed
 
-    from peftsent.data import data_fingerprint, load_splits, tokenize_splits
-    from peftsent.modeling import build_model
-    from peftsent.rundir import run_stage, stage_path
-    from peftsent.speed import frozen_weights_in
-    from peftsent.tokenization import section_policy
-    from peftsent.training_args import make_training_args
-
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
@@ -370,7 +366,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             return stage.finish()
         baseline = _baseline(recipe, splits) if stage.is_main_process else None
         set_seed(args.seed)  # train.seed governs every random initialisation: head, adapter, bottleneck
-        model, tokenizer, report = build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
+        model, tokenizer, report = modeling.build_model(recipe, optimizer_steps(recipe, len(splits["train"]), args.world_size))
         policy = section_policy(model, recipe.model)  # model.stride: checked at preflight (check_method_on_meta)
         tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
@@ -412,10 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
-        from peftsent.calibration import describe as describe_calibration
-        from peftsent.metrics import format_table
-        from peftsent.recipe import load_recipe
-
         recipe = load_recipe(args.recipe, args.overrides)
         if args.dry_run:
             import yaml
@@ -432,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = json.loads((run_dir / "metrics.json").read_text())
         shown = {k: summary[k] for k in ("validation", "test") if k in summary}
+        shown.update({f"{name} (test)": result for name, result in summary.get("also", {}).items()})  # eval.also
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
         if "calibration" in summary:
@@ -440,8 +433,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntrain time {timing['train_seconds']} s (+ {timing['validation_seconds']} s of validation while "
               f"training); peak RSS {summary['memory']['peak_rss_mib']} MiB")
         if "baseline" in summary:
-            from peftsent.baseline import compare_line
-
             print(compare_line(summary))
         return 0
 

@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
+
+#: reviews (or windows) per forward pass when scoring, unless a recipe or ``--batch-size`` says otherwise: the
+#: recipe default ``train.per_device_eval_batch_size``, ``eval`` of a non-run target, ``predict``. Window scoring
+#: of the 2,500 IMDb test reviews peaked at 539 MiB above its start with 32 against 757 MiB with 64, at the same
+#: speed within noise (docs/performance.md).
+EVAL_BATCH_SIZE = 32
+
+#: peftsent's own keys in the ``train`` section (not TrainingArguments fields): name -> (type, default)
+TRAIN_EXTRAS: dict[str, tuple[Any, Any]] = {
+    "early_stopping_patience": (int | None, None),
+    # evaluations without improvement before training stops (transformers.EarlyStoppingCallback); None: never stops
+    "early_stopping_threshold": (float, 0.0),
+    # improvement of metric_for_best_model that counts as one (same units as the metric)
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,8 +48,6 @@ def make_training_args(recipe, output_dir: str, **extra):
     """
     import torch
     from transformers import TrainingArguments
-
-    from peftsent.recipe import TRAIN_EXTRAS
 
     kwargs = {**{k: v for k, v in recipe.train.items() if k not in TRAIN_EXTRAS}, **extra, "output_dir": output_dir}
     if kwargs.get("bf16") == "auto":

@@ -31,15 +31,17 @@ Optuna study; ``--storage`` names another), ``trials.csv``, ``history.png``,
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
+import peftsent.train as train_module  # through the module: tests replace train_module.train
 from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
 from peftsent.errors import PeftsentError, RecipeError
+from peftsent.metrics import SCALAR_METRICS
+from peftsent.recipe import SECTIONS, load_recipe, section_schema
+from peftsent.rundir import open_run, write_json
+from peftsent.search_space import TuneSpec, parse_tune, yaml_text
 
 EPILOG = """examples:
   python -m peftsent.tune recipes/quick/lora.yaml --trials 20
@@ -54,206 +56,20 @@ A trial killed mid-run is marked failed after a 3-minute heartbeat grace period 
 with the same parameters. Exit status: 0 with best.yaml written, 1 if no trial completed, 2 for bad input.
 """
 
-#: distributions a search key may take, with the shape of their arguments
-DISTRIBUTIONS = {
-    "log_uniform": "[low, high], 0 < low < high",
-    "uniform": "[low, high], low < high",
-    "int": "[low, high] or [low, high, step], whole numbers, low < high",
-    "choice": "[a, b, ...], at least two different values",
-}
-#: settings of the tune section (every other key is a dotted search key)
-SETTINGS = ("metric", "sampler_seed", "pruner", "n_startup_trials", "n_warmup_steps")
-PRUNERS = ("median", "none")
-#: keys a study cannot search: the method decides which keys exist; each trial has its own directory
-FIXED_KEYS = {"method.name": "one study searches one method; run a study per method",
-              "train.output_dir": "each trial trains into OUT/trials/trial-<n>"}
 #: a trial scores validation only: no test split, no baseline, no out-of-domain datasets (seconds to minutes each)
 TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none", "eval.also=[]")
 #: seconds between a running trial's heartbeats; a trial silent for GRACE_S is failed and retried
 HEARTBEAT_S, GRACE_S = 60, 180
 
 
-# ---------------------------------------------------------------- the search space
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """One searched recipe key: ``key`` (``section.name``), ``kind`` (a DISTRIBUTIONS key) and its ``args``."""
-
-    key: str
-    kind: str
-    args: tuple
-
-    def _encoded(self) -> dict:
-        """choice: optuna's categorical values (scalars as they are, lists/mappings as YAML text) -> option."""
-        scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in self.args)
-        return {(v if scalar else _yaml_text(v)): v for v in self.args}
-
-    def suggest(self, trial) -> Any:
-        """Sample this key's value for an optuna ``trial``."""
-        if self.kind == "choice":
-            encoded = self._encoded()
-            return encoded[trial.suggest_categorical(self.key, list(encoded))]
-        if self.kind == "int":
-            low, high, *step = self.args
-            return trial.suggest_int(self.key, low, high, step=step[0] if step else 1)
-        return trial.suggest_float(self.key, *self.args, log=self.kind == "log_uniform")
-
-    def decode(self, stored: Any) -> Any:
-        """The recipe value of an optuna parameter value (``trial.params[key]``)."""
-        return self._encoded()[stored] if self.kind == "choice" else stored
-
-    def corners(self) -> list:
-        """Values that bound the range (every option of a choice): each must make a valid recipe."""
-        return list(self.args) if self.kind == "choice" else list(self.args[:2])
-
-
-@dataclass(frozen=True)
-class TuneSpec:
-    """A validated ``tune`` section."""
-
-    params: tuple[SearchParam, ...]
-    metric: str
-    """validation metric name as classification_metrics / the Trainer report it (``accuracy``, ``loss``)"""
-    sampler_seed: int
-    pruner: str = "median"
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
-    raw: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def direction(self) -> str:
-        """``minimize`` for loss, log_loss and ece, else ``maximize``."""
-        from peftsent.recipe import greater_is_better
-
-        return "maximize" if greater_is_better(self.metric) else "minimize"
-
-    @property
-    def report_key(self) -> str:
-        """The key of the metric in metrics.json's ``validation`` (the Trainer's ``loss`` is ``log_loss`` there)."""
-        return "log_loss" if self.metric == "loss" else self.metric
-
-
-def _yaml_text(value: Any) -> str:
-    """``value`` as one line of YAML, as an override takes it (``1.0e-05``, ``[query, value]``, ``'no'``)."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("...\n").strip()
-
-
-def _is_number(value: Any, whole: bool = False) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) if whole else isinstance(value, (int, float))
-
-
-def _distribution_problem(where: str, spec: Any) -> tuple[str | None, SearchParam | None]:
-    shapes = "; ".join(f"{{{kind}: {shape}}}" for kind, shape in DISTRIBUTIONS.items())
-    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        return f"{where}: expected one distribution, one of {shapes}; found {spec!r}", None
-    (kind, args), key = next(iter(spec.items())), where.removeprefix("tune: ")
-    if not isinstance(args, list):
-        return f"{where}: {kind} expects {DISTRIBUTIONS[kind]}, found {args!r}", None
-    if kind == "choice":
-        texts = [_yaml_text(a) for a in args]
-        if len(set(texts)) < 2:
-            return (f"{where}: choice needs at least two different values, found {args!r}"
-                    f"{'; an empty choice searches nothing' if not args else '; set the key in the recipe instead'}"), None
-        return None, SearchParam(key, kind, tuple(args))
-    whole = kind == "int"
-    lengths = (2, 3) if whole else (2,)
-    if len(args) not in lengths or not all(_is_number(a, whole) for a in args):
-        return f"{where}: {kind} expects {DISTRIBUTIONS[kind]}, found {args!r}", None
-    low, high = args[0], args[1]
-    if not low < high:
-        return f"{where}: empty range [{low}, {high}]: expected low < high", None
-    if kind == "log_uniform" and low <= 0:
-        return f"{where}: log_uniform needs 0 < low, found low = {low}; use uniform for ranges that reach 0", None
-    if whole and len(args) == 3 and not 1 <= args[2] <= high - low:
-        return f"{where}: int step {args[2]} must be in [1, high - low = {high - low}]", None
-    return None, SearchParam(key, kind, tuple(args))
-
-
-def _metric_problem(metric: Any) -> tuple[str | None, str]:
-    from peftsent.recipe import SELECTION_METRICS
-
-    if not isinstance(metric, str):
-        return f"tune.metric: expected a validation metric name, found {metric!r}", ""
-    name = metric.removeprefix("eval_").removeprefix("validation.").removeprefix("validation_")
-    if name.startswith(("test", "eval_test")):
-        return (f"tune.metric: {metric!r} is a test-split metric; the test split is only ever reported, never used "
-                f"to choose: use a validation metric ({', '.join(SELECTION_METRICS)})"), ""
-    if name not in SELECTION_METRICS:
-        return f"tune.metric: expected one of {', '.join(SELECTION_METRICS)} (validation metrics), found {metric!r}", ""
-    return None, name
-
-
-def parse_tune(section: Any, schema_of: Callable[[str], dict | None], default_metric: str,
-               default_seed: int) -> tuple[TuneSpec | None, list[str]]:
-    """Validate a raw ``tune`` section; returns (spec or None, problems).
-
-    ``schema_of(section_name)`` gives the valid keys of a recipe section (None when unknown, e.g. the
-    method is misspelled). Problems name the key: unknown search keys (with the closest valid key),
-    distributions of the wrong shape, empty ranges, a test-split metric, bad settings. Cheap: loads nothing.
-    """
-    from peftsent.recipe import SECTIONS, _closest
-
-    if not isinstance(section, dict):
-        return None, [f"tune: expected a mapping of search keys and settings, found {type(section).__name__}"]
-    problems, params = [], []
-    settings = {"metric": default_metric, "sampler_seed": default_seed, "pruner": "median",
-                "n_startup_trials": 5, "n_warmup_steps": 0}
-    for key, value in section.items():
-        key = str(key)
-        if "." not in key:
-            if key not in SETTINGS:
-                problems.append(f"tune.{key}: unknown setting; {_closest(key, SETTINGS)} "
-                                f"(search keys are dotted recipe keys, e.g. train.learning_rate)")
-            else:
-                settings[key] = value
-            continue
-        where = f"tune: {key}"
-        part, _, name = key.partition(".")
-        if part not in SECTIONS:
-            problems.append(f"{where}: unknown section '{part}'; {_closest(part, SECTIONS)}")
-            continue
-        schema = schema_of(part)
-        if schema is not None and name not in schema:
-            problems.append(f"{where}: {key} does not exist; {_closest(name, schema)}")
-            continue
-        if key in FIXED_KEYS:
-            problems.append(f"{where}: cannot be searched: {FIXED_KEYS[key]}")
-            continue
-        problem, param = _distribution_problem(where, value)
-        problems += [problem] if problem else []
-        params += [param] if param else []
-    problem, metric = _metric_problem(settings["metric"])
-    if "metric" in section:  # a bad default (train.metric_for_best_model) is reported by the train section
-        problems += [problem] if problem else []
-    if settings["pruner"] not in PRUNERS:
-        problems.append(f"tune.pruner: expected one of {', '.join(PRUNERS)}, found {settings['pruner']!r}")
-    for key in ("sampler_seed", "n_startup_trials", "n_warmup_steps"):
-        if not _is_number(settings[key], whole=True) or settings[key] < 0:
-            problems.append(f"tune.{key}: expected a whole number >= 0, found {settings[key]!r}")
-    if not params and not any(p.startswith("tune: ") for p in problems):
-        problems.append("tune: no search keys; add e.g. train.learning_rate: {log_uniform: [1.0e-5, 3.0e-3]}")
-    if problems:
-        return None, problems
-    spec = TuneSpec(tuple(params), metric, settings["sampler_seed"], settings["pruner"],
-                    settings["n_startup_trials"], settings["n_warmup_steps"], raw=dict(section))
-    return spec, []
-
-
 def tune_spec(recipe) -> TuneSpec:
     """The validated search of ``recipe`` (a Recipe). Raises RecipeError if it has no ``tune`` section."""
-    from peftsent.recipe import _section_schema
-
     if not recipe.tune:
         raise RecipeError("no tune section: add one with the keys to search, e.g.\n"
                           "  tune:\n    train.learning_rate: {log_uniform: [1.0e-5, 3.0e-3]}\n"
                           "    method.r: {choice: [4, 8, 16]}", recipe.source)
     raw = {"method": dict(recipe.method)}
-    spec, problems = parse_tune(recipe.tune, lambda s: _section_schema(s, raw),
+    spec, problems = parse_tune(recipe.tune, SECTIONS, lambda s: section_schema(s, raw),
                                 recipe.train["metric_for_best_model"], recipe.train["seed"])
     if problems:
         raise RecipeError(problems, recipe.source)
@@ -262,7 +78,7 @@ def tune_spec(recipe) -> TuneSpec:
 
 def param_overrides(spec: TuneSpec, values: dict) -> list[str]:
     """``key=value`` overrides (as ``train`` takes them) of recipe values keyed by search key."""
-    return [f"{p.key}={_yaml_text(values[p.key])}" for p in spec.params if p.key in values]
+    return [f"{p.key}={yaml_text(values[p.key])}" for p in spec.params if p.key in values]
 
 
 def check_values(path: str, overrides: list[str], spec: TuneSpec) -> None:
@@ -271,8 +87,6 @@ def check_values(path: str, overrides: list[str], spec: TuneSpec) -> None:
     Catches values the recipe rules reject (a batch size of 0, a negative rate, a method option of the
     wrong type). Raises one RecipeError listing every bad value.
     """
-    from peftsent.recipe import load_recipe
-
     problems = []
     for param in spec.params:
         for value in param.corners():
@@ -281,7 +95,7 @@ def check_values(path: str, overrides: list[str], spec: TuneSpec) -> None:
                 load_recipe(path, [*overrides, *override])
             except RecipeError as err:
                 found = "; ".join(p for p in err.problems)
-                problems.append(f"tune: {param.key}: the value {_yaml_text(value)} makes the recipe invalid: {found}")
+                problems.append(f"tune: {param.key}: the value {yaml_text(value)} makes the recipe invalid: {found}")
     if problems:
         raise RecipeError(problems, path)
 
@@ -312,8 +126,6 @@ def pruning_callback(trial, spec: TuneSpec):
 
 
 def _validation_scalars(metrics: dict) -> dict:
-    from peftsent.metrics import SCALAR_METRICS
-
     return {k: metrics[k] for k in SCALAR_METRICS if metrics.get(k) is not None}
 
 
@@ -321,17 +133,13 @@ def _objective(path: str, overrides: list[str], spec: TuneSpec, out: Path):
     """The optuna objective: train one trial as an ordinary run, return its validation metric."""
 
     def objective(trial) -> float:
-        from peftsent.recipe import load_recipe
-        from peftsent.rundir import open_run
-        from peftsent.train import train
-
         values = {p.key: p.suggest(trial) for p in spec.params}
         run_dir = out / "trials" / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
         recipe = load_recipe(path, [*overrides, *param_overrides(spec, values), *TRIAL_OVERRIDES,
                                     f"train.output_dir={run_dir}"])
         print(f"peftsent.tune: trial {trial.number}: {' '.join(param_overrides(spec, values))}", file=sys.stderr)
-        train(recipe, callbacks=[pruning_callback(trial, spec)])
+        train_module.train(recipe, callbacks=[pruning_callback(trial, spec)])
         summary = open_run(run_dir).metrics()
         validation = _validation_scalars(summary["validation"])
         trial.set_user_attr("validation", validation)
@@ -368,8 +176,6 @@ def _storage(url: str):
 def _fingerprint(path: str, overrides: list[str], spec: TuneSpec) -> dict:
     """What must be equal for trials to belong to one study: the base recipe (no output_dir) and the search."""
     import json
-
-    from peftsent.recipe import load_recipe
 
     base = load_recipe(path, [*overrides, *TRIAL_OVERRIDES]).to_dict()
     base["train"].pop("output_dir", None)
@@ -418,16 +224,13 @@ def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float 
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from peftsent.recipe import load_recipe
-    from peftsent.train import preflight
-
     overrides = list(overrides)
     base = load_recipe(path, overrides)
     spec = tune_spec(base)
     check_values(path, overrides, spec)
     out_dir = Path(out) if out else Path("runs") / "tune" / Path(path).stem
     check_out_dir(out_dir)
-    preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES, f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
+    train_module.preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES, f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
     url = storage or f"sqlite:///{(out_dir / 'tune.db').resolve()}"
     if storage is None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,14 +256,12 @@ def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float 
 
 
 def _trial_rows(study, spec: TuneSpec) -> list[dict]:
-    from peftsent.metrics import SCALAR_METRICS
-
     rows = []
     for t in study.get_trials(deepcopy=False):
         wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         row = {"number": t.number, "state": t.state.name, f"objective: validation {spec.metric}": t.value}
         by_key = {p.key: p for p in spec.params}
-        row.update({f"param {k}": _yaml_text(by_key[k].decode(v)) if k in by_key else v for k, v in t.params.items()})
+        row.update({f"param {k}": yaml_text(by_key[k].decode(v)) if k in by_key else v for k, v in t.params.items()})
         validation = t.user_attrs.get("validation", {})
         row.update({f"val {m}": validation.get(m) for m in SCALAR_METRICS})
         steps = sorted(t.intermediate_values)
@@ -519,8 +320,6 @@ def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) ->
     """Write trials.csv, the plots and study.json; returns the study.json summary."""
     from collections import Counter
 
-    from peftsent.rundir import write_json
-
     rows = _trial_rows(study, spec)
     _write_csv(rows, out / "trials.csv")
     skipped = _plots(study, spec, out)
@@ -545,8 +344,6 @@ def write_best(study, spec: TuneSpec, path: str, overrides: list[str], out: Path
     """Write ``best.yaml``: the recipe with the best trial's values, resolved, test split on, no tune section,
     training into ``OUT/best``. Returns its path, or None when no trial has completed."""
     import yaml
-
-    from peftsent.recipe import load_recipe
 
     if summary["best_trial"] is None:
         return None
@@ -598,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         print(f"best: trial {summary['best_trial']}, {summary['metric']} = {summary['best_value']:.4f}: "
-              f"{' '.join(f'{k}={_yaml_text(v)}' for k, v in summary['best_params'].items())}")
+              f"{' '.join(f'{k}={yaml_text(v)}' for k, v in summary['best_params'].items())}")
         print(f"train it (test split included): python -m peftsent.train {result['best']}")
         return 0
 

@@ -8,11 +8,12 @@ adapter can be merged into the base weights, and what else it needs.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from peftsent.registry import ArchSpec
+from peftsent.registry import ARCHITECTURES, ArchSpec
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,32 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def _hidden_facts(model_config) -> dict:
+    """Sizes prompt methods need, under either naming (BERT ``hidden_size``, DistilBERT ``dim``)."""
+    get = lambda *names: next((getattr(model_config, n) for n in names if hasattr(model_config, n)), None)  # noqa: E731
+    return {"token_dim": get("hidden_size", "dim"), "num_attention_heads": get("num_attention_heads", "n_heads"),
+            "num_layers": get("num_hidden_layers", "n_layers")}
+
+
+def make_peft_config(recipe, model_config=None, total_steps: int | None = None):
+    """The method's config object (a peft config, or BottleneckConfig).
+
+    ``model_config`` fills the sizes prompt methods need; ``total_steps`` (optimizer
+    steps of the run) fills AdaLoRA's ``total_step``. Raises ValueError/TypeError
+    from the config's own checks.
+    """
+    spec = method_spec(recipe.method_name)
+    config_class = spec.load_config_class()
+    options = copy.deepcopy({k: v for k, v in recipe.method.items()
+                             if k != "name" and k not in spec.extra_options})  # peft extends lists in place
+    if spec.virtual_tokens_option and model_config is not None:
+        for key, value in _hidden_facts(model_config).items():
+            options.setdefault(key, value)
+    if spec.name == "adalora" and options.get("total_step") is None:
+        options["total_step"] = total_steps or 1000  # the real count is filled in at train time
+    return config_class(**{**options, **spec.fixed})
+
+
 def supported_methods(arch: ArchSpec) -> list[str]:
     """Names of the methods that work with ``arch``, in catalogue order."""
     return [name for name in METHODS if name not in arch.unsupported]
@@ -139,8 +166,6 @@ def capability_table() -> str:
     Generated from the registry; README.md embeds it (a test keeps the two equal).
     Regenerate with ``python -m peftsent.methods``.
     """
-    from peftsent.registry import ARCHITECTURES
-
     archs = list(ARCHITECTURES)
     lines = ["| method | " + " | ".join(archs) + " | mergeable | what it trains | source |",
              "|---|" + "---|" * len(archs) + "---|---|---|"]

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from peftsent.registry import arch_spec
+
 CONFIG_FILE = "bottleneck_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 VARIANTS = ("houlsby", "pfeiffer")
@@ -157,8 +159,6 @@ def load_bottleneck(base_model, directory: Path):
     Raises ValueError if a saved tensor has no place in the model.
     """
     from safetensors.torch import load_file
-
-    from peftsent.registry import arch_spec
 
     config, _ = read_config(directory)
     model = add_bottleneck_adapters(base_model, config, arch_spec(base_model.config.model_type))
