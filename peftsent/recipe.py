@@ -37,7 +37,7 @@ from peftsent.registry import (
 )
 from peftsent.search_space import parse_tune
 from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
-from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, make_training_args
+from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, class_weight_problems, make_training_args
 
 SECTIONS = ("model", "data", "method", "train", "eval")
 #: the values ``eval.baseline`` accepts: ``tfidf`` adds TF-IDF + logistic regression (peftsent.baseline)
@@ -83,6 +83,11 @@ class DataSection:
     """column holding the review text (local files)"""
     label_column: str = "label"
     """column holding the label: 0/1 or negative/positive (local files)"""
+    labels: list[str | int] | None = None
+    """the ordered class names, e.g. ``[negative, neutral, positive]`` or ``["1", "2", "3", "4", "5"]``; index i
+    of the list is class id i (``id2label``). null: inferred from the training file
+    (``peftsent.data.decide_labels``): negative/positive, then negative/neutral/positive (any case); integers
+    sorted (0/1 read as negative/positive); any other names need this key"""
     validation_file: str | None = None
     """local file for the validation split; carved from train when absent"""
     test_file: str | None = None
@@ -433,6 +438,7 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
             problems.append(f"data.{key}: expected a fraction in (0, 1) or a whole count >= 1, found {value}")
     _check_train_values(recipe.train, problems)
+    problems.extend(class_weight_problems(recipe.train.get("class_weights"), recipe.data.labels))
     if recipe.data.sample_seed < 0:
         problems.append(f"data.sample_seed: expected an integer >= 0, found {recipe.data.sample_seed}")
     if recipe.eval.ece_bins < 1:

@@ -28,7 +28,7 @@ from peftsent.metrics import format_table
 from peftsent.modeling import check_method_on_meta
 from peftsent.predictions import final_evaluation
 from peftsent.recipe import load_recipe
-from peftsent.registry import portable_name, resolve_model
+from peftsent.registry import ID2LABEL, portable_name, resolve_model
 from peftsent.rundir import (
     ADAPTER_DIR,
     METRICS_FILE,
@@ -44,7 +44,7 @@ from peftsent.rundir import (
 )
 from peftsent.speed import BatchPadding, frozen_weights_in
 from peftsent.tokenization import section_policy
-from peftsent.training_args import make_training_args
+from peftsent.training_args import class_weights, make_training_args, warn_small_class, weighted_loss
 
 EPILOG = """examples:
   python -m peftsent.train recipes/quick/lora.yaml
@@ -202,8 +202,9 @@ def _reload_checkpoint(recipe, checkpoint: str):
     return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
 
 
-def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
-    """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
+def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(), weights=None):
+    """The run's Trainer; ``weights`` (per class id, :func:`peftsent.training_args.class_weights`) make its loss
+    the class-weighted cross-entropy through the Trainer's own ``compute_loss_func`` hook. Sequence classification returns a per-device mean loss and ignores
     ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
     it multiplies it by the number of processes (eval_loss 1.386 instead of 0.693 under two, gradients doubled)
     and skips the division by ``gradient_accumulation_steps``. Batches are padded by
@@ -232,6 +233,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
         compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
+        compute_loss_func=weighted_loss(weights) if weights is not None else None,
     )
 
 
@@ -359,6 +361,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
+    names = [str(name) for name in (recipe.data.labels or ID2LABEL.values())]  # the run's class names, in id order
+    weights = class_weights(recipe.train["class_weights"], splits["train"]["label"], names)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
                    data_fingerprint(splits)) as stage:
@@ -371,9 +375,10 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
         tokenized = tokenize_splits(splits, tokenizer, policy)
         if stage.is_main_process:
             _announce(recipe, report, splits, stage)
+            warn_small_class(splits["train"]["label"], names, recipe.train["class_weights"])
         with _tensorboard_dir(stage.path / "logs"), PeakMemory() as memory:
             clock = _validation_clock()
-            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, policy, [*callbacks, clock])
+            trainer = _make_trainer(recipe, args, model, tokenizer, tokenized, policy, [*callbacks, clock], weights)
             started = time.perf_counter()
             with frozen_weights_in(model, "bfloat16" if args.bf16 else "float32"):
                 output = trainer.train(resume_from_checkpoint=stage.resume_from_checkpoint)
@@ -382,6 +387,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             if baseline is not None:
                 results["baseline"] = baseline
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
+            results["class_weights"] = {"setting": recipe.train["class_weights"],
+                                        "weights": dict(zip(names, weights)) if weights is not None else None}
             summary = _run_summary(recipe, report, splits, timing, results, memory.report(), policy)
             return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary,
                                                              write_files))

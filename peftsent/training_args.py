@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from peftsent.errors import RecipeError, did_you_mean
 
 #: reviews (or windows) per forward pass when scoring, unless a recipe or ``--batch-size`` says otherwise: the
 #: recipe default ``train.per_device_eval_batch_size``, ``eval`` of a non-run target, ``predict``. Window scoring
@@ -18,7 +21,15 @@ TRAIN_EXTRAS: dict[str, tuple[Any, Any]] = {
     # evaluations without improvement before training stops (transformers.EarlyStoppingCallback); None: never stops
     "early_stopping_threshold": (float, 0.0),
     # improvement of metric_for_best_model that counts as one (same units as the metric)
+    "class_weights": (str | dict[str | int, float | int], "none"),
+    # loss weight per class: none, balanced (n_samples / (n_classes * count), scikit-learn's rule) or
+    # {class name: weight}; applied through the Trainer's compute_loss_func (class_weights / weighted_loss)
 }
+
+#: ``train.class_weights`` values besides a {class name: weight} mapping
+CLASS_WEIGHTS = ("none", "balanced")
+#: a class under this share of the training reviews gets a warning naming macro-F1
+SMALL_CLASS_SHARE = 0.20
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,3 +66,95 @@ def make_training_args(recipe, output_dir: str, **extra):
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
     return TrainingArguments(**kwargs)
+
+
+def class_weight_problems(setting, names: Sequence[str] | None = None) -> list[str]:
+    """Problems of a ``train.class_weights`` value (its type is checked by the recipe schema): a word other
+    than none/balanced, a weight that is not a number > 0, and (``names``: the ordered class names, when
+    known) a class name that is not one of them, with the closest one."""
+    if isinstance(setting, str):
+        if setting not in CLASS_WEIGHTS:
+            return [f"train.class_weights: expected none, balanced or a mapping {{class name: weight}}, found "
+                    f"{setting!r}; {did_you_mean(setting, CLASS_WEIGHTS)}"]
+        return []
+    if not isinstance(setting, dict):
+        return []
+    problems = []
+    if not setting:
+        problems.append("train.class_weights: an empty mapping; give a weight per class name, or none")
+    for name, weight in setting.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            problems.append(f"train.class_weights.{name}: expected a weight > 0, found {weight!r}")
+    if names is not None and setting:
+        known = [str(n) for n in names]
+        for name in setting:
+            if str(name) not in known:
+                problems.append(f"train.class_weights: {name!r} is not a class of this run ({', '.join(known)}); "
+                                f"{did_you_mean(str(name), known)}")
+    return problems
+
+
+def class_weights(setting, labels: Sequence[int], names: Sequence[str]) -> list[float] | None:
+    """THE loss weight of each class (index = class id), or None for ``none`` (the plain mean cross-entropy).
+
+    ``setting``: ``train.class_weights``; ``labels``: the training split's class ids (ints); ``names``: the
+    ordered class names (``id2label`` order). ``balanced``: n_samples / (n_classes * count of the class),
+    scikit-learn's ``compute_class_weight('balanced')``, so the weights average 1 over the training reviews.
+    A mapping gives classes by name; a class it leaves out weighs 1. Raises RecipeError naming an unknown class
+    name (with the closest one) or a weight that is not > 0, and for ``balanced`` a class with no training
+    review.
+    """
+    problems = class_weight_problems(setting, names)
+    if problems:
+        raise RecipeError(problems)
+    if setting == "none":
+        return None
+    if isinstance(setting, dict):
+        by_name = {str(name): weight for name, weight in setting.items()}
+        return [float(by_name.get(name, 1.0)) for name in map(str, names)]
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = set(int(label) for label in labels)
+    absent = [name for i, name in enumerate(names) if i not in present]
+    if absent:
+        raise RecipeError(f"train.class_weights: balanced needs training reviews of every class; none of "
+                          f"{', '.join(absent)}")
+    weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=np.asarray(labels, dtype=int))
+    return [float(w) for w in weights]
+
+
+def warn_small_class(labels: Sequence[int], names: Sequence[str], setting) -> dict[str, float]:
+    """Each class's share of the training reviews; prints one warning (stderr) naming macro-F1 when the
+    smallest is under :data:`SMALL_CLASS_SHARE` (20 %): accuracy then rewards the majority class."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(names))
+    shares = {str(name): float(counts[i] / max(len(labels), 1)) for i, name in enumerate(names)}
+    smallest = min(shares, key=shares.get)
+    if shares[smallest] < SMALL_CLASS_SHARE:
+        advice = "" if setting != "none" else "; consider train.class_weights=balanced"
+        print(f"peftsent: warning: the smallest class, '{smallest}', is {shares[smallest]:.1%} of the "
+              f"{len(labels)} training reviews: accuracy rewards predicting the larger classes, so judge the run "
+              f"by macro-F1 (train.metric_for_best_model=macro_f1){advice}", file=sys.stderr)
+    return shares
+
+
+def weighted_loss(weights: Sequence[float]):
+    """A ``Trainer(compute_loss_func=...)``: class-weighted cross-entropy over the logits, ``(outputs, labels,
+    num_items_in_batch) -> loss``. The weighted sum over the batch is divided by ``num_items_in_batch`` (the
+    reviews of the whole accumulated batch, all processes, as the Trainer counts them) or, when the Trainer
+    passes none (evaluation), by the batch's reviews: with ``balanced`` weights (mean 1 over the training
+    reviews) the loss stays on the scale of the plain cross-entropy."""
+    import torch
+
+    table = torch.tensor(list(weights), dtype=torch.float32)
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        per_review = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        total = (per_review * table.to(logits.device)[labels]).sum()
+        count = num_items_in_batch if num_items_in_batch is not None else labels.numel()
+        return total / count
+
+    return loss

@@ -1,0 +1,140 @@
+"""Issue 21, items 3, 5 and 6: class weights for imbalanced data, files as people have them (encodings,
+byte-order marks), hub datasets with configurations and datasets saved with ``save_to_disk``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_reviews, tiny_recipe, write_csv
+from peftsent.errors import RecipeError
+from peftsent.recipe import resolve_recipe
+
+
+def skewed_reviews(n: int, minority: float, seed: int = 0) -> list[tuple[str, int]]:
+    """``n`` synthetic reviews (conftest's generator) of which a ``minority`` share is positive."""
+    negatives = [r for r in make_reviews(4 * n, seed) if r[1] == 0]
+    positives = [r for r in make_reviews(4 * n, seed + 1) if r[1] == 1]
+    n_pos = round(n * minority)
+    return negatives[:n - n_pos] + positives[:n_pos]
+
+
+# ---------------------------------------------------------------- class weights
+
+
+def test_balanced_weights_are_scikit_learns_and_follow_the_class_names():
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from peftsent.training_args import class_weights
+
+    labels = [0] * 95 + [1] * 5
+    weights = class_weights("balanced", labels, ["negative", "positive"])
+    assert weights == pytest.approx([100 / (2 * 95), 100 / (2 * 5)])
+    three = [0] * 60 + [1] * 30 + [2] * 10
+    assert class_weights("balanced", three, ["negative", "neutral", "positive"]) == pytest.approx(
+        list(compute_class_weight("balanced", classes=np.arange(3), y=np.array(three))))
+    assert np.mean([class_weights("balanced", three, ["a", "b", "c"])[y] for y in three]) == pytest.approx(1.0)
+    assert class_weights("none", labels, ["negative", "positive"]) is None
+    # a mapping names classes; a class left out weighs 1; YAML may write star names as numbers
+    assert class_weights({"neutral": 3}, three, ["negative", "neutral", "positive"]) == [1.0, 3.0, 1.0]
+    assert class_weights({5: 2.5}, three, ["1", "5", "9"]) == [1.0, 2.5, 1.0]
+
+
+def test_unknown_class_name_or_bad_weight_is_one_recipe_error_with_did_you_mean():
+    from peftsent.training_args import class_weights
+
+    with pytest.raises(RecipeError) as err:
+        class_weights({"positiv": 2, "negative": 0}, [0, 1], ["negative", "positive"])
+    message = str(err.value)
+    assert "'positiv' is not a class of this run (negative, positive); did you mean 'positive'?" in message
+    assert "train.class_weights.negative: expected a weight > 0, found 0" in message
+    with pytest.raises(RecipeError, match="balanced needs training reviews of every class; none of neutral"):
+        class_weights("balanced", [0, 2, 2], ["negative", "neutral", "positive"])
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("balnced", "did you mean 'balanced'?"),
+    ({"negative": -1}, "train.class_weights.negative: expected a weight > 0"),
+    ([1, 2], "train.class_weights: expected"),
+])
+def test_recipe_checks_class_weights_before_anything_loads(value, expected, tmp_path):
+    raw = tiny_recipe(tmp_path, tmp_path / "r.csv", tmp_path / "run", class_weights=value)
+    with pytest.raises(RecipeError, match=expected.replace("(", r"\(").replace("[", r"\[")):
+        resolve_recipe(raw)
+
+
+def test_recipe_with_data_labels_checks_class_weight_names(tiny_models, tmp_path):
+    raw = tiny_recipe(tiny_models["bert"], tmp_path / "r.csv", tmp_path / "run", class_weights={"neutrl": 2})
+    raw["data"]["labels"] = ["negative", "neutral", "positive"]
+    with pytest.raises(RecipeError, match="did you mean 'neutral'"):
+        resolve_recipe(raw)
+    raw["train"]["class_weights"] = {"neutral": 2}
+    assert resolve_recipe(raw).train["class_weights"] == {"neutral": 2}
+    assert resolve_recipe(tiny_recipe(tiny_models["bert"], tmp_path / "r.csv", tmp_path / "run")
+                          ).train["class_weights"] == "none"
+
+
+def test_weighted_loss_is_the_weighted_sum_over_the_reviews_counted_by_the_trainer():
+    import torch
+
+    from peftsent.training_args import weighted_loss
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    assert weighted_loss([1.0, 1.0, 1.0])({"logits": logits}, labels) == pytest.approx(plain.item())
+    per_review = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = torch.tensor([0.5, 2.0, 4.0])
+    expected = (per_review * w[labels]).sum() / 12  # two accumulated batches of 6 reviews
+    assert weighted_loss(w.tolist())({"logits": logits}, labels, num_items_in_batch=12) == pytest.approx(
+        expected.item())
+
+
+@pytest.fixture(scope="module")
+def skewed_csv(tmp_path_factory):
+    return write_csv(tmp_path_factory.mktemp("skewed") / "skewed.csv", skewed_reviews(160, 0.10))
+
+
+def _run(tiny_models, data, run_dir, held_out=40, **train):
+    from peftsent.train import train as train_run
+
+    raw = tiny_recipe(tiny_models["bert"], data, run_dir, max_steps=3, learning_rate=0.01, **train)
+    raw["data"].update(validation_size=held_out, test_size=held_out)
+    return json.loads((train_run(resolve_recipe(raw)) / "metrics.json").read_text())
+
+
+def test_class_weights_go_through_the_trainers_loss_hook_and_into_metrics_json(tiny_models, skewed_csv,
+                                                                               tmp_path, capsys):
+    plain = _run(tiny_models, skewed_csv, tmp_path / "none")
+    err = capsys.readouterr().err
+    assert err.count("peftsent: warning: the smallest class, 'positive', is 10.0% of the 80 training reviews") == 1
+    assert "macro-F1" in err and "train.class_weights=balanced" in err
+    assert plain["class_weights"] == {"setting": "none", "weights": None}
+    # weights of 1 through the hook: the same numbers as the model's own mean cross-entropy
+    ones = _run(tiny_models, skewed_csv, tmp_path / "ones", class_weights={"negative": 1, "positive": 1})
+    assert ones["test"]["log_loss"] == pytest.approx(plain["test"]["log_loss"], abs=1e-6)
+    balanced = _run(tiny_models, skewed_csv, tmp_path / "balanced", class_weights="balanced")
+    assert "consider train.class_weights" not in capsys.readouterr().err  # warned, without that advice
+    assert balanced["class_weights"] == {"setting": "balanced", "weights": pytest.approx(
+        {"negative": 80 / (2 * 72), "positive": 80 / (2 * 8)})}
+    assert balanced["test"]["log_loss"] != pytest.approx(plain["test"]["log_loss"], abs=1e-6)
+
+
+def test_no_warning_for_balanced_data(tiny_models, reviews_csv, tmp_path, capsys):
+    _run(tiny_models, reviews_csv, tmp_path / "run", held_out=16)
+    assert "smallest class" not in capsys.readouterr().err
+
+
+def test_stratified_splits_and_subsets_keep_three_class_proportions():
+    import pandas as pd
+
+    from peftsent.data import _split_off, _subset
+
+    frame = pd.DataFrame({"text": [f"review {i}" for i in range(300)], "label": [0] * 150 + [1] * 90 + [2] * 60})
+    rest, part = _split_off(frame, 50, seed=0)
+    assert part["label"].value_counts().to_dict() == {0: 25, 1: 15, 2: 10}
+    assert len(rest) == 250
+    subset = _subset(frame, 100, seed=0)
+    assert subset["label"].value_counts().to_dict() == {0: 50, 1: 30, 2: 20}
