@@ -23,7 +23,7 @@ from peftsent.calibration import (
     scale,
     write_calibration,
 )
-from peftsent.cli import check_out_dir, make_parser, positive_int, run_cli
+from peftsent.cli import add_data_arguments, check_out_dir, make_parser, positive_int, run_cli
 from peftsent.data import SPLITS
 from peftsent.errors import ModelError, PeftsentError, RunDirError
 from peftsent.metrics import (
@@ -38,6 +38,7 @@ from peftsent.predictions import (
     predictions_name,
     read_predictions,
 )
+from peftsent.recipe import DATA_OPTIONS, RECIPE_SUFFIXES, data_section
 from peftsent.rundir import EVAL_DIR, Run, is_finished_run
 from peftsent.slices import MIXED_MIN_SHARE, SLICES, slice_flags
 
@@ -109,7 +110,7 @@ def _target(target: str) -> _Target:
 
 def _data_name(where: _Target, data: str | None) -> str:
     if data is not None:
-        return data
+        return data_section(data).name if Path(data).suffix.lower() in RECIPE_SUFFIXES else data
     if where.run is None:
         raise PeftsentError(f"{where.path} carries no recipe: name the dataset with --data (e.g. --data imdb-offline)")
     return where.run.recipe().data.name
@@ -127,34 +128,38 @@ def _candidates(where: _Target, stem: str, out: Path | None) -> list[Path]:
     return found
 
 
-def load_scored(target: str, split: str, data: str | None, out: Path | None = None, quiet: bool = False) -> Scored:
+def load_scored(target: str, split: str, data: str | None, out: Path | None = None, quiet: bool = False,
+                data_options: dict | None = None) -> Scored:
     """The predictions of ``target`` on ``data``'s ``split``: read from the newest predictions file, or
-    made once with :func:`peftsent.eval.evaluate` when there is none. Raises PeftsentError."""
+    made once with :func:`peftsent.eval.evaluate` when there is none (``data``: a dataset name, local file or
+    recipe path; ``data_options``: eval's ``encoding``, ``label_map``, ``labels``, ``text_column``,
+    ``label_column``). Raises PeftsentError."""
     path = Path(target)
     if path.is_file() and path.name.endswith(".jsonl"):
         frame = read_predictions(path)
         temperature = next((float(t) for t in frame["temperature"] if t == t and t is not None), None)
         return Scored(str(path), frame, path, temperature)
     where = _target(target)
-    data = _data_name(where, data)
-    stem = f"{data_stem(data)}-{split}"
+    name = _data_name(where, data)
+    stem = f"{data_stem(name)}-{split}"
     candidates = _candidates(where, stem, out)
     existing = [p for p in candidates if p.is_file()]
     if existing:
         source = max(existing, key=lambda p: p.stat().st_mtime)
     else:
-        source = _score_once(target, where, data, split, out, candidates, quiet)
+        source = _score_once(target, where, data, split, out, candidates, quiet, data_options or {})
     frame = read_predictions(source)
     temperature = read_temperature(where.run.path) if where.own_temperature else None
     return Scored(str(target), frame, source, temperature)
 
 
-def _score_once(target, where: _Target, data, split, out, candidates, quiet) -> Path:
+def _score_once(target, where: _Target, data, split, out, candidates, quiet, data_options: dict) -> Path:
     if not quiet:
-        print(f"peftsent.analyze: no predictions of {target} on {data} ({split}); scoring it once with "
-              f"peftsent.eval", file=sys.stderr)
+        print(f"peftsent.analyze: no predictions of {target} on {data or _data_name(where, data)} ({split}); "
+              f"scoring it once with peftsent.eval", file=sys.stderr)
     try:
-        result = evaluation.evaluate(target, data, split, out=None if where.run is not None else str(out))
+        result = evaluation.evaluate(target, data, split, out=None if where.run is not None else str(out),
+                                     **data_options)
     except (ModelError, RunDirError) as err:
         looked = ", ".join(str(p) for p in candidates) or "(none)"
         raise PeftsentError(f"no predictions of {target} on {data} ({split}) (looked for {looked}), and the target "
@@ -477,8 +482,12 @@ def _calibrate(target: str, split_scored: Scored, ece_bins: int, out: Path) -> d
 
 def analyze(target: str, split: str = "test", data: str | None = None, against: str | None = None,
             calibrate: bool = False, out: str | None = None, slices: list[str] | None = None, top: int = 5,
-            ece_bins: int = 15) -> dict:
+            ece_bins: int = 15, data_options: dict | None = None) -> dict:
     """Analyse ``target``'s predictions on ``split`` (and ``against``'s, side by side).
+
+    ``data``: a dataset name, local file or recipe path (its data section); ``data_options``: the data keys of
+    eval (``encoding``, ``label_map``, ``labels``, ``text_column``, ``label_column``) used when a target's
+    predictions must be made (:func:`peftsent.eval.evaluate`).
 
     Returns {"summary": {target: numbers}, "head_to_head": ..., "calibration": ..., "out": Path}.
     Raises PeftsentError for an unknown split or slice, a target without predictions that cannot
@@ -492,9 +501,9 @@ def analyze(target: str, split: str = "test", data: str | None = None, against: 
         raise PeftsentError(f"unknown slice {', '.join(map(repr, unknown))}; expected any of {', '.join(SLICES)}")
     check_out_dir(out)
     out_dir = Path(out) if out else _default_out(target, data, split, against)
-    scored = [load_scored(target, split, data, out_dir)]
+    scored = [load_scored(target, split, data, out_dir, data_options=data_options)]
     if against:
-        scored.append(load_scored(against, split, data, out_dir))
+        scored.append(load_scored(against, split, data, out_dir, data_options=data_options))
         _check_same_reviews(*scored)
     calibration = _calibrate(target, scored[0], ece_bins, out_dir) if calibrate else None
     flags = slice_flags(scored[0].frame["text"], slices or SLICES)
@@ -505,7 +514,8 @@ def analyze(target: str, split: str = "test", data: str | None = None, against: 
     results = {s.name: summarize(s, flags, ece_bins, top) for s in scored}
     versus = head_to_head(*scored, flags) if against else None
     where = _target(target)
-    data_name = data or (where.run.recipe().data.name if where.run else scored[0].source.stem)
+    data_name = _data_name(where, data) if data else (where.run.recipe().data.name if where.run
+                                                      else scored[0].source.stem)
     out_dir.mkdir(parents=True, exist_ok=True)  # everything is computed: only writing is left
     plot_confusion(results, out_dir / "confusion.png")
     plot_reliability(results, out_dir / "reliability.png")
@@ -544,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
                          "length, slices, worst mistakes.", EPILOG)
     parser.add_argument("target", help="run directory, merged/model/adapter directory, hub id, or predictions-*.jsonl")
     parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
-    parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
+    parser.add_argument("--data", help="dataset name, local file or recipe (its data section; default: the run's "
+                        "recipe data)")
+    add_data_arguments(parser)
     parser.add_argument("--against", metavar="OTHER", help="a second target on the same reviews, shown side by side")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit the run's temperature on its validation predictions and write calibration.json")
@@ -555,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        options = {key: getattr(args, key) for key in DATA_OPTIONS}
         print_summary(analyze(args.target, args.split, args.data, args.against, args.calibrate, args.out,
-                              args.slices, args.top))
+                              args.slices, args.top, data_options=options))
         return 0
 
     return run_cli(body, "peftsent.analyze")

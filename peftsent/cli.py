@@ -79,6 +79,20 @@ def check_out_dir(path) -> None:
         raise PeftsentError(f"--out {path} is a file; expected a directory")
 
 
+def add_data_arguments(parser) -> None:
+    """The data options of eval and analyze: the same ``data`` keys a recipe has, for a local file given with
+    ``--data`` (or a recipe path as ``--data``: its data section, these options on top). Read by
+    :func:`peftsent.recipe.data_section`."""
+    parser.add_argument("--text-column", help="text column of a local file (default: text)")
+    parser.add_argument("--label-column", help="label column of a local file (default: label)")
+    parser.add_argument("--encoding", help="text encoding of a local file, e.g. cp1252 or latin-1 (default: "
+                        "utf-8; a byte-order mark is accepted): data.encoding")
+    parser.add_argument("--label-map", metavar="YAML", help="raw label -> class name, a YAML mapping, e.g. "
+                        "'{pos: positive, neg: negative}': data.label_map")
+    parser.add_argument("--labels", metavar="NAMES", help="the ordered class names, comma-separated, e.g. "
+                        "negative,neutral,positive: data.labels")
+
+
 def add_inference_arguments(parser) -> None:
     """The options every scoring command shares (eval, predict): class order, random-weight guard,
     long-review handling and inference precision (see peftsent.loading, peftsent.inference, peftsent.speed)."""

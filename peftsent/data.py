@@ -32,6 +32,7 @@ from peftsent.cache import cached_map
 from peftsent.errors import DataError
 from peftsent.hub import cached_snapshot, hub_reachable
 from peftsent.registry import ID2LABEL, LABEL2ID
+from peftsent.textfiles import read_table
 
 SPLITS = ("train", "validation", "test")
 HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "rotten_tomatoes": "cornell-movie-review-data/rotten_tomatoes"}
@@ -162,19 +163,7 @@ def _load_hub(name: str, section) -> dict:
 
 
 def _read_file(path: str, section):
-    import pandas as pd
-
-    suffix = Path(path).suffix.lower()
-    readers = {
-        ".csv": lambda: pd.read_csv(path),
-        ".json": lambda: pd.read_json(path),
-        ".jsonl": lambda: pd.read_json(path, lines=True),
-        ".parquet": lambda: pd.read_parquet(path),
-    }
-    try:
-        frame = readers[suffix]()
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DataError(f"cannot read {path} as {suffix[1:]}: {err}") from None
+    frame = read_table(path, section.encoding)  # data.encoding, a byte-order mark dropped
     missing = [c for c in (section.text_column, section.label_column) if c not in frame.columns]
     if missing:
         role = {section.text_column: "text_column", section.label_column: "label_column"}

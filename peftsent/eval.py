@@ -13,6 +13,7 @@ from pathlib import Path
 
 from peftsent.calibration import temperature_for
 from peftsent.cli import (
+    add_data_arguments,
     add_inference_arguments,
     check_out_dir,
     make_parser,
@@ -30,7 +31,7 @@ from peftsent.predictions import (
     score_logits,
     write_predictions,
 )
-from peftsent.recipe import DataSection
+from peftsent.recipe import data_section
 from peftsent.rundir import EVAL_DIR, write_json
 from peftsent.speed import target_dtype
 from peftsent.tokenization import check_scoring_request
@@ -42,16 +43,17 @@ EPILOG = """examples:
   python -m peftsent.eval runs/quick/lora/merged --split validation
   python -m peftsent.eval runs/quick/lora --long-reviews window --stride 64
   python -m peftsent.eval my-model-dir --data reviews.csv --text-column review
+  python -m peftsent.eval runs/quick/lora --data export.csv --encoding cp1252 --label-map '{pos: positive, neg: negative}'
+  python -m peftsent.eval runs/tweets --data recipes/tweet_eval.yaml
 """
 
 
-def _data_section(run, data: str | None, text_column: str, label_column: str, max_samples: int | None):
-    if data is None:
-        if run is None:
-            raise PeftsentError("this target carries no recipe: name a dataset with --data (e.g. --data imdb-offline)")
-        section = run.recipe().data
-    else:
-        section = DataSection(name=data, text_column=text_column, label_column=label_column)
+def _data_section(run, data: str | None, max_samples: int | None, **options):
+    """The data to score: ``data`` (a dataset name, local file or recipe path) or the run's own data section,
+    with the command line's data options on top (:func:`peftsent.recipe.data_section`)."""
+    if data is None and run is None:
+        raise PeftsentError("this target carries no recipe: name a dataset with --data (e.g. --data imdb-offline)")
+    section = data_section(data, run.recipe().data if data is None else None, **options)
     if max_samples is not None:
         section = dataclasses.replace(section, max_eval_samples=max_samples, max_test_samples=max_samples,
                                       max_train_samples=max_samples)
@@ -67,10 +69,11 @@ def _output_dir(target: str, loaded) -> tuple[Path | None, str]:
 
 
 def evaluate(target: str, data: str | None = None, split: str = "test", batch_size: int | None = None,
-             max_samples: int | None = None, text_column: str = "text", label_column: str = "label",
+             max_samples: int | None = None, text_column: str | None = None, label_column: str | None = None,
              ece_bins: int = 15, out: str | None = None, label_order: str | None = None,
              allow_random_weights: bool = False, long_reviews: str = "auto", stride: int | None = None,
-             dtype: str = "auto") -> dict:
+             dtype: str = "auto", encoding: str | None = None, label_map: str | dict | None = None,
+             labels: str | list | None = None) -> dict:
     """Evaluate ``target`` on one split; returns the metrics (see :func:`peftsent.metrics.classification_metrics`)
     plus ``samples_per_second`` (inference), ``inference`` (dtype, merged, agreement with float32 on the
     first 256 reviews: :func:`peftsent.inference.predict_checked`) and where the report was written.
@@ -82,6 +85,11 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     ``dtype``: ``auto`` (a run's own precision, else bfloat16 where the device has native bf16: weights stored in
     bf16 while predicting, :func:`peftsent.speed.inference_precision`; adapter merged in
     memory where it can merge), ``bfloat16`` or ``float32`` (the exact reference; adapters still merged).
+
+    ``data``: a dataset name, a local file or a recipe path (its data section); None: the run's own data.
+    ``text_column``, ``label_column``, ``encoding``, ``label_map`` (a YAML mapping as text, or a dict),
+    ``labels`` (comma-separated names, or a list): the recipe's ``data`` keys of the same names, over ``data``'s
+    (:func:`peftsent.recipe.data_section`); None keeps them.
 
     ``label_order`` / ``allow_random_weights``: see :func:`peftsent.loading.load_target`. The data is
     loaded and checked before the model. A run's temperature (calibration.json) is applied: metrics are as
@@ -100,7 +108,8 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     except ValueError as err:
         raise PeftsentError(str(err)) from None
     check_out_dir(out)
-    section = _data_section(target_run(target), data, text_column, label_column, max_samples)
+    section = _data_section(target_run(target), data, max_samples, text_column=text_column,
+                            label_column=label_column, encoding=encoding, label_map=label_map, labels=labels)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
     loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
     try:
@@ -148,13 +157,13 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m peftsent.eval", "Evaluate a run, adapter, model directory or hub id on a dataset split.", EPILOG)
     parser.add_argument("target", help="run directory, adapter directory, model directory or hub id")
-    parser.add_argument("--data", help="dataset name or local file (default: the run's recipe data)")
+    parser.add_argument("--data", help="dataset name, local file or recipe (its data section; default: the run's "
+                        "recipe data)")
     parser.add_argument("--split", default="test", help="train, validation or test (default: test)")
     parser.add_argument("--batch-size", type=positive_int,
                         help="reviews per forward pass (default: a run's per_device_eval_batch_size, else 32)")
     parser.add_argument("--max-samples", type=positive_int, help="seeded stratified subset of the split")
-    parser.add_argument("--text-column", default="text", help="text column of a local file")
-    parser.add_argument("--label-column", default="label", help="label column of a local file")
+    add_data_arguments(parser)
     parser.add_argument("--out", help="directory for the JSON and Markdown reports (default: the run's eval/)")
     add_inference_arguments(parser)
     args = parser.parse_args(argv)
@@ -163,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
                           args.text_column, args.label_column, out=args.out, label_order=args.label_order,
                           allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
-                          stride=args.stride, dtype=args.dtype)
+                          stride=args.stride, dtype=args.dtype, encoding=args.encoding, label_map=args.label_map,
+                          labels=args.labels)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]

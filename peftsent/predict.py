@@ -28,6 +28,7 @@ from peftsent.speed import (
     merged_in_memory,
     target_dtype,
 )
+from peftsent.textfiles import read_table, read_text
 from peftsent.tokenization import check_scoring_request
 from peftsent.training_args import EVAL_BATCH_SIZE
 
@@ -42,32 +43,26 @@ output, one line per text:
 """
 
 
-def read_texts(path: str, text_column: str = "text") -> list[str]:
+def read_texts(path: str, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
     """Reviews from a file: ``.txt`` one per non-blank line; ``.csv`` / ``.jsonl`` / ``.json`` a text column.
+    ``encoding``: the file's text encoding (a byte-order mark is accepted; :mod:`peftsent.textfiles`).
 
-    Raises DataError if the file is missing, the column is absent or a text is empty.
+    Raises DataError if the file is missing or does not decode (naming the likely encoding), the column is
+    absent or a text is empty.
     """
-    import pandas as pd
-
     file = Path(path)
     if file.suffix.lower() == ".parquet":
         raise DataError(f"{path}: predict reads .txt, .csv, .json and .jsonl files")
     if not file.is_file():
         raise DataError(f"file not found: {path}")
     if file.suffix.lower() in {".csv", ".jsonl", ".json"}:
-        try:
-            frame = pd.read_csv(file) if file.suffix.lower() == ".csv" else pd.read_json(file, lines=file.suffix.lower() == ".jsonl")
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise DataError(f"cannot read {path} as {file.suffix[1:]} (expected a table with a "
-                            f"'{text_column}' column, json as a list of records): {err}") from None
+        frame = read_table(file, encoding, key="--encoding",
+                           hint=f" (expected a table with a '{text_column}' column, json as a list of records)")
         if text_column not in frame.columns:
             raise DataError(f"{path}: column '{text_column}' not found; columns are: {', '.join(map(str, frame.columns))}; "
                             f"pass --text-column")
         return check_texts(list(frame[text_column]), path)
-    try:
-        return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; expected one review per line (or a .csv / .jsonl file)") from None
+    return [line for line in read_text(file, encoding, key="--encoding").splitlines() if line.strip()]
 
 
 def check_texts(texts: list, where: str) -> list[str]:
@@ -165,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
     parser.add_argument("--text-column", default="text", help="text column of a csv/jsonl file (default: text)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of --file, e.g. cp1252 or latin-1 (default: utf-8; a byte-order mark "
+                             "is accepted)")
     parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
                         help=f"reviews per forward pass (default: {EVAL_BATCH_SIZE})")
     add_inference_arguments(parser)
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.texts:
             texts = check_texts(args.texts, "arguments")
         elif args.file:
-            texts = read_texts(args.file, args.text_column)
+            texts = read_texts(args.file, args.text_column, args.encoding)
         elif not sys.stdin.isatty():
             texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
         else:

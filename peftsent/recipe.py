@@ -36,6 +36,7 @@ from peftsent.registry import (
     model_type_of,
 )
 from peftsent.search_space import parse_tune
+from peftsent.textfiles import check_encoding
 from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
 from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, class_weight_problems, make_training_args
 
@@ -110,6 +111,10 @@ class DataSection:
     allow_overlap: bool = False
     """accept validation_file / test_file reviews whose text is also in the train file (leaked reviews;
     by default an error that counts them)"""
+    encoding: str = "utf-8"
+    """text encoding of local csv/json/jsonl files (any Python codec name: ``cp1252`` or ``latin-1`` for most
+    spreadsheet exports, ``utf-16``); a byte-order mark is accepted. A file that does not decode is an error
+    that suggests its likely encoding (``peftsent.textfiles``)"""
 
 
 @dataclass
@@ -438,6 +443,7 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
             problems.append(f"data.{key}: expected a fraction in (0, 1) or a whole count >= 1, found {value}")
     _check_train_values(recipe.train, problems)
+    problems.extend(check_encoding(recipe.data.encoding))
     problems.extend(class_weight_problems(recipe.train.get("class_weights"), recipe.data.labels))
     if recipe.data.sample_seed < 0:
         problems.append(f"data.sample_seed: expected an integer >= 0, found {recipe.data.sample_seed}")
@@ -625,3 +631,61 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), for_trai
     """
     path = Path(path)
     return resolve_recipe(_read_yaml(path), overrides, source=str(path), for_training=for_training)
+
+
+#: what ``--data`` of eval / analyze may be besides a dataset name or a local data file: a recipe
+RECIPE_SUFFIXES = (".yaml", ".yml")
+#: the DataSection fields eval / analyze take from the command line (add_data_arguments), as ``data.<key>``
+DATA_OPTIONS = ("text_column", "label_column", "encoding", "label_map", "labels")
+
+
+def data_section(data: str | None, base: DataSection | None = None, **options) -> DataSection:
+    """The DataSection of ``eval`` / ``analyze``: ``data`` is a dataset name or local file, a recipe path (its
+    ``data`` section) or None (``base``, the run's own data section); ``options`` (:data:`DATA_OPTIONS`; None =
+    not given) replace the section's keys, parsed as the command line writes them: ``label_map`` a YAML
+    mapping as text, ``labels`` comma-separated names (or lists and mappings as given).
+
+    Raises RecipeError listing every problem: an unknown option, a data section with unknown keys, a
+    label map that is not a mapping, an unknown encoding.
+    """
+    problems: list[str] = []
+    unknown = [key for key in options if key not in DATA_OPTIONS]
+    if unknown:
+        raise RecipeError(f"unknown data option {', '.join(unknown)}; expected {', '.join(DATA_OPTIONS)}")
+    given = {key: value for key, value in options.items() if value is not None}
+    if isinstance(given.get("label_map"), str):
+        parsed = parse_value(given["label_map"])
+        if not isinstance(parsed, dict):
+            problems.append(f"--label-map: expected a YAML mapping of raw label -> class name, e.g. "
+                            f"'{{pos: positive, neg: negative}}', found {given['label_map']!r}")
+        given["label_map"] = parsed
+    if isinstance(given.get("labels"), str):
+        given["labels"] = [name.strip() for name in given["labels"].split(",") if name.strip()]
+    source = "<command line>"
+    if data is not None and Path(data).suffix.lower() in RECIPE_SUFFIXES:
+        source = data
+        raw = _read_yaml(Path(data))
+        values = raw.get("data")
+        if values is None:
+            raise RecipeError("data: missing section (required): --data names a recipe, whose data section is "
+                              "read", source)
+        _check_section("data", values, raw, problems)
+        if problems:
+            raise RecipeError(problems, source)
+        section = DataSection(**values)
+    elif data is not None:
+        section = DataSection(name=data)
+    elif base is not None:
+        section = base
+    else:
+        raise RecipeError("no data: name a dataset, local file or recipe with --data", source)
+    section = dataclasses.replace(section, **given)
+    for key, value in given.items():
+        problem = _type_problem(f"data.{key}", value, _dataclass_schema(DataSection)[key])
+        if problem:
+            problems.append(problem)
+    if not problems:
+        problems.extend(check_encoding(section.encoding))
+    if problems:
+        raise RecipeError(problems, source)
+    return section
