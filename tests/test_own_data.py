@@ -4,6 +4,7 @@ byte-order marks), hub datasets with configurations and datasets saved with ``sa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,170 @@ def test_eval_and_analyze_take_the_recipes_data_options_for_a_local_file(lora_ru
     err = capsys.readouterr().err
     assert "--label-map: expected a YAML mapping" in err and "Traceback" not in err
 
+
+
+# ---------------------------------------------------------------- hub datasets with configurations, saved datasets
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TWEET_NAMES = ["negative", "neutral", "positive"]
+SST5_NAMES = ["very negative", "negative", "neutral", "positive", "very positive"]
+
+
+@pytest.fixture(autouse=False)
+def datasets_cache(tmp_path, monkeypatch):
+    """datasets' own cache (load_dataset of a local directory writes Arrow files there) in tmp_path."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+
+
+def _rows(n: int, classes: int, tag: str = "") -> dict:
+    return {"text": [f"{tag}review {i} {'good' if i % classes else 'bad'}" for i in range(n)],
+            "label": [i % classes for i in range(n)]}
+
+
+def _saved_tweet_eval(directory, sizes=(30, 9, 12)):
+    """A tiny copy of cardiffnlp/tweet_eval 'sentiment' as save_to_disk writes it: text, label (ClassLabel)."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=TWEET_NAMES)})
+    splits = {split: datasets.Dataset.from_dict(_rows(n, 3, f"{split} "), features=features)
+              for split, n in zip(("train", "validation", "test"), sizes)}
+    datasets.DatasetDict(splits).save_to_disk(str(directory))
+    return directory
+
+
+def _saved_sst5(directory):
+    """A tiny copy of SetFit/sst5 as save_to_disk writes it: text, label (int 0-4), label_text (its name)."""
+    import datasets
+
+    def part(n, tag):
+        rows = _rows(n, 5, tag)
+        return datasets.Dataset.from_dict({**rows, "label_text": [SST5_NAMES[y] for y in rows["label"]]})
+
+    datasets.DatasetDict({"train": part(40, "train "), "validation": part(10, "dev "),
+                          "test": part(15, "test ")}).save_to_disk(str(directory))
+    return directory
+
+
+def test_tweet_eval_recipe_loads_a_saved_copy_with_its_class_names(tmp_path):
+    from peftsent.data import _load_dataset, check_available
+    from peftsent.recipe import load_recipe
+
+    saved = _saved_tweet_eval(tmp_path / "tweet_eval")
+    recipe = load_recipe(ROOT / "recipes/tweet_eval.yaml", [f"data.name={saved}", "data.config=null"])
+    assert recipe.data.labels == TWEET_NAMES and check_available(recipe.data) == []
+    frames = _load_dataset(recipe.data)
+    assert {split: len(f) for split, f in frames.items()} == {"train": 30, "validation": 9, "test": 12}
+    assert frames["train"]["label"].tolist()[:4] == ["negative", "neutral", "positive", "negative"]
+    assert frames["test"]["text"][0] == "test review 0 bad"
+    # a saved copy has no configurations: the recipe's own config is refused, with the fix
+    kept = load_recipe(ROOT / "recipes/tweet_eval.yaml", [f"data.name={saved}"])
+    assert "a dataset saved with save_to_disk has no configurations" in check_available(kept.data)[0]
+
+
+def test_sst5_recipe_loads_a_saved_copy_by_its_label_text_column(tmp_path):
+    from peftsent.data import _load_dataset
+    from peftsent.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes/sst5.yaml", [f"data.name={_saved_sst5(tmp_path / 'sst5')}"])
+    assert recipe.data.labels == SST5_NAMES and recipe.data.label_column == "label_text"
+    frames = _load_dataset(recipe.data)
+    assert {split: len(f) for split, f in frames.items()} == {"train": 40, "validation": 10, "test": 15}
+    assert set(frames["train"]["label"]) == set(SST5_NAMES)
+    assert list(frames["validation"].columns) == ["text", "label"]
+
+
+@pytest.mark.parametrize("recipe_name,make,names", [("tweet_eval", _saved_tweet_eval, TWEET_NAMES),
+                                                    ("sst5", _saved_sst5, SST5_NAMES)])
+def test_shipped_n_class_recipes_load_saved_copies_end_to_end(recipe_name, make, names, tmp_path):
+    """The whole load_splits path, with the label sets of issue 21 (the labels branch: data.decide_labels)."""
+    import peftsent.data
+
+    if not hasattr(peftsent.data, "decide_labels"):
+        pytest.skip("needs the label sets of issue 21 (peftsent.data.decide_labels, the labels branch)")
+    from peftsent.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / f"recipes/{recipe_name}.yaml", [f"data.name={make(tmp_path / recipe_name)}",
+                                                                 "data.config=null"])
+    splits = peftsent.data.load_splits(recipe.data)
+    assert list(peftsent.data.label_names(splits)) == names
+    assert sorted(set(splits["train"]["label"])) == list(range(len(names)))
+
+
+def test_a_binary_saved_dataset_trains_through_load_splits(tmp_path):
+    import datasets
+
+    from peftsent.data import load_splits
+    from peftsent.recipe import DataSection
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(_rows(40, 2, "train ")),
+                          "test": datasets.Dataset.from_dict(_rows(10, 2, "test "))}).save_to_disk(str(tmp_path / "d"))
+    splits = load_splits(DataSection(name=str(tmp_path / "d"), validation_size=8))
+    assert {split: len(ds) for split, ds in splits.items()} == {"train": 32, "validation": 8, "test": 10}
+    assert sorted(splits["validation"]["label"]) == [0] * 4 + [1] * 4  # carved from train, stratified
+
+
+def _hub_layout(root):
+    """A dataset repository laid out as on the hub, no loading script: one parquet folder per configuration,
+    declared in README.md, as cardiffnlp/tweet_eval is (load_dataset(path, config) reads it)."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=TWEET_NAMES)})
+    lines = ["---", "configs:"]
+    for config in ("sentiment", "emotion"):
+        lines += [f"- config_name: {config}", "  data_files:"]
+        for split, n in (("train", 24), ("validation", 6), ("test", 9)):
+            (root / config).mkdir(parents=True, exist_ok=True)
+            datasets.Dataset.from_dict(_rows(n, 3, f"{config} {split} "), features=features).to_parquet(
+                str(root / config / f"{split}.parquet"))
+            lines += [f"  - split: {split}", f"    path: {config}/{split}.parquet"]
+    (root / "README.md").write_text("\n".join([*lines, "---", ""]))
+    return root
+
+
+def test_data_config_is_passed_to_load_dataset(tmp_path, datasets_cache):
+    import dataclasses
+
+    from peftsent.data import _load_dataset, check_available
+    from peftsent.errors import DataError
+    from peftsent.recipe import load_recipe
+
+    repo = _hub_layout(tmp_path / "tweet_eval_repo")
+    recipe = load_recipe(ROOT / "recipes/tweet_eval.yaml", [f"data.name={repo}"])  # config: sentiment
+    assert check_available(recipe.data) == []
+    frames = _load_dataset(recipe.data)
+    assert {split: len(f) for split, f in frames.items()} == {"train": 24, "validation": 6, "test": 9}
+    assert all(t.startswith("sentiment ") for f in frames.values() for t in f["text"])
+    other = _load_dataset(dataclasses.replace(recipe.data, config="emotion"))
+    assert all(t.startswith("emotion ") for t in other["train"]["text"])
+    with pytest.raises(DataError, match="configuration 'sentimnt'.*could not be loaded.*sentiment"):
+        _load_dataset(dataclasses.replace(recipe.data, config="sentimnt"))
+
+
+def test_hub_dataset_problems_name_the_key_to_change(tmp_path, monkeypatch):
+    from peftsent.data import _load_dataset, check_available
+    from peftsent.errors import DataError
+    from peftsent.predictions import data_stem
+    from peftsent.recipe import DataSection
+
+    saved = _saved_tweet_eval(tmp_path / "tweets")
+    with pytest.raises(DataError, match=r"column 'tweet' not found; columns are: text, label; "
+                                        r"set data.text_column=<column>"):
+        _load_dataset(DataSection(name=str(saved), text_column="tweet"))
+    csv_file = write_csv(tmp_path / "r.csv", make_reviews(8))
+    assert "a local file has none: remove data.config" in check_available(DataSection(name=str(csv_file),
+                                                                                      config="sentiment"))[0]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network, nothing cached: the fix is a saved copy
+    from peftsent.hub import hub_reachable
+
+    hub_reachable.cache_clear()
+    try:
+        problem = check_available(DataSection(name="someone/not-cached-anywhere", config="x"))[0]
+    finally:
+        hub_reachable.cache_clear()
+    assert "not in the local Hugging Face cache" in problem and "save_to_disk(DIR)" in problem
+    assert "a hub dataset id (owner/name" in check_available(DataSection(name="nonsense"))[0]
+    assert data_stem("cardiffnlp/tweet_eval") == "cardiffnlp--tweet_eval" and data_stem(str(saved)) == "tweets"
+    assert data_stem("imdb-offline") == "imdb-offline" and data_stem("data/reviews.csv") == "reviews"

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(ROOT.joinpath("recipes").rglob("*.yaml"))
 
 
-#: shipped recipes named for what they are for, not for their method (recipes/quick/best.yaml: the most accurate)
-NAMED_FOR_A_PURPOSE = {"best"}
+#: shipped recipes named for what they are for, not for their method (recipes/quick/best.yaml: the most accurate;
+#: recipes/tweet_eval.yaml, recipes/sst5.yaml: their datasets, three and five classes)
+NAMED_FOR_A_PURPOSE = {"best", "tweet_eval", "sst5"}
 
 
 def _raw(tiny_models, reviews_csv, tmp_path, arch="bert", **method):

@@ -30,7 +30,8 @@ def _method_of(path: Path) -> str:
 def _tiny_overrides(model_dir: Path, data: Path, run_dir: Path) -> list[str]:
     """Everything size- and data-related pointed at the tiny fixtures: one optimizer step, no checkpoint,
     no evaluation during training and no test split (the run still evaluates its validation split once)."""
-    return [f"model.name={model_dir}", "model.max_length=32", f"data.name={data}", "data.validation_size=8",
+    return [f"model.name={model_dir}", "model.max_length=32", f"data.name={data}", "data.config=null",
+            "data.text_column=text", "data.label_column=label", "data.labels=null", "data.validation_size=8",
             "data.test_size=8", "data.max_train_samples=null", "data.max_eval_samples=8", "eval.test=false",
             f"train.output_dir={run_dir}", "train.max_steps=1", "train.per_device_train_batch_size=4",
             "train.per_device_eval_batch_size=8", "train.report_to=none", "train.bf16=false",
