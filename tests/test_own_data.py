@@ -445,3 +445,23 @@ def test_hub_dataset_problems_name_the_key_to_change(tmp_path, monkeypatch):
     assert "a hub dataset id (owner/name" in check_available(DataSection(name="nonsense"))[0]
     assert data_stem("cardiffnlp/tweet_eval") == "cardiffnlp--tweet_eval" and data_stem(str(saved)) == "tweets"
     assert data_stem("imdb-offline") == "imdb-offline" and data_stem("data/reviews.csv") == "reviews"
+
+
+def test_three_class_run_with_balanced_weights(tiny_models, tmp_path, capsys):
+    """Three classes (the label sets of issue 21): the weights follow the run's class names, stratified splits
+    keep every class, and the warning names the smallest one."""
+    import peftsent.data
+
+    if not hasattr(peftsent.data, "decide_labels"):
+        pytest.skip("needs the label sets of issue 21 (peftsent.data.decide_labels, the labels branch)")
+    names = ["negative", "neutral", "positive"]
+    rows = [(f"{text} {'plot' if i % 10 < 6 else ''}", names[0] if i % 10 < 6 else names[1 + (i % 10 >= 9)])
+            for i, (text, _) in enumerate(make_reviews(200))]
+    data = write_csv(tmp_path / "three.csv", rows)
+    metrics = _run(tiny_models, data, tmp_path / "run", class_weights="balanced")
+    counts = {name: sum(1 for _, y in rows if y == name) for name in names}
+    assert counts == {"negative": 120, "neutral": 60, "positive": 20}
+    train_counts = {"negative": 72, "neutral": 36, "positive": 12}  # 200 less 40 + 40 carved, stratified
+    assert metrics["class_weights"]["weights"] == pytest.approx(
+        {name: 120 / (3 * n) for name, n in train_counts.items()})
+    assert "the smallest class, 'positive', is 10.0% of the 120 training reviews" in capsys.readouterr().err
