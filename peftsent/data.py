@@ -148,9 +148,10 @@ def check_available(section) -> list[str]:
     if _is_hub_dataset(name):
         if Path(name).is_dir() or hub_reachable() or cached_snapshot(name, "README.md", repo_type="dataset"):
             return []
-        return [f"data.name: hub dataset '{name}' is not in the local Hugging Face cache and the hub cannot be "
-                f"reached; on a machine with network, save it with datasets.load_dataset('{name}'"
-                f"{f', {config!r}' if config else ''}).save_to_disk(DIR) and set data.name=DIR"]
+        return [f"data.name: '{name}' is neither a directory here nor a hub dataset in the local Hugging Face "
+                f"cache, and the hub cannot be reached; on a machine with network, save it with "
+                f"datasets.load_dataset('{name}'{f', {config!r}' if config else ''}).save_to_disk(DIR) and set "
+                f"data.name=DIR"]
     return [
         f"data.name: unknown dataset '{name}'; expected one of {', '.join(dataset_names())}, "
         f"a local file ending in {', '.join(FILE_READERS)}, a hub dataset id (owner/name, with data.config for "

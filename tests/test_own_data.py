@@ -441,7 +441,8 @@ def test_hub_dataset_problems_name_the_key_to_change(tmp_path, monkeypatch):
         problem = check_available(DataSection(name="someone/not-cached-anywhere", config="x"))[0]
     finally:
         hub_reachable.cache_clear()
-    assert "not in the local Hugging Face cache" in problem and "save_to_disk(DIR)" in problem
+    assert "neither a directory here nor a hub dataset in the local Hugging Face cache" in problem
+    assert "datasets.load_dataset('someone/not-cached-anywhere', 'x').save_to_disk(DIR)" in problem
     assert "a hub dataset id (owner/name" in check_available(DataSection(name="nonsense"))[0]
     assert data_stem("cardiffnlp/tweet_eval") == "cardiffnlp--tweet_eval" and data_stem(str(saved)) == "tweets"
     assert data_stem("imdb-offline") == "imdb-offline" and data_stem("data/reviews.csv") == "reviews"
