@@ -191,7 +191,7 @@ def test_a_spreadsheet_export_in_cp1252_names_data_encoding_and_its_likely_encod
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "json"])
 def test_a_byte_order_mark_is_accepted(kind, tmp_path):
     """Excel's "CSV UTF-8" and Notepad write EF BB BF first: the header, the first record and its text read
-    as without it (before: a JSONL failed unexplained, a CSV lost its first column's name)."""
+    as without it (before: JSON and JSONL failed unexplained; pandas' CSV reader already skipped it)."""
     from peftsent.data import load_splits
 
     rows = _accented()
