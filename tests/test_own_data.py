@@ -123,9 +123,15 @@ def test_class_weights_go_through_the_trainers_loss_hook_and_into_metrics_json(t
     assert balanced["test"]["log_loss"] != pytest.approx(plain["test"]["log_loss"], abs=1e-6)
 
 
-def test_no_warning_for_balanced_data(tiny_models, reviews_csv, tmp_path, capsys):
-    _run(tiny_models, reviews_csv, tmp_path / "run", held_out=16)
-    assert "smallest class" not in capsys.readouterr().err
+def test_the_small_class_warning_starts_under_20_percent(capsys):
+    from peftsent.training_args import warn_small_class
+
+    shares = warn_small_class([0] * 80 + [1] * 20, ["negative", "positive"], "none")
+    assert shares == {"negative": 0.8, "positive": 0.2} and capsys.readouterr().err == ""
+    warn_small_class([0] * 50 + [1] * 40 + [2] * 10, ["negative", "neutral", "positive"], {"positive": 3})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'positive', is 10.0% of the 100 training reviews" in err
+    assert "macro-F1" in err and "consider" not in err  # the run already weighs its classes
 
 
 def test_stratified_splits_and_subsets_keep_three_class_proportions():
