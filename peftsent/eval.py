@@ -33,7 +33,7 @@ from peftsent.predictions import (
 from peftsent.recipe import DataSection
 from peftsent.rundir import EVAL_DIR, write_json
 from peftsent.speed import target_dtype
-from peftsent.tokenization import check_scoring_request
+from peftsent.tokenization import UNKNOWN_SHARE, check_scoring_request, mostly_unknown, unknown_shares
 from peftsent.training_args import EVAL_BATCH_SIZE
 
 EPILOG = """examples:
@@ -90,7 +90,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     logits of overlapping windows (``stride`` tokens shared), ``truncate`` scores the truncated review (see
     :meth:`peftsent.tokenization.TokenPolicy.for_scoring`); a report in another mode than the target's own is
     named ``...-window`` / ``...-truncate``. Per-review predictions
-    are written beside the report (``predictions-<report>.jsonl``). Raises PeftsentError subclasses for a bad
+    are written beside the report (``predictions-<report>.jsonl``). ``mostly_unknown_tokens``: how many reviews
+    are at least :data:`peftsent.tokenization.UNKNOWN_SHARE` the tokenizer's unknown token (their labels say
+    little: a model for another language or script). Raises PeftsentError subclasses for a bad
     target, dataset or split.
     """
     if split not in SPLITS:
@@ -124,6 +126,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
         "long_reviews": inference["long_reviews"],
         "samples_per_second": speed, "inference": inference,
+        "mostly_unknown_tokens": sum(map(mostly_unknown, unknown_shares(loaded.tokenizer, splits[split]["text"]))),
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
@@ -179,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         if check:
             print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "
                   f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
+        if result["mostly_unknown_tokens"]:
+            print(f"mostly unknown tokens: {result['mostly_unknown_tokens']} of {result['count']} reviews are "
+                  f">= {UNKNOWN_SHARE:.0%} tokens unknown to the model's tokenizer (their labels say little)")
+        else:
+            print(f"mostly unknown tokens: none of the {result['count']} reviews")
         if "written_to" in result:
             print(f"written: {result['written_to']} (and .md)", file=sys.stderr)
         return 0
