@@ -31,7 +31,7 @@ from peftsent.predictions import (
     write_predictions,
 )
 from peftsent.recipe import DataSection
-from peftsent.rundir import EVAL_DIR, write_json
+from peftsent.rundir import EVAL_DIR, resource_errors, write_json
 from peftsent.speed import target_dtype
 from peftsent.tokenization import UNKNOWN_SHARE, check_scoring_request, mostly_unknown, unknown_shares
 from peftsent.training_args import EVAL_BATCH_SIZE
@@ -135,16 +135,19 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         if policy != loaded.policy:  # not the target's own scoring: -truncate, -window or -window-stride<S>
             subset += f"-{policy.long_reviews}" + (f"-stride{policy.stride}" if policy.stride is not None else "")
         stem = f"{prefix}{data_stem(section.name)}-{split}{subset}"
-        result["predictions"] = str(write_predictions(directory / predictions_name(stem), splits[split]["text"],
-                                                      tokenized[split], logits, temperature))
-        write_json(directory / f"{stem}.json", result)
-        (directory / f"{stem}.md").write_text(
-            f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
-            + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
-               f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
-               if temperature is not None else "")
-        )
-        result["written_to"] = str(directory / f"{stem}.json")
+        files = (directory / predictions_name(stem), directory / f"{stem}.json", directory / f"{stem}.md")
+        # a full disk: none of the three files stays (a half report would look finished)
+        with resource_errors(directory, f"writing the evaluation of {target}", cleanup=files):
+            result["predictions"] = str(write_predictions(files[0], splits[split]["text"], tokenized[split], logits,
+                                                          temperature))
+            write_json(files[1], result)
+            files[2].write_text(
+                f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+                + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
+                   f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
+                   if temperature is not None else "")
+            )
+        result["written_to"] = str(files[1])
     return result
 
 
@@ -163,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
-                          args.text_column, args.label_column, out=args.out, label_order=args.label_order,
-                          allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
-                          stride=args.stride, dtype=args.dtype)
+        with resource_errors(args.out or args.target, f"evaluating {args.target}"):  # memory while scoring
+            result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
+                              args.text_column, args.label_column, out=args.out, label_order=args.label_order,
+                              allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
+                              stride=args.stride, dtype=args.dtype)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
         tn, fp = result["confusion_matrix"][0]

@@ -38,6 +38,7 @@ from peftsent.rundir import (
     check_new_run,
     kill_point,
     lifecycle_callback,
+    resource_errors,
     run_stage,
     stage_path,
     write_json,
@@ -415,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             preflight(recipe, args.overwrite)
             print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
             return 0
-        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+        # the stage translates a full disk itself (keeping what --resume needs); this catches the rest
+        with resource_errors(stage_path(recipe.run_dir), f"training {recipe.run_dir}"):
+            run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
         from accelerate import PartialState
 
         if not PartialState().is_main_process:
