@@ -120,11 +120,12 @@ def test_predict_keep_columns_csv_and_jsonl(run, tmp_path, capsys):
 
 
 def test_predict_warns_on_mostly_unknown_tokens(run, capsys):
-    from peftsent.tokenization import UNKNOWN_SHARE
-
-    assert UNKNOWN_SHARE == 0.5
-    assert main([str(run), "这部电影非常好看", "a great movie", "great 电影好看"]) == 0
+    assert main([str(run), "这部电影非常好看", "a great movie", "great 电影好看", "great movie 电影"]) == 0
     got = _lines(capsys)
     assert "unknown" in got[0]["warning"] and got[0]["label"] in {"negative", "positive"}
     assert "warning" not in got[1]
     assert "warning" in got[2]  # 1 known token of 5
+    assert "warning" in got[3]  # 2 of 4: the threshold is >= 50 %
+    from peftsent.tokenization import UNKNOWN_SHARE
+
+    assert UNKNOWN_SHARE == 0.5
