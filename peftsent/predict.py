@@ -13,6 +13,7 @@ windows (``--long-reviews window``). A run's calibration temperature is applied.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from peftsent.errors import DataError
 from peftsent.inference import window_logits, window_stride
 from peftsent.loading import load_target
 from peftsent.registry import ID2LABEL as id2label
+from peftsent.rundir import resource_errors
 from peftsent.speed import (
     BatchPadding,
     agreement,
@@ -78,7 +80,7 @@ def _entry(value) -> tuple[str | None, str | None]:
     """(text, None) for a review, (shown text, error) for an empty, blank or non-text input."""
     if isinstance(value, str):
         return (value, None) if value.strip() else (value, "empty text: nothing to label")
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # a JSON null, a NaN
         return None, "empty text: nothing to label"
     return None, f"not text: found {type(value).__name__} {value!r}"
 
@@ -165,7 +167,7 @@ def read_inputs(path: str, text_column: str = "text", keep_columns: list[str] | 
         record = isinstance(row, dict)  # else a JSONL line that is not a record: its message
         values.append(row.get(text_column) if record else None)
         kept.append({c: row.get(c) for c in keep} if record else {})
-        errors.append(None if record else row)
+        errors.append(row if not record else None if text_column in row else f"no '{text_column}' field in this record")
     inputs = inputs_of(values, kept)
     inputs.errors = [own or e for own, e in zip(errors, inputs.errors)]
     return inputs
@@ -349,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         if policy.long_reviews == "window":  # on stderr: standard output stays one JSON line per text
             print(f"long reviews: a text longer than {policy.max_length} tokens is scored over overlapping windows "
                   f"(stride {stride}; --long-reviews truncate for one cut)", file=sys.stderr)
-        for line in output_lines(loaded, inputs, args.batch_size, args.long_reviews, args.stride, dtype):
-            print(json.dumps(line, ensure_ascii=False), flush=True)
+        with resource_errors(args.target, f"labelling {len(texts)} reviews with {args.target}"):  # memory
+            for line in output_lines(loaded, inputs, args.batch_size, args.long_reviews, args.stride, dtype):
+                print(json.dumps(line, ensure_ascii=False), flush=True)
         unlabelled = len(inputs.texts) - len(texts)
         if unlabelled:  # on stderr: standard output keeps one line per input
             print(f"{unlabelled} of {len(inputs.texts)} inputs had no text to label: their lines carry an "
