@@ -30,7 +30,14 @@ from peftsent.errors import PeftsentError, RunDirError
 from peftsent.merge import PARITY_FILE
 from peftsent.recipe import BASELINES, load_recipe
 from peftsent.registry import ID2LABEL
-from peftsent.rundir import DATA_FINGERPRINT_FILE, RECIPE_FILE, Run, is_finished_run, open_run
+from peftsent.rundir import (
+    DATA_FINGERPRINT_FILE,
+    RECIPE_FILE,
+    Run,
+    is_finished_run,
+    open_run,
+    resource_errors,
+)
 
 EPILOG = """examples:
   python -m peftsent.compare runs/quick/full runs/quick/lora runs/quick/ia3
@@ -512,9 +519,11 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
               if any(b[0] == "imdb-offline" for b in groups) else "")
     applied = f"\nOverrides applied to every recipe: `{' '.join(overrides)}`.\n" if overrides else ""
     markdown = "# peftsent compare\n" + note + applied + "\n" + "\n".join(sections) + caveat
-    (out_dir / "compare.md").write_text(markdown)
-    write_csv(groups, out_dir / "compare.csv", baselines)
-    plot(groups, out_dir / "compare.png", baselines)
+    files = [out_dir / name for name in ("compare.md", "compare.csv", "compare.png")]
+    with resource_errors(out_dir, "writing the comparison", cleanup=files):  # a full disk: no partial outputs
+        files[0].write_text(markdown)
+        write_csv(groups, files[1], baselines)
+        plot(groups, files[2], baselines)
     return {"markdown": markdown, "out": out_dir, "groups": groups, "baselines": baselines}
 
 

@@ -103,7 +103,7 @@ def test_full_disk_while_saving_the_trained_model(disk, tiny_models, reviews_csv
     assert is_finished_run(run)
 
 
-def test_full_disk_while_merging_and_evaluating(disk, tiny_models, reviews_csv, tmp_path, capsys):
+def test_full_disk_while_merging_evaluating_and_comparing(disk, tiny_models, reviews_csv, tmp_path, capsys):
     from peftsent.eval import main as eval_main
     from peftsent.merge import main as merge_main
     from peftsent.recipe import resolve_recipe
@@ -122,6 +122,12 @@ def test_full_disk_while_merging_and_evaluating(disk, tiny_models, reviews_csv, 
     line = the_error(capsys.readouterr().err, "peftsent.eval")
     assert f"tmpfs mounted at {disk}" in line and str(disk / "eval") in line
     assert not list((disk / "eval").glob("*"))  # no half report
+
+    from peftsent.compare import main as compare_main
+
+    assert compare_main([str(run), "--out", str(disk / "cmp")]) == 2
+    line = the_error(capsys.readouterr().err, "peftsent.compare")
+    assert f"tmpfs mounted at {disk}" in line and not list((disk / "cmp").glob("*"))
 
     filler.unlink()
     assert merge_main([str(run), "--out", str(disk / "merged")]) == 0
