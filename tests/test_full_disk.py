@@ -57,9 +57,11 @@ def _recipe_file(tiny_models, reviews_csv, where, tmp_path, method="lora"):
     return path, where / "run"
 
 
-def _fill_at(monkeypatch, module: str, point_name: str, disk):
-    """Fill ``disk`` when the run reaches life-cycle point ``point_name`` (peftsent.rundir.kill_point's names)."""
+def _fill_at(monkeypatch, point_name: str, disk):
+    """Fill ``disk`` when the run reaches life-cycle point ``point_name`` (peftsent.rundir.kill_point's names:
+    step-N in the training loop, final-evaluation before the final evaluation and save)."""
     import peftsent.rundir
+    import peftsent.train
 
     real = peftsent.rundir.kill_point
 
@@ -68,14 +70,15 @@ def _fill_at(monkeypatch, module: str, point_name: str, disk):
             fill(disk)
         real(name)
 
-    monkeypatch.setattr(f"{module}.kill_point", filling)
+    for module in (peftsent.rundir, peftsent.train):  # train calls it by its own name
+        monkeypatch.setattr(module, "kill_point", filling, raising=False)
 
 
 def test_full_disk_while_saving_a_checkpoint(disk, tiny_models, reviews_csv, tmp_path, capsys, monkeypatch):
     from peftsent.train import main
 
     recipe, run = _recipe_file(tiny_models, reviews_csv, disk, tmp_path)
-    _fill_at(monkeypatch, "peftsent.rundir", "step-3", disk)  # checkpoint-2 is written, checkpoint-4 cannot be
+    _fill_at(monkeypatch, "step-3", disk)  # checkpoint-2 is written, checkpoint-4 cannot be
     assert main([str(recipe)]) == 2
     line = the_error(capsys.readouterr().err, "peftsent.train")
     assert f"tmpfs mounted at {disk}" in line and "checkpoint-4" in line and "free of" in line
@@ -92,7 +95,7 @@ def test_full_disk_while_saving_the_trained_model(disk, tiny_models, reviews_csv
     from peftsent.train import main
 
     recipe, run = _recipe_file(tiny_models, reviews_csv, disk, tmp_path, method="full")
-    _fill_at(monkeypatch, "peftsent.train", "final-evaluation", disk)
+    _fill_at(monkeypatch, "final-evaluation", disk)
     assert main([str(recipe)]) == 2
     line = the_error(capsys.readouterr().err, "peftsent.train")
     assert f"tmpfs mounted at {disk}" in line and "saving the trained model" in line and "--resume" in line
