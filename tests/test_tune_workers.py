@@ -181,7 +181,8 @@ def _fresh_study(url) -> None:
 # ---------------------------------------------------------------- the tests
 
 
-@pytest.mark.parametrize("kind", ["journal", "postgres"])
+# a few tens of seconds each on 2 idle cores (two or three processes that import torch): one of each storage by default
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.slow)])
 def test_two_workers_share_one_study_and_a_third_process_reports(kind, tiny_models, reviews_csv, tmp_path, request):
     url = _storage_url(kind, tmp_path, request)
     _fresh_study(url)
@@ -211,7 +212,7 @@ def test_two_workers_share_one_study_and_a_third_process_reports(kind, tiny_mode
     assert f"trial {best.number}," in (out / "best.yaml").read_text()
 
 
-@pytest.mark.parametrize("kind", ["journal", "postgres"])
+@pytest.mark.parametrize("kind", [pytest.param("journal", marks=pytest.mark.slow), "postgres"])
 def test_a_killed_workers_trial_fails_by_heartbeat_and_another_worker_retries_it(kind, tiny_models, reviews_csv,
                                                                                   tmp_path, request):
     url = _storage_url(kind, tmp_path, request)
@@ -240,3 +241,51 @@ def test_study_json_never_shows_a_database_password():
 
     assert _shown("postgresql+psycopg://tuner:s3cret@db:5432/optuna") == "postgresql+psycopg://tuner:***@db:5432/optuna"
     assert _shown("journal:///shared/a.journal") == "journal:///shared/a.journal"
+
+
+def _spec():
+    from peftsent.search_space import TuneSpec
+
+    return TuneSpec((), "accuracy", 0)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_asked_for_beyond_the_last_place_is_failed_before_it_trains(tmp_path):
+    import optuna
+
+    from peftsent.tune import SurplusTrial, _claimed, _storage
+
+    study = optuna.create_study(storage=_storage(f"journal://{tmp_path / 's.journal'}"), study_name=STUDY,
+                                direction="maximize")
+    first, second = study.ask(), study.ask()  # two workers asked at the same moment for the last place
+    ran = []
+    objective = _claimed(lambda trial: ran.append(trial.number) or 0.5, 1, _spec())
+    with pytest.raises(SurplusTrial, match="trial 1 not run: the study already has --trials 1"):
+        objective(second)
+    assert objective(first) == 0.5 and ran == [0]  # the lower trial number holds the place
+    assert second.study.get_trials()[1].user_attrs["surplus"] is True
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_journal_heartbeats_fail_a_silent_trial_and_queue_its_retry(tmp_path):
+    import optuna
+
+    from peftsent.tune import JOURNAL_HEARTBEAT_ATTR, _storage
+
+    url = f"journal://{tmp_path / 'shared' / 's.journal'}"
+    study = optuna.create_study(storage=_storage(url, heartbeat_s=1, grace_s=2), study_name=STUDY,
+                                direction="maximize")
+    alive, dead = study.ask(), study.ask()
+    for trial in (alive, dead):
+        trial.suggest_int("r", 2, 8)
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    study._storage.record_heartbeat(alive._trial_id)
+    # another worker (its own storage object on the same file) looks for stale trials
+    other = optuna.load_study(study_name=STUDY, storage=_storage(url, heartbeat_s=1, grace_s=2))
+    optuna.storages.fail_stale_trials(other)
+    states = {t.number: t.state.name for t in other.get_trials()}
+    assert states == {0: "RUNNING", 1: "FAIL", 2: "WAITING"}
+    retry = other.get_trials()[2]
+    assert retry.system_attrs["failed_trial"] == 1 and retry.params == dead.params
+    assert JOURNAL_HEARTBEAT_ATTR in other.get_trials()[0].system_attrs
