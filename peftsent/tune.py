@@ -64,11 +64,11 @@ EPILOG = """examples:
   python -m peftsent.train runs/tune/lora/best.yaml        # the best trial's recipe, test split included
 
   # several workers (processes or machines) on one study; any of them, or a third process, reports:
-  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
       --storage postgresql+psycopg://peftsent:secret@db-host/optuna --study-name lora-1
-  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
       --storage journal:///shared/tune/lora.journal --study-name lora-1
-  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
       --storage journal:///shared/tune/lora.journal --study-name lora-1 --report
 
 --trials N is the study's total of finished (complete or pruned) trials: run the same command again

@@ -289,3 +289,17 @@ def test_journal_heartbeats_fail_a_silent_trial_and_queue_its_retry(tmp_path):
     retry = other.get_trials()[2]
     assert retry.system_attrs["failed_trial"] == 1 and retry.params == dead.params
     assert JOURNAL_HEARTBEAT_ATTR in other.get_trials()[0].system_attrs
+
+
+def test_report_of_a_study_that_is_not_there_is_one_message_and_trains_nothing(tiny_models, reviews_csv, tmp_path,
+                                                                              capsys):
+    from peftsent.tune import main
+
+    recipe = _recipe(tiny_models, reviews_csv, tmp_path)
+    assert main([recipe, "--report", "--out", str(tmp_path / "none")]) == 2
+    assert "--report: no study in" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    url = f"journal://{tmp_path / 'j' / 'study.journal'}"
+    assert main([recipe, "--report", "--storage", url, "--study-name", "absent", "--out", str(tmp_path / "o")]) == 2
+    assert "no study 'absent' in this storage" in capsys.readouterr().err
+    assert main([recipe, "--trials", "2", "--heartbeat", "5", "--grace", "5", "--out", str(tmp_path / "o")]) == 2
+    assert "expected 0 < heartbeat < grace seconds" in capsys.readouterr().err
