@@ -348,6 +348,7 @@ def _claimed(objective, trials: int, spec: TuneSpec):
     holding = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
     def run(trial) -> float:
+        run.last = trial
         trial.set_user_attr("worker", _worker())
         earlier = [t for t in trial.study.get_trials(deepcopy=False, states=holding) if t.number < trial.number]
         if len(earlier) >= trials:
@@ -357,7 +358,19 @@ def _claimed(objective, trials: int, spec: TuneSpec):
         trial.study.sampler = _sampler(spec, trial.number)
         return objective(trial)
 
+    run.last = None
     return run
+
+
+def _taken_over(study, objective, err: Exception) -> bool:
+    """Whether ``err`` (from ``study.optimize``) says that this worker's trial was failed by another worker
+    while it ran (no heartbeat for --grace seconds: a stall, not a death), so it is retried there."""
+    import optuna
+
+    last = getattr(objective, "last", None)
+    if last is None or not isinstance(err, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+        return False
+    return study._storage.get_trial(last._trial_id).state.name == "FAIL"
 
 
 def _work(study, objective, trials: int, timeout: float | None, poll_s: float) -> None:
@@ -376,7 +389,14 @@ def _work(study, objective, trials: int, timeout: float | None, poll_s: float) -
         if finished >= trials or (deadline is not None and time.monotonic() >= deadline):
             return
         if counts["WAITING"] or finished + counts["RUNNING"] < trials:
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+            try:
+                study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+            except Exception as err:
+                if not _taken_over(study, objective, err):
+                    raise
+                print(f"peftsent.tune: trial {objective.last.number} was marked failed by another worker (no "
+                      f"heartbeat for --grace seconds) and is retried there; its result is dropped. Raise --grace "
+                      f"if this worker was alive", file=sys.stderr)
             waiting_said = False
             continue
         if not waiting_said:

@@ -303,3 +303,24 @@ def test_report_of_a_study_that_is_not_there_is_one_message_and_trains_nothing(t
     assert "no study 'absent' in this storage" in capsys.readouterr().err
     assert main([recipe, "--trials", "2", "--heartbeat", "5", "--grace", "5", "--out", str(tmp_path / "o")]) == 2
     assert "expected 0 < heartbeat < grace seconds" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_worker_whose_trial_was_declared_dead_carries_on_with_the_next(tmp_path, capsys):
+    import optuna
+    from optuna.trial import TrialState
+
+    from peftsent.tune import _claimed, _storage, _work
+
+    study = optuna.create_study(storage=_storage(f"journal://{tmp_path / 's.journal'}", heartbeat_s=1, grace_s=2),
+                                study_name=STUDY, direction="maximize")
+
+    def objective(trial):
+        if trial.number == 0:  # another worker found no heartbeat for --grace seconds while this one stalled
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            trial.set_user_attr("validation", {"accuracy": 0.5})
+        return 0.5
+
+    _work(study, _claimed(objective, 1, _spec()), 1, None, 0.1)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE"]
+    assert "trial 0 was marked failed by another worker" in capsys.readouterr().err
