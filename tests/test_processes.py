@@ -113,6 +113,28 @@ def test_two_nodes_rendezvous_through_c10d_and_write_one_run(tiny_models, review
     assert alone["log_loss"] == pytest.approx(metrics["test"]["log_loss"], abs=1e-6)
 
 
+@pytest.mark.slow
+def test_accelerate_launch_multi_gpu_runs_two_processes_with_the_same_metrics(tiny_models, reviews_csv, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (on CPUs: gloo) trains what torchrun trains."""
+    recipe_file = _two_process_recipe(tiny_models, reviews_csv, tmp_path)
+    assert _torchrun(recipe_file).returncode == 0
+    raw = yaml.safe_load(recipe_file.read_text())
+    raw["train"]["output_dir"] = str(tmp_path / "runs" / "accelerate")
+    (tmp_path / "accelerate.yaml").write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "peftsent.train", str(tmp_path / "accelerate.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_torchrun = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    by_accelerate = json.loads((tmp_path / "runs" / "accelerate" / "metrics.json").read_text())
+    assert by_accelerate["timing"]["world_size"] == 2
+    for split in ("validation", "test"):
+        assert by_accelerate[split]["accuracy"] == by_torchrun[split]["accuracy"]
+        assert by_accelerate[split]["log_loss"] == pytest.approx(by_torchrun[split]["log_loss"], abs=1e-6)
+
+
 @pytest.mark.gpu
 def test_two_gpus_with_nccl_write_one_run_with_whole_split_metrics(tiny_models, reviews_csv, tmp_path):
     """torchrun --nproc_per_node 2 on two CUDA devices (NCCL): the run of test_two_processes_... on GPUs."""
