@@ -202,6 +202,24 @@ def _reload_checkpoint(recipe, checkpoint: str):
     return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
 
 
+def _seed_epoch_order(sampler, args, epoch: int) -> None:
+    """Give the length-grouped sampler of ``train_sampling_strategy: group_by_length`` a generator seeded with
+    ``data_seed`` (else ``seed``) + ``epoch`` before the epoch draws its order.
+
+    transformers builds that sampler without a generator, so each epoch's order came from the global torch RNG at
+    the moment the epoch began: a run resumed in the middle of an epoch draws it again from the RNG of the
+    resumed process (the checkpoint's RNG state is restored only after the skipped batches), so from the
+    checkpoint on it trained on other batches than the uninterrupted run; and under several processes each drew
+    its own order. Seeded per epoch, every process and every resume draws the same order. None: another
+    sampler (RandomSampler is already seeded per epoch by accelerate)."""
+    if sampler is None:
+        return
+    import torch
+
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    sampler.generator = torch.Generator().manual_seed(seed + epoch)
+
+
 def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
     """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
     ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
@@ -209,15 +227,25 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     and skips the division by ``gradient_accumulation_steps``. Batches are padded by
     :class:`peftsent.speed.BatchPadding` under ``policy``'s length."""
     from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
     class RunTrainer(Trainer):
+        _length_sampler = None
+
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, LengthGroupedSampler):
+                self._length_sampler = sampler
+            return sampler
+
         def _run_epoch(self, *args, **kwargs):
             # resumed from the final checkpoint in the middle of an epoch, transformers would train one step more
             if self.state.global_step >= self.state.max_steps:
                 self.control.should_training_stop = True
                 return None
+            _seed_epoch_order(self._length_sampler, self.args, kwargs["epoch"])
             return super()._run_epoch(*args, **kwargs)
 
         def _load_best_model(self):
