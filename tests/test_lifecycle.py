@@ -14,7 +14,7 @@ from peftsent.recipe import resolve_recipe
 from peftsent.rundir import KILL_AT_ENV, KILL_SIGNAL_ENV, LOCK_FILE, is_finished_run, stage_path
 from peftsent.train import main, train
 
-from conftest import tiny_recipe
+from conftest import assert_same_history, run_history, tiny_recipe
 
 #: 6 optimizer steps, a checkpoint and an evaluation every 2, selection by log-loss, float32
 STEPS = dict(max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
@@ -270,44 +270,6 @@ def test_resume_refuses_data_that_changed_since_the_run_was_staged(tiny_models, 
 MID_EPOCH = dict(max_steps=-1, num_train_epochs=4, per_device_train_batch_size=4, eval_strategy="steps",
                  eval_steps=3, save_strategy="steps", save_steps=3, metric_for_best_model="log_loss",
                  learning_rate=2e-2, train_sampling_strategy="group_by_length")
-
-
-def run_history(run) -> dict:
-    """What an exact resume must reproduce: every evaluation and training-loss entry of trainer_state.json's
-    log history (wall-clock fields and the per-invocation summary left out), the best checkpoint, calibration
-    and the validation/test metrics of metrics.json."""
-    state = json.loads((run / "trainer_state.json").read_text())
-    clock = ("_runtime", "_per_second")
-    history = [{k: v for k, v in entry.items() if not k.endswith(clock)}
-               for entry in state["log_history"] if "train_runtime" not in entry]
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {"history": history, "best_checkpoint": metrics["best_checkpoint"],
-            "best_global_step": state["best_global_step"], "global_step": state["global_step"],
-            "calibration": json.loads((run / "calibration.json").read_text()),
-            "validation": metrics["validation"], "test": metrics["test"]}
-
-
-def assert_same_history(got: dict, expected: dict, rel: float = 1e-6) -> None:
-    assert [sorted(e) for e in got["history"]] == [sorted(e) for e in expected["history"]]
-    for mine, theirs in zip(got["history"], expected["history"]):
-        assert mine == pytest.approx(theirs, rel=rel, abs=1e-9), f"step {theirs.get('step')}"
-    for key in ("best_checkpoint", "best_global_step", "global_step"):
-        assert got[key] == expected[key], key
-    for key in ("calibration", "validation", "test"):
-        mine, theirs = _flat(got[key]), _flat(expected[key])
-        assert sorted(mine) == sorted(theirs), key
-        for name, value in theirs.items():
-            if isinstance(value, float):
-                assert mine[name] == pytest.approx(value, rel=rel, abs=1e-9), f"{key}.{name}"
-            else:
-                assert mine[name] == value, f"{key}.{name}"
-
-
-def _flat(value, prefix="") -> dict:
-    """Numbers of a nested metrics mapping as {"a.b": x} (strings and lists compared as they are)."""
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
 
 
 @pytest.mark.parametrize("point,resumed_from", [("save-21", "checkpoint-21"), ("step-23", "checkpoint-21")])
