@@ -72,8 +72,7 @@ def hardware_problems(recipe) -> list[str]:
     import torch
 
     train, problems = recipe.train, []
-    cuda = torch.cuda.is_available()
-    device = _gpu_name() if cuda else "no CUDA GPU"
+    cuda = torch.cuda.is_available()  # (the GPU's name only where a message needs it: that initialises CUDA)
     for key in ("fp16", "fp16_full_eval"):
         if train.get(key) is True and not cuda:
             problems.append(f"train.{key}: true needs a CUDA GPU (float16 autocast with loss scaling) and this "
@@ -81,13 +80,13 @@ def hardware_problems(recipe) -> list[str]:
                             f"{key}; set train.{key}: false (train.bf16: auto uses bfloat16 where the CPU has it)")
     for key in ("bf16", "bf16_full_eval"):
         if train.get(key) is True and not bf16_available():
-            where = (f"this GPU, {device}, has no bfloat16 support (Ampere or newer has)" if cuda else
+            where = (f"this GPU, {_gpu_name()}, has no bfloat16 support (Ampere or newer has)" if cuda else
                      "this CPU has no native bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo)")
             fix = "train.fp16: true or train.bf16: auto" if cuda else "train.bf16: auto or false (float32)"
             problems.append(f"train.{key}: true, but {where}; set {fix}")
     if train.get("tf32") is True and not (cuda and torch.cuda.get_device_capability()[0] >= 8):
         problems.append(f"train.tf32: true needs an NVIDIA Ampere or newer GPU (TensorFloat-32 matrix units); "
-                        f"found {device}; remove the key or set train.tf32: false")
+                        f"found {_gpu_name() if cuda else 'no CUDA GPU'}; remove the key or set train.tf32: false")
     if train.get("use_cpu") is False and not cuda:
         problems.append("train.use_cpu: false asks for a GPU and this machine has no CUDA GPU; remove the key "
                         "(peftsent trains on the GPU when there is one, else on the CPU)")
