@@ -13,6 +13,7 @@ import yaml
 from peftsent.recipe import resolve_recipe
 from peftsent.rundir import KILL_AT_ENV, KILL_SIGNAL_ENV, LOCK_FILE, is_finished_run, stage_path
 from peftsent.train import main, train
+from peftsent.training_args import make_training_args
 
 from conftest import assert_same_history, run_history, tiny_recipe
 
@@ -291,3 +292,33 @@ def test_a_run_stopped_in_the_middle_of_a_later_epoch_resumes_to_the_same_histor
     run = train(recipe, resume=True)
     assert json.loads((run / "metrics.json").read_text())["resumed_from"] == resumed_from
     assert_same_history(run_history(run), expected)
+
+
+def test_an_uninterrupted_run_draws_each_epochs_order_from_the_global_rng_as_before(
+        one_thread, tiny_models, reviews_csv, tmp_path, monkeypatch):
+    """Exact resume must not change the batches of a run that is never interrupted: the length-grouped sampler
+    keeps transformers' own draw (no generator, torch's global RNG when the epoch's iteration begins), so the
+    first epoch's order is the one transformers alone draws after ``set_seed(seed)``: the DataLoader iterator's
+    base seed, then the sampler's permutation. Every checkpoint keeps the RNG state its epoch began with."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    drawn = []
+    original = LengthGroupedSampler.__iter__
+
+    def recorded(self):
+        order = list(original(self))
+        drawn.append((self.generator, self.lengths, self.batch_size, order))
+        yield from order
+
+    monkeypatch.setattr(LengthGroupedSampler, "__iter__", recorded)
+    path, recipe = _recipe_file(tiny_models, reviews_csv, tmp_path, **{**MID_EPOCH, "num_train_epochs": 2})
+    run = train(recipe)
+    drawn = [draw for draw in drawn if draw[2] == 4]  # training batches of 4 (validation: 16, seeded generator)
+    assert len(drawn) == 2 and all(generator is None for generator, *_ in drawn)
+    _, lengths, batch_size, order = drawn[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(make_training_args(recipe, output_dir=str(tmp_path / "x")).seed)
+        torch.empty((), dtype=torch.int64).random_()  # torch.utils.data's _BaseDataLoaderIter base seed
+        assert order == get_length_grouped_indices(lengths, batch_size)
+    assert drawn[1][3] != order  # epoch 2 draws its own order from where the global RNG stands then
+    assert run_history(run)["global_step"] == 16
