@@ -327,17 +327,20 @@ LOCK_FILE = "peftsent.lock"
 TRAINER_STATE_FILE = "trainer_state.json"
 #: test hook: SIGKILL this process at a named point of the life cycle (step-N, save-N, final-evaluation, rename)
 KILL_AT_ENV = "PEFTSENT_TEST_KILL_AT"
+#: the signal sent at that point: SIGKILL unless this names another (SIGINT: Ctrl-C)
+KILL_SIGNAL_ENV = "PEFTSENT_TEST_KILL_SIGNAL"
 #: train keys that change what is written about a run, not what it computes: a resume may change them
 OUTPUT_ONLY_TRAIN_KEYS = frozenset({"output_dir", "report_to", "logging_steps", "logging_strategy",
                                     "logging_first_step", "logging_dir", "disable_tqdm", "log_level", "run_name"})
 
 
 def kill_point(name: str) -> None:
-    """SIGKILL this process if ``$PEFTSENT_TEST_KILL_AT`` names this point (tests of interrupted runs)."""
+    """SIGKILL this process (or send ``$PEFTSENT_TEST_KILL_SIGNAL``, e.g. SIGINT) if ``$PEFTSENT_TEST_KILL_AT``
+    names this point (tests of interrupted runs)."""
     if os.environ.get(KILL_AT_ENV) == name:
         import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get(KILL_SIGNAL_ENV, "SIGKILL")))
 
 
 def stage_path(final: Path) -> Path:
