@@ -210,17 +210,19 @@ def test_a_byte_order_mark_is_accepted(kind, tmp_path):
 
 def test_predict_reads_text_files_with_a_byte_order_mark_or_another_encoding(tmp_path):
     from peftsent.errors import DataError
-    from peftsent.predict import read_texts
+    from peftsent.predict import read_inputs
 
     rows = _accented(5)
     expected = [t for t, _ in rows]
-    assert read_texts(str(_write_text(tmp_path / "bom.txt", rows, "utf-8", "txt", bom=True))) == expected
-    assert read_texts(str(_write_text(tmp_path / "bom.csv", rows, "utf-8", "csv", bom=True))) == expected
-    assert read_texts(str(_write_text(tmp_path / "bom.jsonl", rows, "utf-8", "jsonl", bom=True))) == expected
-    latin = _write_text(tmp_path / "latin.txt", rows, "cp1252", "txt")
+    assert read_inputs(str(_write_text(tmp_path / "bom.txt", rows, "utf-8", "txt", bom=True))).reviews == expected
+    assert read_inputs(str(_write_text(tmp_path / "bom.csv", rows, "utf-8", "csv", bom=True))).reviews == expected
+    assert read_inputs(str(_write_text(tmp_path / "bom.jsonl", rows, "utf-8", "jsonl", bom=True))).reviews == expected
+    latin = _write_text(tmp_path / "latin.csv", rows, "cp1252", "csv")
     with pytest.raises(DataError, match="set --encoding=cp1252"):
-        read_texts(str(latin))
-    assert read_texts(str(latin), encoding="cp1252") == expected
+        read_inputs(str(latin))
+    assert read_inputs(str(latin), encoding="cp1252").reviews == expected
+    assert read_inputs(str(_write_text(tmp_path / "latin.txt", rows, "cp1252", "txt")), encoding="cp1252"
+                       ).reviews == expected
 
 
 def test_an_unknown_encoding_is_a_recipe_error(tiny_models, tmp_path):
