@@ -114,7 +114,7 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         batch_size = loaded.run.recipe().train["per_device_eval_batch_size"] if loaded.run is not None \
             else EVAL_BATCH_SIZE
     logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
-                                                       target_dtype(dtype, loaded.run), policy=policy,
+                                                       target_dtype(dtype, loaded.run, loaded.model), policy=policy,
                                                        texts=splits[split]["text"])
     logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
     temperature = temperature_for(loaded)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"temperature {result['temperature']:.3f} applied (calibration.json); uncalibrated: "
                   f"ece {raw['ece']:.4f}, log_loss {raw['log_loss']:.4f}")
         info, check = result["inference"], result["inference"]["agreement"]
-        print(f"inference: {result['samples_per_second']} reviews/s, {info['dtype']}"
+        print(f"inference: {result['samples_per_second']} reviews/s, {info.get('runtime', info['dtype'])}"
               f"{', adapter merged in memory' if info['merged'] else ''}; long reviews: {result['long_reviews']}")
         if check:
             print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "

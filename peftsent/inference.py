@@ -212,6 +212,8 @@ def predict_checked(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE
         logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged, cap)
     report = {"dtype": dtype, "merged": merged, "agreement": None,
               "long_reviews": f"window (stride {stride})" if windows else "truncate"}
+    if getattr(model, "runtime", None) == "onnxruntime":  # an ONNX export (peftsent.onnx_runtime)
+        report["runtime"] = f"onnxruntime {model.precision}"
     if dtype != "float32":
         rows = len(dataset) if probe is None else min(probe, len(dataset))
         if rows:  # probe=0: the caller measures agreement itself

@@ -18,6 +18,7 @@ from peftsent.modeling import (
     to_canonical,
     unfilled_fresh_weights,
 )
+from peftsent.onnx_runtime import is_onnx_dir, load_onnx
 from peftsent.recipe import ModelSection
 from peftsent.registry import resolve_model
 from peftsent.rundir import Run, is_finished_run
@@ -35,7 +36,8 @@ class Loaded:
     """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, 2) in the model's own class order"""
     tokenizer: object
     kind: str
-    """``run`` (adapter or full), ``adapter``, ``model`` (a directory) or ``hub``"""
+    """``run`` (adapter or full), ``adapter``, ``model`` (a directory), ``onnx`` (a ``peftsent export``
+    directory, run by ONNX Runtime: :mod:`peftsent.onnx_runtime`) or ``hub``"""
     policy: object
     """the :class:`peftsent.tokenization.TokenPolicy` every input goes through"""
     run: Run | None = None
@@ -160,8 +162,9 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
     """Load ``target`` for inference.
 
     ``target``: a finished run directory, a peft adapter directory (its
-    ``base_model_name_or_path`` is loaded as base), a model directory, or a hub
-    id. ``label_order``: class names in index order for a model whose id2label does
+    ``base_model_name_or_path`` is loaded as base), a model directory, an ONNX export
+    (``model.onnx`` beside config.json, written by ``peftsent export``; ``dtype`` does not apply: the graph
+    runs at the precision it was exported in), or a hub id. ``label_order``: class names in index order for a model whose id2label does
     not name them (``negative,positive``). ``allow_random_weights``: score a model even
     if some weights are not in its checkpoint. Raises ModelError/RunDirError if it is
     none of these, cannot be loaded, has freshly initialised weights, or unnamed classes.
@@ -172,7 +175,9 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
             return _load_run(path, dtype, label_order, allow_random_weights)
         parent = Run(path.resolve().parent) if is_finished_run(path.resolve().parent) else None
         recipe = parent.recipe() if parent else None
-        if _is_adapter_dir(path):
+        if is_onnx_dir(path):  # before config.json: an export holds both
+            model, kind = load_onnx(path), "onnx"
+        elif _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
             model = attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)

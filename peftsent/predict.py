@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if policy.long_reviews == "window":  # a bad stride fails before any output
 
             stride = window_stride(loaded.tokenizer, policy.max_length, policy.stride)
-        dtype = target_dtype(args.dtype, loaded.run)
+        dtype = target_dtype(args.dtype, loaded.run, loaded.model)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
         check = report_agreement(loaded, texts, args.batch_size, dtype, policy=policy)
