@@ -62,11 +62,12 @@ class Tolerance:
     """fraction of reviews whose predicted class must be the same"""
 
 
-#: per precision. float32: ONNX Runtime and PyTorch differ by summation order only (~1e-7 in a probability;
-#: 1e-4 leaves room for fused kernels), and no prediction may change. int8: dynamic quantization rounds every
-#: MatMul weight to 8 bits and every activation per batch; a review near p = 0.5 can move by a few tenths and
-#: flip, so up to 5 % of the probe may disagree. Both can be overridden (--max-dprob, --min-agreement).
-TOLERANCES = {"float32": Tolerance(1e-4, 1.0), "int8": Tolerance(0.35, 0.95)}
+#: per precision. float32: ONNX Runtime and PyTorch differ by summation order only (5e-7 in a probability on
+#: a MiniLM-L6 LoRA run; 1e-4 leaves room for other kernels), and no prediction may change. int8: dynamic
+#: quantization rounds every MatMul weight to 8 bits and every activation per batch: on the same run (200
+#: validation reviews) max |dp| 0.067 and 97.5 % agreement (reviews near p = 0.5 flip), so 0.2 and 95 %.
+#: Both can be overridden (--max-dprob, --min-agreement).
+TOLERANCES = {"float32": Tolerance(1e-4, 1.0), "int8": Tolerance(0.2, 0.95)}
 
 EPILOG = """examples:
   peftsent export runs/quick/lora                       # -> runs/quick/lora/onnx (float32)
@@ -283,8 +284,8 @@ def model_card(record: dict, loaded, out: Path) -> str:
     scoring settings and the parity check, from ``record`` (export.json)."""
     parity, scoring = record["parity"], record["scoring"]
     labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-    quantized = ("Weights of every MatMul in int8 (ONNX Runtime dynamic quantization: activations quantized per "
-                 "batch at run time)." if record["precision"] == "int8" else "float32 weights.")
+    quantized = ("Weights of every MatMul in int8, one scale per output channel (ONNX Runtime dynamic "
+                 "quantization: activations quantized per batch at run time)." if record["precision"] == "int8" else "float32 weights.")
     calibrated = (f"The run's calibration temperature T = {record['temperature']:.4f} is folded into the final "
                   f"classifier layer: softmax of `logits` gives the calibrated probabilities."
                   if record["temperature"] is not None else "No calibration temperature to fold.")

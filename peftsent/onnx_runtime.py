@@ -63,7 +63,10 @@ def export_onnx(model, tokenizer, path: Path) -> list[str]:
     import torch
 
     names = graph_inputs(model, tokenizer)
-    example = tokenizer(["a short review", "another one, a little longer"], padding=True, return_tensors="pt")
+    # two reviews of different lengths: the traced example must hold padding, or the tracer records a graph
+    # that drops the attention mask (transformers skips an all-ones mask) and scores padded batches wrongly
+    example = tokenizer(["a review", "a review " * 4], padding=True, return_tensors="pt")
+    assert not bool(example["attention_mask"].all()), "the traced example needs padding"
     args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
 
     class _Logits(torch.nn.Module):
@@ -83,10 +86,14 @@ def export_onnx(model, tokenizer, path: Path) -> list[str]:
 
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 of an exported float32 graph (``onnxruntime.quantization.quantize_dynamic``): int8 weights
-    of every MatMul, signed, one scale per tensor; activations quantized per batch at run time."""
+    of every MatMul, signed, one scale per output channel; activations quantized per batch at run time.
+
+    Per channel, not per tensor: on a MiniLM-L6 LoRA run (200 IMDb validation reviews, ONNX Runtime 1.32) one
+    scale per tensor moved probabilities by up to 0.134 and changed 6.5 % of the predictions, one per channel
+    by up to 0.067 and 2.5 %."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 class _Output(dict):
