@@ -148,3 +148,14 @@ def test_export_refuses_user_mistakes_before_any_compute(runs, exports, tiny_mod
     with pytest.raises(ExportError, match="cannot be merged.*peftsent predict"):
         export(str(prompt), out=tmp_path / "prompt-onnx", probe_size=4)
     assert issubclass(ExportError, PeftsentError) and issubclass(ModelError, PeftsentError)
+
+
+def test_missing_onnxruntime_names_the_extra(runs, exports, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: import raises ImportError
+    with pytest.raises(ModelError, match=r"pip install 'peftsent\[export\]'"):
+        export(str(runs["distilbert-lora"]), out=tmp_path / "none")
+    with pytest.raises(ModelError, match=r"onnxruntime.*pip install 'peftsent\[export\]'"):
+        load_target(str(exports[("distilbert-lora", "float32")][0]))
+    assert not (tmp_path / "none").exists()
