@@ -228,8 +228,9 @@ def export(target: str, fmt: str = "onnx", quantize: str | None = None, out: str
                 f"{tolerance.max_abs_dprob:g}), agreement {100 * parity.agreement:.2f} % (at least "
                 f"{100 * tolerance.min_agreement:g} %) on {parity.probe_size} validation reviews; nothing was written")
         record = _record(target, loaded, parity, temperature, inputs)
+        record["labels"] = [model.config.id2label[i] for i in range(model.config.num_labels)]
         write_json(work / EXPORT_FILE, record)
-        (work / "README.md").write_text(model_card(record, loaded, out))
+        (work / "README.md").write_text(model_card(record, out))
     return out, parity
 
 
@@ -279,11 +280,10 @@ def _record(target: str, loaded, parity: Parity, temperature: float | None, inpu
     }
 
 
-def model_card(record: dict, loaded, out: Path) -> str:
+def model_card(record: dict, out: Path) -> str:
     """README.md of an export directory: what it is, how to run it (ONNX Runtime alone, or peftsent), its
-    scoring settings and the parity check, from ``record`` (export.json)."""
-    parity, scoring = record["parity"], record["scoring"]
-    labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+    scoring settings and the parity check, from ``record`` (export.json) and the directory ``out``."""
+    parity, scoring, labels = record["parity"], record["scoring"], record["labels"]
     quantized = ("Weights of every MatMul in int8, one scale per output channel (ONNX Runtime dynamic "
                  "quantization: activations quantized per batch at run time)." if record["precision"] == "int8" else "float32 weights.")
     calibrated = (f"The run's calibration temperature T = {record['temperature']:.4f} is folded into the final "

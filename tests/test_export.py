@@ -65,6 +65,7 @@ def test_predict_on_the_export_matches_predict_on_the_model(name, precision, run
     record = json.loads((directory / "export.json").read_text())
     tolerance = record["parity"]["tolerance"]
     assert record["precision"] == precision and record["parity"]["passed"]
+    assert record["labels"] == ["negative", "positive"] and record["parity"]["max_abs_dprob"] == parity.max_abs_dprob
     assert tolerance == {"max_abs_dprob": TOLERANCES[precision].max_abs_dprob,
                          "min_agreement": TOLERANCES[precision].min_agreement}
     assert record["temperature"] is not None  # tiny runs are calibrated: the temperature is folded into the graph
