@@ -24,7 +24,7 @@ VERBS = {
     "analyze": ("peftsent.analyze", "error analysis of a run's predictions"),
     "tune": ("peftsent.tune", "search a recipe's tune: section with Optuna"),
     "baseline": ("peftsent.baseline", "TF-IDF + logistic regression on a recipe's training reviews (seconds)"),
-    "export": ("peftsent.export", "a run, adapter or merged model as a parity-checked ONNX directory (float32 or int8)"),
+    "export": ("peftsent.export", "a run, adapter or merged model as a parity-checked ONNX directory (float32, int8)"),
 }
 
 USAGE = "usage: peftsent {" + ",".join(VERBS) + "} [ARGS ...]"

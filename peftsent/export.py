@@ -285,7 +285,9 @@ def model_card(record: dict, out: Path) -> str:
     scoring settings and the parity check, from ``record`` (export.json) and the directory ``out``."""
     parity, scoring, labels = record["parity"], record["scoring"], record["labels"]
     quantized = ("Weights of every MatMul in int8, one scale per output channel (ONNX Runtime dynamic "
-                 "quantization: activations quantized per batch at run time)." if record["precision"] == "int8" else "float32 weights.")
+                 "quantization: activations quantized per batch at run time)." if record["precision"] == "int8"
+                 else "float32 weights.")
+    side = "left" if scoring["truncation"] == "tail" else "right"
     calibrated = (f"The run's calibration temperature T = {record['temperature']:.4f} is folded into the final "
                   f"classifier layer: softmax of `logits` gives the calibrated probabilities."
                   if record["temperature"] is not None else "No calibration temperature to fold.")
@@ -302,7 +304,7 @@ pipeline_tag: text-classification
 tags: [sentiment-analysis, peftsent, onnx, {record['precision']}]
 ---
 
-# {out.name}
+# {Path(record['source']).name}: {record['precision']} ONNX
 
 A sentiment classifier (labels, in index order: {', '.join(f'`{name}`' for name in labels)}) exported by peftsent
 {record['versions']['peftsent']} from `{record['source']}` to ONNX (opset {record['opset']}). {quantized}
@@ -330,7 +332,7 @@ import numpy as np, onnxruntime as ort
 from tokenizers import Tokenizer
 
 tokenizer = Tokenizer.from_file("{out}/tokenizer.json")
-tokenizer.enable_truncation({scoring['max_length']}, direction="{'left' if scoring['truncation'] == 'tail' else 'right'}")
+tokenizer.enable_truncation({scoring['max_length']}, direction="{side}")
 session = ort.InferenceSession("{out}/{record['file']}")
 ids = tokenizer.encode("a wonderful film")
 enc = {{"input_ids": np.array([ids.ids]), "attention_mask": np.array([ids.attention_mask]),

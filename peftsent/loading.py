@@ -163,10 +163,10 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
 
     ``target``: a finished run directory, a peft adapter directory (its
     ``base_model_name_or_path`` is loaded as base), a model directory, an ONNX export
-    (``model.onnx`` beside config.json, written by ``peftsent export``; ``dtype`` does not apply: the graph
-    runs at the precision it was exported in), or a hub id. ``label_order``: class names in index order for a model whose id2label does
-    not name them (``negative,positive``). ``allow_random_weights``: score a model even
-    if some weights are not in its checkpoint. Raises ModelError/RunDirError if it is
+    (``model.onnx`` beside config.json, written by ``peftsent export``; ``dtype`` does not apply: the
+    graph runs at the precision it was exported in), or a hub id. ``label_order``: class names in index
+    order for a model whose id2label does not name them (``negative,positive``). ``allow_random_weights``:
+    score a model even if some weights are not in its checkpoint. Raises ModelError/RunDirError if it is
     none of these, cannot be loaded, has freshly initialised weights, or unnamed classes.
     """
     path = Path(target).expanduser()

@@ -1,11 +1,11 @@
 """ONNX mechanics: export a plain ``transformers`` classifier to ONNX, quantize it to dynamic int8, and run an
 exported graph in ONNX Runtime behind the same interface as a PyTorch classifier.
 
-``OnnxClassifier`` (:func:`load_onnx`) is a ``torch.nn.Module`` whose forward runs an ``onnxruntime.InferenceSession`` and
-returns an output with ``.logits`` (batch, num_labels), like ``AutoModelForSequenceClassification``: every
-scoring path (``Trainer.predict`` in :func:`peftsent.inference.predict_logits`,
-:func:`peftsent.inference.window_logits`, ``peftsent.predict``) runs an export unchanged. Needs the ``export``
-extra (``pip install 'peftsent[export]'``: onnx, onnxruntime).
+``OnnxClassifier`` (:func:`load_onnx`) is a ``torch.nn.Module`` whose forward runs an
+``onnxruntime.InferenceSession`` and returns an output with ``.logits`` (batch, num_labels), like
+``AutoModelForSequenceClassification``: every scoring path (``Trainer.predict`` in
+:func:`peftsent.inference.predict_logits`, :func:`peftsent.inference.window_logits`, ``peftsent.predict``) runs
+an export unchanged. Needs the ``export`` extra (``pip install 'peftsent[export]'``: onnx, onnxruntime).
 """
 
 from __future__ import annotations

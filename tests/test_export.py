@@ -115,7 +115,8 @@ def test_cli_export_then_predict(runs, tmp_path, capsys):
     assert "max |dp|" in printed and "tolerance 0.0001" in printed
     assert predict_main([str(out), *TEXTS[:2]]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [row["text"] for row in lines] == TEXTS[:2] and all(row["label"] in ("negative", "positive") for row in lines)
+    assert [row["text"] for row in lines] == TEXTS[:2]
+    assert all(row["label"] in ("negative", "positive") for row in lines)
     assert predict_main([str(out), "--dtype", "bfloat16", "a film"]) == 2  # the graph's precision is its own
     assert "precision it was exported in" in capsys.readouterr().err
 
@@ -130,7 +131,7 @@ def test_export_above_tolerance_writes_nothing(runs, tmp_path):
 def test_export_refuses_user_mistakes_before_any_compute(runs, exports, tiny_models, reviews_csv, tmp_path):
     with pytest.raises(ExportError) as err:
         export(str(runs["distilbert-lora"]), fmt="tflite", quantize="int4", probe_size=0)
-    assert "--format tflite" in str(err.value) and "--quantize int4" in str(err.value) and "--probe-size" in str(err.value)
+    assert all(flag in str(err.value) for flag in ("--format tflite", "--quantize int4", "--probe-size"))
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
