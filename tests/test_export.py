@@ -161,3 +161,13 @@ def test_missing_onnxruntime_names_the_extra(runs, exports, tmp_path, monkeypatc
     with pytest.raises(ModelError, match=r"onnxruntime.*pip install 'peftsent\[export\]'"):
         load_target(str(exports[("distilbert-lora", "float32")][0]))
     assert not (tmp_path / "none").exists()
+
+
+def test_export_of_a_merged_model_folds_the_temperature_once(runs, tmp_path):
+    merged = _reference(runs, "distilbert-lora")  # merge folded T into the classifier already
+    out, parity = export(merged, out=tmp_path / "from-merged", probe_size=8)
+    record = json.loads((out / "export.json").read_text())
+    assert record["temperature"] is None and parity.max_abs_dprob <= 1e-5
+    ours = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(out)), MORE)]
+    theirs = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(runs["distilbert-lora"])), MORE)]
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-5  # the run's own calibrated probabilities
