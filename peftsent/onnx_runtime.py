@@ -60,11 +60,13 @@ def export_onnx(model, tokenizer, path: Path) -> list[str]:
     (batch, sequence) int64 (:func:`graph_inputs`), output ``logits`` (batch, num_labels) float32.
     Returns the input names.
     """
+    import warnings
+
     import torch
 
     names = graph_inputs(model, tokenizer)
-    # two reviews of different lengths: the traced example must hold padding, or the tracer records a graph
-    # that drops the attention mask (transformers skips an all-ones mask) and scores padded batches wrongly
+    # two reviews of different lengths: the traced example must hold padding, or the tracer may record a graph
+    # without the attention mask (transformers may skip an all-ones mask), which scores padded batches wrongly
     example = tokenizer(["a review", "a review " * 4], padding=True, return_tensors="pt")
     assert not bool(example["attention_mask"].all()), "the traced example needs padding"
     args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
@@ -78,7 +80,10 @@ def export_onnx(model, tokenizer, path: Path) -> list[str]:
             return self.inner(**dict(zip(names, tensors))).logits
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with torch.no_grad():
+    # the tracer warns about every Python branch on a tensor (mask padding, SDPA's causal flag); what the graph
+    # computes is checked instead, on real reviews of several lengths (peftsent.export's parity check)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(_Logits(model.eval()), args, str(path), input_names=names, output_names=["logits"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     return names
