@@ -171,3 +171,14 @@ def test_export_of_a_merged_model_folds_the_temperature_once(runs, tmp_path):
     ours = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(out)), MORE)]
     theirs = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(runs["distilbert-lora"])), MORE)]
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-5  # the run's own calibrated probabilities
+
+
+def test_bottleneck_adapters_export_without_a_merge(tiny_models, reviews_csv, tmp_path):
+    method = {"name": "bottleneck", "init_weights": False, "variant": "houlsby", "reduction_factor": 4}
+    run = train_module.train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, tmp_path / "run",
+                                                        method, learning_rate=5e-2)))
+    out, parity = export(str(run), probe_size=8)  # the adapters are ordinary modules: they are in the graph
+    assert parity.passed and parity.max_abs_dprob <= 1e-4
+    ours = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(out)), MORE)]
+    theirs = [p["probabilities"]["positive"] for p in predict_texts(load_target(str(run)), MORE)]
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-5
