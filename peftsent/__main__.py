@@ -24,6 +24,7 @@ VERBS = {
     "analyze": ("peftsent.analyze", "error analysis of a run's predictions"),
     "tune": ("peftsent.tune", "search a recipe's tune: section with Optuna"),
     "baseline": ("peftsent.baseline", "TF-IDF + logistic regression on a recipe's training reviews (seconds)"),
+    "serve": ("peftsent.serve", "serve models over HTTP: micro-batched, many LoRA adapters on one base"),
 }
 
 USAGE = "usage: peftsent {" + ",".join(VERBS) + "} [ARGS ...]"

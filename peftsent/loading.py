@@ -191,3 +191,57 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
     model = _load_classifier(source.location, dtype, allow_random_weights)
     tokenizer = load_tokenizer(source.location)
     return _finish(model, tokenizer, "hub", _default_section(target, tokenizer), None, label_order, target)
+
+
+def shared_adapter_source(target: str) -> tuple[Path, str] | None:
+    """(adapter directory, base model location) of a target that is a LoRA adapter (a finished adapter run or
+    an adapter directory), read from its files without loading weights; None for anything else (full runs,
+    model directories, hub ids, bottleneck and other peft adapters), which load on their own base.
+
+    LoRA adapters on the same base can share one base model in memory (:func:`add_adapter`) and run in one mixed
+    batch (peft's ``adapter_names``).
+    """
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        return None
+    run = Run(path) if is_finished_run(path) else None
+    if run is not None and not run.is_adapter:
+        return None
+    adapter_dir = run.weights if run is not None else path
+    config = adapter_dir / "adapter_config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("peft_type") != "LORA":
+        return None
+    run = run or target_run(target)
+    base = run.recipe().model.name if run is not None else _adapter_base(adapter_dir)
+    return adapter_dir, resolve_model(base).location
+
+
+def add_adapter(shared: Loaded, target: str, adapter_name: str, label_order: str | None = None,
+                allow_random_weights: bool = False) -> Loaded:
+    """Load ``target``'s LoRA adapter into ``shared.model`` (a ``PeftModel`` on the same base, see
+    :func:`shared_adapter_source`) under ``adapter_name``; returns a Loaded for it that shares the model (the
+    adapter's weights and head are its only new memory) with its own tokenizer, token policy, run and class order.
+
+    Only the active adapter runs by default: select one with ``model.set_adapter`` or mix them per row with
+    ``model(..., adapter_names=[...])``. Raises ModelError if the adapter does not fit the base or lacks the
+    classification head the first adapter saved (unless ``allow_random_weights``).
+    """
+    adapter_dir, _ = shared_adapter_source(target)
+    from peft.utils import ModulesToSaveWrapper
+
+    model = shared.model
+    heads = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if isinstance(module, ModulesToSaveWrapper)})  # the head modules the base keeps per adapter
+    saved = _adapter_tensor_names(adapter_dir)
+    missing = [head for head in heads if not any(f"{head}." in name for name in saved)]
+    if missing and not allow_random_weights:
+        refuse_fresh_weights([f"{head}.weight" for head in missing], str(adapter_dir))
+    try:
+        model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise ModelError(f"adapter {adapter_dir} does not fit the base of {shared.location}: {err}") from None
+    run = target_run(target)
+    tokenizer = load_tokenizer(str(adapter_dir))
+    section = run.recipe().model if run is not None else _default_section(str(adapter_dir), tokenizer)
+    kind = "run" if is_finished_run(Path(target).expanduser()) else "adapter"
+    return _finish(model, tokenizer, kind, section, run, label_order, target)

@@ -82,13 +82,15 @@ def check_texts(texts: list, where: str) -> list[str]:
 SORT_WINDOW = 1024
 
 
-def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32"):
+def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32",
+                adapter_names: list[str] | None = None):
     """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
     run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
     (see :func:`peftsent.speed.inference_precision`),
-    on the model's device.
+    on the model's device. ``adapter_names`` (one per text): the peft adapter each text runs through, in one
+    mixed batch (peft's ``adapter_names``; see :func:`peftsent.loading.add_adapter`); None: the active adapter.
     """
     import numpy as np
     import torch
@@ -103,19 +105,22 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
         for start in range(0, len(texts), batch_size):
             picked = order[start:start + batch_size]
             batch = collate([rows[i] for i in picked]).to(device)
+            if adapter_names is not None:
+                batch["adapter_names"] = [adapter_names[i] for i in picked]
             out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
     return out
 
 
-def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None):
+def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None,
+                  adapter_names: list[str] | None = None):
     """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
     (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
-    :func:`peftsent.inference.window_logits` when it scores windows."""
+    :func:`peftsent.inference.window_logits` when it scores windows. ``adapter_names``: see :func:`text_logits`."""
     policy = policy or loaded.policy
     if policy.long_reviews == "window":
         return window_logits(loaded.model, loaded.tokenizer, texts, policy.max_length, policy.stride, batch_size,
-                             dtype)[0]
-    return text_logits(loaded, texts, batch_size, dtype)
+                             dtype, adapter_names=adapter_names)[0]
+    return text_logits(loaded, texts, batch_size, dtype, adapter_names)
 
 
 def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, long_reviews: str = "auto",
