@@ -90,8 +90,6 @@ class Served:
     """its adapter's name inside a shared ``PeftModel``; None for a model of its own"""
     shared_with: list = field(default_factory=list)
     """the names of the served models on the same base model (itself included)"""
-    mixable: bool = True
-    """False where peft cannot mix the adapters of its base in one batch: it then runs in per-adapter batches"""
 
     @property
     def labels(self) -> list[str]:
@@ -101,8 +99,7 @@ class Served:
 
     def batch_key(self) -> tuple:
         """Texts of served models with equal keys run in the same forward passes."""
-        alone = None if self.mixable else self.adapter
-        return id(self.loaded.model), id(self.loaded.tokenizer), self.policy, self.dtype, alone
+        return id(self.loaded.model), id(self.loaded.tokenizer), self.policy, self.dtype
 
     def describe(self) -> dict:
         """The model's entry in ``GET /v1/models``."""
@@ -180,7 +177,7 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
 
 def _prepare(served: dict[str, Served]) -> None:
     """Eval mode; a base with one adapter gets it merged (one matmul per layer, as predict); a base with several
-    keeps them apart, mixed per row where peft can (its mixed batches take Linear heads only: not RoBERTa's)."""
+    keeps them apart and mixes them per row (:func:`_mix_any_head`)."""
     import torch
 
     models = {id(entry.loaded.model): entry for entry in served.values()}
@@ -190,19 +187,37 @@ def _prepare(served: dict[str, Served]) -> None:
             model.to("cuda")
         if len(entry.shared_with) == 1 and can_merge(model):
             model.merge_adapter()
-    for entry in served.values():
-        if len(entry.shared_with) > 1:
-            entry.mixable = _heads_mixable(entry.loaded.model)
+        elif len(entry.shared_with) > 1:
+            _mix_any_head(model)
 
 
-def _heads_mixable(model) -> bool:
-    """True when every module a peft model saves whole (the classification head) supports mixed batches."""
-    import torch
+def _mix_any_head(model) -> None:
+    """Let every module a peft model keeps per adapter (the classification head, BERT's pooler) run a mixed batch.
+
+    peft's ``ModulesToSaveWrapper._mixed_batch_forward`` refuses modules other than Linear, Embedding and Conv
+    (BERT's ``pooler``, RoBERTa's ``classifier`` are modules of their own), though their input is batch-first
+    too: this instance-level replacement does what peft does for a Linear, per adapter's rows, for any module.
+    """
+    import types
+
     from peft.utils import ModulesToSaveWrapper
 
-    supported = (torch.nn.Linear, torch.nn.Embedding)
-    return all(isinstance(module.original_module, supported)
-               for module in model.modules() if isinstance(module, ModulesToSaveWrapper))
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module._mixed_batch_forward = types.MethodType(_mixed_head_forward, module)
+
+
+def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
+    """Rows of ``input`` (batch first) through the copy of the module of their adapter; results in row order."""
+    import torch
+
+    outputs, rows = [], []
+    for adapter in dict.fromkeys(adapter_names):
+        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
+        module = self.original_module if adapter == "__base__" else self.modules_to_save[adapter]
+        outputs.append(module(input[picked], *args, **kwargs))
+        rows += picked
+    return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows))]
 
 
 def score(jobs: list[tuple[Served, list[str]]], batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> list[list[dict]]:
@@ -225,9 +240,7 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = DEFAULT_MAX_BA
         for indices in groups.values():
             first = rows[indices[0]][0]
             names = [rows[i][0].adapter for i in indices]
-            mixed = first.mixable and len(first.shared_with) > 1
-            if first.adapter is not None and not mixed:
-                first.loaded.model.set_adapter(first.adapter)
+            mixed = len(first.shared_with) > 1
             logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype,
                                    first.policy, adapter_names=names if mixed else None)
             for i, row in zip(indices, logits):

@@ -33,12 +33,13 @@ LIMITS = ["--max-texts", "8", "--max-chars", "500"]
 
 @pytest.fixture(scope="module")
 def runs(tiny_models, reviews_csv, tmp_path_factory):
-    """Two LoRA runs on one tiny DistilBERT base (adapters initialised away from identity, so they differ) and
-    the first one's merged directory."""
+    """Two LoRA runs on one tiny RoBERTa base (adapters initialised away from identity, so they differ; its
+    classification head is a module of its own, which peft's mixed batches refuse) and the first one's merged
+    directory."""
     root = tmp_path_factory.mktemp("serve-runs")
     lora = {"name": "lora", "init_lora_weights": False}
-    a = train(resolve_recipe(tiny_recipe(tiny_models["distilbert"], reviews_csv, root / "a", lora, seed=1)))
-    b = train(resolve_recipe(tiny_recipe(tiny_models["distilbert"], reviews_csv, root / "b", lora, seed=2,
+    a = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, root / "a", lora, seed=1)))
+    b = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, root / "b", lora, seed=2,
                                          learning_rate=0.05)))
     merged, _ = merge(a)
     return {"a": a, "b": b, "m": Path(merged)}
@@ -282,5 +283,5 @@ def test_page_labels_a_pasted_review_in_a_browser(server, tmp_path):
             browser.close()
     assert label == f"{expected['label']} ({expected['score']:.3f})"
     for name, value in expected["probabilities"].items():
-        assert f"{name}\n{value:.4f}" in rows or f"{name}\t{value:.4f}" in rows or f"{value:.4f}" in rows
+        assert name in rows and f"{value:.4f}" in rows
     assert "empty at indices [0]" in error
