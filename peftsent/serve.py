@@ -35,7 +35,7 @@ from peftsent.cli import add_inference_arguments, make_parser, positive_int, run
 from peftsent.errors import DataError, PeftsentError
 from peftsent.loading import add_adapter, load_target, shared_adapter_source
 from peftsent.predict import policy_logits
-from peftsent.speed import can_merge, target_dtype
+from peftsent.speed import can_merge, inference_precision, target_dtype
 from peftsent.tokenization import check_scoring_request
 
 #: texts one forward pass of the worker scores at most (a request with more runs alone, in batches of this size)
@@ -90,6 +90,8 @@ class Served:
     """its adapter's name inside a shared ``PeftModel``; None for a model of its own"""
     shared_with: list = field(default_factory=list)
     """the names of the served models on the same base model (itself included)"""
+    held: object = None
+    """the precision context its model stays in for the server's life (see :func:`_prepare`), kept referenced"""
 
     @property
     def labels(self) -> list[str]:
@@ -177,7 +179,9 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
 
 def _prepare(served: dict[str, Served]) -> None:
     """Eval mode; a base with one adapter gets it merged (one matmul per layer, as predict); a base with several
-    keeps them apart and mixes them per row (:func:`_mix_any_head`)."""
+    keeps them apart and mixes them per row (:func:`_mix_any_head`). A model every name of which runs in bfloat16
+    enters :func:`peftsent.speed.inference_precision` once, for good: the same bf16 weights every batch would
+    round to, without casting the whole model at every batch."""
     import torch
 
     models = {id(entry.loaded.model): entry for entry in served.values()}
@@ -189,6 +193,9 @@ def _prepare(served: dict[str, Served]) -> None:
             model.merge_adapter()
         elif len(entry.shared_with) > 1:
             _mix_any_head(model)
+        if {served[name].dtype for name in entry.shared_with} == {"bfloat16"}:
+            entry.held = inference_precision(model, "bfloat16")
+            entry.held.__enter__()
 
 
 def _mix_any_head(model) -> None:
