@@ -186,7 +186,10 @@ def _prepare(served: dict[str, Served]) -> None:
 
     models = {id(entry.loaded.model): entry for entry in served.values()}
     for entry in models.values():
-        model = entry.loaded.model.eval()
+        model = entry.loaded.model
+        if not isinstance(model, torch.nn.Module):  # an exported model (ONNX Runtime): scored as loading gives it
+            continue
+        model.eval()
         if torch.cuda.is_available():
             model.to("cuda")
         if len(entry.shared_with) == 1 and can_merge(model):
