@@ -241,6 +241,26 @@ def test_metrics_health_and_models(server):
     assert limits == {"max_texts": 8, "max_chars": 500}
 
 
+def test_adapters_on_one_base_share_it_in_memory(runs):
+    """A second adapter adds its own weights (LoRA matrices and head) to the model the first loaded, not a model."""
+    from peftsent.serve import load_models, score
+
+    alone = {name: load_models([(name, str(runs[name]))], dtype="float32")[name] for name in ("a", "b")}
+    both = load_models([("a", str(runs["a"])), ("b", str(runs["b"]))], dtype="float32")
+    assert both["a"].loaded.model is both["b"].loaded.model
+    def count(model, own_only=False):
+        return sum(p.numel() for name, p in model.named_parameters()
+                   if not own_only or "lora_" in name or ".modules_to_save." in name)
+
+    adapter_b = count(alone["b"].loaded.model, own_only=True)  # its LoRA matrices and head
+    assert adapter_b > 0
+    assert count(both["a"].loaded.model) == count(alone["a"].loaded.model) + adapter_b
+    mixed = score([(both["a"], TEXTS), (both["b"], TEXTS[::-1])])
+    separate = [score([(alone["a"], TEXTS)])[0], score([(alone["b"], TEXTS[::-1])])[0]]
+    for got, want in zip(mixed, separate):
+        _close(got, want)
+
+
 def test_user_errors_exit_2_before_serving(runs, capsys):
     assert serve_main([f"x={runs['a']}", f"x={runs['b']}"]) == 2
     assert "given twice" in capsys.readouterr().err
