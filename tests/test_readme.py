@@ -83,6 +83,14 @@ def test_readme_is_short():
                                        f"and long tables to docs/")
 
 
+def test_ci_installs_as_the_readme_says():
+    commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+                if line.strip().startswith("pip install")]
+    assert commands, ".ci/run installs nothing with pip"
+    readme = README.read_text(encoding="utf-8")
+    assert not [c for c in commands if c not in readme], "README.md lost a command that .ci/run runs verbatim"
+
+
 def _documentation() -> list[Path]:
     return [README, *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "recipes").rglob("*.yaml"))]
 
