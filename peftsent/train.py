@@ -15,6 +15,7 @@ from peftsent.cli import make_parser, run_cli
 from peftsent.data import (
     check_available,
     data_fingerprint,
+    label_names,
     load_splits,
     tokenize_splits,
 )
@@ -24,8 +25,8 @@ from peftsent.merge import write_adapter_card
 from peftsent.methods import method_spec
 from peftsent.methods.adalora import adalora_callback
 from peftsent.methods.bottleneck import save_bottleneck
-from peftsent.metrics import format_table
-from peftsent.modeling import check_method_on_meta
+from peftsent.metrics import BINARY_ONLY_METRICS, confusion_table, format_table, per_class_table
+from peftsent.modeling import check_method_on_meta, write_adapter_labels
 from peftsent.predictions import final_evaluation
 from peftsent.recipe import load_recipe
 from peftsent.registry import portable_name, resolve_model
@@ -160,6 +161,8 @@ def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
             config = json.loads((target / "adapter_config.json").read_text())
             config["base_model_name_or_path"] = base
             (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if spec.config_class:  # an adapter has no config.json: its class names go beside it
+        write_adapter_labels(target, recipe.data.labels)
     tokenizer.save_pretrained(target)
 
 
@@ -199,7 +202,7 @@ def _reload_checkpoint(recipe, checkpoint: str):
     if not method_spec(recipe.method_name).is_peft:
         return None
 
-    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
+    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint), labels=recipe.data.labels)
 
 
 def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
@@ -231,7 +234,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
-        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
+        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins, recipe.data.labels), callbacks=[*_callbacks(recipe), *callbacks],
     )
 
 
@@ -342,6 +345,21 @@ def _baseline(recipe, splits) -> dict | None:
     return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
 
 
+def with_labels(recipe, labels):
+    """``recipe`` with ``data.labels`` set to the run's class names (decided by :func:`peftsent.data.load_splits`),
+    so the resolved recipe.yaml, the model head and every later command read the same label set. Raises
+    RecipeError if the selection metric is a binary one (precision, recall, f1 of the positive class) and
+    there are more than two classes."""
+    import dataclasses
+
+    metric = str(recipe.train.get("metric_for_best_model")).removeprefix("eval_")
+    if len(labels) > 2 and metric in BINARY_ONLY_METRICS:
+        raise RecipeError(f"train.metric_for_best_model: {metric} is the positive class's {metric} of two classes; "
+                          f"this data has {len(labels)} ({', '.join(labels)}): use macro_f1 (or accuracy)",
+                          recipe.source)
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, labels=list(labels)))
+
+
 def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list = ()) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
@@ -359,6 +377,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
+    recipe = with_labels(recipe, label_names(splits))
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
                    data_fingerprint(splits)) as stage:
@@ -427,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         shown.update({f"{name} (test)": result for name, result in summary.get("also", {}).items()})  # eval.also
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
+        if "per_class" in summary.get("test", {}):  # more than two classes
+            print(f"\ntest, per class:\n{per_class_table(summary['test'])}\n\ntest confusion matrix (reviews):\n"
+                  f"{confusion_table(summary['test']['confusion_matrix'], summary['test']['per_class'])}")
         if "calibration" in summary:
             print(describe_calibration(summary["calibration"]))
         timing = summary["timing"]
