@@ -146,6 +146,8 @@ def is_reusable(recipe) -> bool:
 
     def trained(raw: dict) -> dict:
         (raw.get("eval") or {}).pop("baseline", None)
+        if recipe.data.labels is None:  # the run saved the label set it inferred from the data
+            (raw.get("data") or {}).pop("labels", None)
         return raw
 
     run_dir = recipe.run_dir

@@ -166,6 +166,17 @@ def confusion_table(matrix, label_names) -> str:
     return "\n".join(lines)
 
 
+def mcnemar_p(a_correct, b_correct) -> float:
+    """McNemar's exact test (two-sided) of two classifiers scored on the same reviews: the binomial test of
+    the reviews only A gets right against those only B gets right. ``a_correct``, ``b_correct``: (n,) bool.
+    Returns the p-value (1.0 when they never disagree)."""
+    from scipy.stats import binomtest
+
+    a_ok, b_ok = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    a_wins, b_wins = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
+    return float(binomtest(a_wins, a_wins + b_wins, 0.5).pvalue) if a_wins + b_wins else 1.0
+
+
 def format_table(rows: dict[str, dict]) -> str:
     """A Markdown table of scalar metrics, one column per named result (e.g. validation, test)."""
     names = list(rows)

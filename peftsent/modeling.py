@@ -237,7 +237,10 @@ def class_names(id2label: dict, label_order: str | None = None) -> tuple[str, ..
     negative/neutral/positive in that order, other label sets in the model's id order. Raises ModelError
     as :func:`class_order` does."""
     names = _model_names(id2label, label_order)
-    return tuple(names[i] for i in class_order(id2label, label_order))
+    for canonical in CANONICAL_ORDERS:
+        if sorted(n.lower() for n in names) == sorted(canonical):
+            return canonical
+    return tuple(names)
 
 
 def _model_names(id2label: dict, label_order: str | None) -> list[str]:

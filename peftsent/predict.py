@@ -19,7 +19,6 @@ from peftsent.cli import add_inference_arguments, make_parser, positive_int, run
 from peftsent.errors import DataError
 from peftsent.inference import window_logits, window_stride
 from peftsent.loading import load_target
-from peftsent.registry import ID2LABEL as id2label
 from peftsent.speed import (
     BatchPadding,
     agreement,
@@ -83,7 +82,7 @@ SORT_WINDOW = 1024
 
 
 def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32"):
-    """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
+    """Logits (len(texts), num_labels) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
     run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
@@ -103,12 +102,12 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
         for start in range(0, len(texts), batch_size):
             picked = order[start:start + batch_size]
             batch = collate([rows[i] for i in picked]).to(device)
-            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
     return out
 
 
 def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None):
-    """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
+    """Logits (len(texts), num_labels) float32 in the model's class order: :func:`text_logits` when ``policy``
     (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
     :func:`peftsent.inference.window_logits` when it scores windows."""
     policy = policy or loaded.policy
@@ -120,9 +119,10 @@ def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=
 
 def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, long_reviews: str = "auto",
                   stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
-    """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
+    """Yield one prediction per text, in input order: label name, its probability and every class's probability
+    by name (``{"label", "score", "probabilities": {name: p}}``; the probabilities sum to 1).
 
-    Classes are named by the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's
+    Classes are named by the model's id2label, in canonical order (``Loaded.canonical``, ``Loaded.labels``). A run's
     temperature (calibration.json) divides the logits. ``long_reviews`` / ``stride``: as the target scores
     long reviews (``auto``), or ``truncate`` / ``window`` (:meth:`peftsent.tokenization.TokenPolicy.for_scoring`,
     :func:`peftsent.inference.window_logits`). Texts are batched by length within windows of
@@ -140,8 +140,8 @@ def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, l
             logits = logits / temperature
             for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
                 best = max(range(len(probs)), key=probs.__getitem__)
-                yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
-                       "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+                yield {"text": text, "label": loaded.labels[best], "score": round(probs[best], 6),
+                       "probabilities": {loaded.labels[i]: round(p, 6) for i, p in enumerate(probs)}}
 
 
 def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, probe: int = 64,
@@ -160,7 +160,7 @@ def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, prob
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m peftsent.predict", "Label reviews as negative or positive.", EPILOG)
+    parser = make_parser("python -m peftsent.predict", "Label reviews with the model's classes (e.g. negative or positive).", EPILOG)
     parser.add_argument("target", help="run directory, merged/model directory, adapter directory or hub id")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv or jsonl file")
