@@ -348,14 +348,14 @@ def decide_labels(keys, given=None, where: str = "the training file") -> tuple[s
 
     ``keys``: the training split's raw labels as :func:`raw_key` text after ``data.label_map`` (missing ones
     left out); ``given``: ``data.labels``, which wins when set. Rules otherwise, on the distinct labels
-    (case-insensitive): only negative/positive (and 0/1, read as negative/positive) -> ``(negative, positive)``;
+    (case-insensitive): only negative/positive, or only 0/1 (read as negative/positive) -> ``(negative, positive)``;
     negative/neutral/positive -> ``(negative, neutral, positive)``; only integers -> the integers sorted
     (``("1", "2", "3", "4", "5")``); any other names -> DataError asking for ``data.labels``.
     """
     if given is not None:
         return tuple(str(n).strip() for n in given)
     distinct = sorted({k.lower() for k in keys})
-    if set(distinct) <= {*BINARY_LABELS, "0", "1"}:
+    if set(distinct) <= set(BINARY_LABELS) or set(distinct) <= {"0", "1"}:  # never a mix: 1 of 1..5 is no positive
         return BINARY_LABELS
     if set(distinct) <= set(THREE_LABELS) and "neutral" in distinct:
         return THREE_LABELS
@@ -369,13 +369,14 @@ def decide_labels(keys, given=None, where: str = "the training file") -> tuple[s
         f"or map the raw labels onto recognised names with data.label_map")
 
 
-def _class_id(key: str | None, lowered: list[str]) -> int | None:
-    """Class id of a raw key among the lower-cased class names: by name, or 0/1 for negative/positive."""
+def _class_id(key: str | None, lowered: list[str], numeric: bool = False) -> int | None:
+    """Class id of a raw key among the lower-cased class names: by name, or (``numeric``: the training file
+    names no class, so its labels are numbers) 0/1 for negative/positive."""
     if key is None:
         return None
     if key.lower() in lowered:
         return lowered.index(key.lower())
-    if tuple(lowered) == BINARY_LABELS and key in ("0", "1"):
+    if numeric and tuple(lowered) == BINARY_LABELS and key in ("0", "1"):
         return int(key)
     return None
 
@@ -400,13 +401,14 @@ def _labelled(raw: dict, where: dict, section) -> tuple[dict, tuple[str, ...], l
         if bad_text:
             problems.append(f"{where[split]}: {len(bad_text)} reviews are empty or not text: "
                             f"{_describe_rows(bad_text)} (rows counted from 0 after the header)")
-        missing = [(i, frame["label"].iloc[i]) for i, k in enumerate(keys[split]) if k is None]
+        missing = [i for i, k in enumerate(keys[split]) if k is None]
         if missing and section.drop_missing:
             print(f"peftsent: {where[split]}: dropped {len(missing)} rows without a label (data.drop_missing)",
                   file=sys.stderr)
         elif missing:
-            problems.append(f"{where[split]}: {len(missing)} rows have no label: {_describe_rows(missing)} (rows "
-                            f"counted from 0 after the header); give them their label, or drop them with "
+            shown = ", ".join(map(str, missing[:20])) + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else "")
+            problems.append(f"{where[split]}: {len(missing)} rows have no label: rows {shown} (counted from 0 "
+                            f"after the header); give them their label, or drop them with "
                             f"data.drop_missing=true (a missing label is never mapped to a class)")
     try:
         names = decide_labels([k for k in keys["train"] if k is not None], section.labels, where["train"])
@@ -419,9 +421,10 @@ def _labelled(raw: dict, where: dict, section) -> tuple[dict, tuple[str, ...], l
                            for k, r in sorted(rows.items(), key=lambda kv: -len(kv[1]))[:12])
         return {}, (), [*problems, f"{err} [labels found: {counts}]"]
     lowered = [n.lower() for n in names]
+    numeric = not any(k is not None and k.lower() in lowered for k in keys["train"])  # 0/1 only where no names
     frames = {}
     for split, frame in raw.items():
-        ids = [_class_id(k, lowered) for k in keys[split]]
+        ids = [_class_id(k, lowered, numeric) for k in keys[split]]
         unknown = [(i, frame["label"].iloc[i]) for i, (k, c) in enumerate(zip(keys[split], ids))
                    if k is not None and c is None]
         if unknown:
@@ -431,7 +434,7 @@ def _labelled(raw: dict, where: dict, section) -> tuple[dict, tuple[str, ...], l
                 f"{where[split]}: {len(unknown)} rows have labels that are not among the classes "
                 f"({', '.join(names)}): {_describe_rows(unknown)}; name every class with data.labels, or map "
                 f"the raw labels onto the classes with data.label_map, e.g. data.label_map={{{example}}}")
-        keep = [k is not None for k in keys[split]]
+        keep = [k is not None or not section.drop_missing for k in keys[split]]  # rows keep their file numbers
         frames[split] = frame.assign(label=ids)[keep].reset_index(drop=True) if not all(keep) else \
             frame.assign(label=ids)
     _print_merges(raw, keys, mapping, lowered, names)
@@ -449,7 +452,7 @@ def _print_merges(raw: dict, keys: dict, mapping: dict, lowered: list[str], name
         for value in frame["label"]:
             key = raw_key(value)
             target = mapping.get(key.lower(), key) if key is not None else None
-            class_id = _class_id(target, lowered)
+            class_id = _class_id(target, lowered, True)
             if class_id is not None:
                 sources.setdefault(class_id, set()).add(key.lower())
     for class_id, found in sorted(sources.items()):
