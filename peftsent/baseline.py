@@ -24,6 +24,7 @@ from typing import Iterable
 from peftsent.cli import make_parser, run_cli
 from peftsent.data import label_names, load_splits
 from peftsent.metrics import classification_metrics, format_table, greater_is_better, mcnemar_p
+from peftsent.predictions import data_stem, predictions_name
 from peftsent.recipe import load_recipe
 
 #: the value of ``eval.baseline`` (and compare's ``--baseline``) that adds this baseline
@@ -123,6 +124,45 @@ def is_current(stored: dict | None, score: Iterable[str] = ("validation", "test"
             and all(isinstance(stored.get(split), dict) for split in score))
 
 
+#: the TF-IDF baseline's predicted class ids per scored split (``{split: [id, ...]}``), kept beside a run's
+#: metrics.json so its comparison can be tested review by review
+BASELINE_PREDICTIONS = "baseline-predicted.json"
+
+
+def paired_predictions(run_dir, data_name: str, split: str, baseline_predicted: list | None = None) -> tuple | None:
+    """(gold, run predicted, baseline predicted) class ids of ``split``'s reviews: the run's
+    ``predictions-<data>-<split>.jsonl`` and ``baseline_predicted`` (default: the run's
+    :data:`BASELINE_PREDICTIONS`); None when either is missing or they do not hold the same reviews."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / predictions_name(f"{data_stem(data_name)}-{split}")
+    sidecar = Path(run_dir) / BASELINE_PREDICTIONS
+    if baseline_predicted is None and sidecar.is_file():
+        baseline_predicted = json.loads(sidecar.read_text()).get(split)
+    if not path.is_file() or baseline_predicted is None:
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(baseline_predicted) != len(rows):
+        return None
+    return [r["gold"] for r in rows], [r["predicted"] for r in rows], list(baseline_predicted)
+
+
+def verdict(better: bool, paired: tuple | None) -> tuple[str, float | None]:
+    """(``beats`` / ``ahead`` / ``behind``, McNemar p or None): ``beats`` only when ``better`` and McNemar's exact
+    test on ``paired`` (gold, ours, theirs: class ids of the same reviews) gives p < :data:`SIGNIFICANCE` with
+    more reviews right only for us; ``ahead`` when better without that. The test is on review-level correctness,
+    whatever the selection metric."""
+    if paired is None:
+        return ("ahead" if better else "behind"), None
+    import numpy as np
+
+    gold, ours, theirs = (np.asarray(x) for x in paired)
+    p = mcnemar_p(ours == gold, theirs == gold)
+    more_right = int(((ours == gold) & (theirs != gold)).sum()) > int(((ours != gold) & (theirs == gold)).sum())
+    return ("beats" if better and more_right and p < SIGNIFICANCE else "ahead" if better else "behind"), p
+
+
 #: a difference is called real when McNemar's exact test on the test reviews gives p below this
 SIGNIFICANCE = 0.05
 
@@ -143,27 +183,21 @@ def compare_line(summary: dict, metric: str = "accuracy", paired: tuple | None =
         metric = "accuracy"
     run, linear = summary[split][metric], baseline[split][metric]
     better = run > linear if greater_is_better(metric) else run < linear
-    if paired is None:
-        verdict = ("is ahead of the baseline (no per-review predictions to test it against the split's noise)"
-                   if better else "does NOT beat the baseline: a linear model is enough at this budget")
-    else:
-        import numpy as np
-
-        gold, ours, theirs = (np.asarray(x) for x in paired)
-        p = mcnemar_p(ours == gold, theirs == gold)
-        if better and p < SIGNIFICANCE:
-            verdict = f"beats the baseline (McNemar p = {p:.2g} on {len(gold)} reviews)"
-        elif better:
-            verdict = (f"is ahead of the baseline, but within the noise of {len(gold)} reviews "
-                       f"(McNemar p = {p:.2g})")
-        else:
-            verdict = (f"does NOT beat the baseline: a linear model is enough at this budget "
-                       f"(McNemar p = {p:.2g} on {len(gold)} reviews)")
+    kind, p = verdict(better, paired)
+    n = len(paired[0]) if paired is not None else 0
+    verdict_text = {
+        "beats": f"beats the baseline (McNemar p = {p:.2g} on {n} reviews)" if p is not None else "",
+        "ahead": (f"is ahead of the baseline, but within the noise of {n} reviews (McNemar p = {p:.2g})"
+                  if p is not None else
+                  "is ahead of the baseline (no per-review predictions to test it against the split's noise)"),
+        "behind": "does NOT beat the baseline: a linear model is enough at this budget" + (
+            f" (McNemar p = {p:.2g} on {n} reviews)" if p is not None else ""),
+    }[kind]
     scale = 100 if metric not in ("log_loss", "mae") else 1
     unit = " points" if scale == 100 else ""
     return (f"{split} {metric} {run:.4f} vs {linear:.4f} for {DESCRIPTION} on the same "
             f"{baseline['train_reviews']:,} training reviews (fitted in {baseline['fit_seconds']:.1f} s): "
-            f"the fine-tune {verdict} ({scale * (run - linear):+.{1 if scale == 100 else 4}f}{unit})")
+            f"the fine-tune {verdict_text} ({scale * (run - linear):+.{1 if scale == 100 else 4}f}{unit})")
 
 
 EPILOG = """examples:

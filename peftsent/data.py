@@ -507,7 +507,7 @@ def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = Tr
     """
     import datasets
 
-    problems = check_available(section)
+    problems = check_available(section) + label_problems(section)
     if problems:
         raise DataError("; ".join(problems))
     if section.name in OFFLINE_DATASETS or section.name in HUB_DATASETS:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from peftsent import __version__, metrics, modeling
-from peftsent.baseline import compare_line, tfidf_baseline
+from peftsent.baseline import BASELINE_PREDICTIONS, compare_line, paired_predictions, tfidf_baseline
 from peftsent.calibration import describe as describe_calibration
 from peftsent.cli import make_parser, run_cli
 from peftsent.data import (
@@ -27,7 +27,7 @@ from peftsent.methods.adalora import adalora_callback
 from peftsent.methods.bottleneck import save_bottleneck
 from peftsent.metrics import BINARY_ONLY_METRICS, confusion_table, format_table, per_class_table
 from peftsent.modeling import check_method_on_meta, write_adapter_labels
-from peftsent.predictions import data_stem, final_evaluation, predictions_name
+from peftsent.predictions import final_evaluation
 from peftsent.recipe import load_recipe
 from peftsent.registry import portable_name, resolve_model
 from peftsent.rundir import (
@@ -345,30 +345,12 @@ def _baseline(recipe, splits) -> dict | None:
     return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
 
 
-#: the TF-IDF baseline's predicted class ids per scored split (``{split: [id, ...]}``), beside metrics.json
-BASELINE_PREDICTIONS = "baseline-predicted.json"
-
-
 def _with_baseline_predictions(write_files, predicted: dict):
     def write(work: Path) -> None:
         write_files(work)
         write_json(work / BASELINE_PREDICTIONS, predicted)
 
     return write
-
-
-def _paired(run_dir: Path, recipe, split: str) -> tuple | None:
-    """(gold, run predicted, baseline predicted) class ids of ``split``'s reviews, from the run's files, or None."""
-    import json
-
-    path, sidecar = run_dir / predictions_name(f"{data_stem(recipe.data.name)}-{split}"), run_dir / BASELINE_PREDICTIONS
-    if not path.is_file() or not sidecar.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    theirs = json.loads(sidecar.read_text()).get(split)
-    if theirs is None or len(theirs) != len(rows):
-        return None
-    return [r["gold"] for r in rows], [r["predicted"] for r in rows], theirs
 
 
 def with_labels(recipe, labels):
@@ -484,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         if "baseline" in summary:
             split = "test" if "test" in summary and "test" in summary["baseline"] else "validation"
             resolved = load_recipe(run_dir / RECIPE_FILE, for_training=False)
-            print(compare_line(summary, resolved.train["metric_for_best_model"], _paired(run_dir, resolved, split)))
+            print(compare_line(summary, resolved.train["metric_for_best_model"],
+                               paired_predictions(run_dir, resolved.data.name, split)))
         return 0
 
     return run_cli(body, "peftsent.train")
