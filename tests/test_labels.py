@@ -252,3 +252,14 @@ def test_binary_selection_metrics_are_refused_for_more_classes(tiny_models, tmp_
     raw = tiny_recipe(tiny_models["bert"], data, tmp_path / "run", metric_for_best_model="f1")
     with pytest.raises(RecipeError, match="use macro_f1"):
         train(resolve_recipe(raw))
+
+
+def test_analyze_draws_the_n_by_n_confusion_matrix(runs):
+    from peftsent.analyze import main
+
+    run = runs[(3, "distilbert", "lora")]
+    assert main([str(run)]) == 0
+    out = next((run / "analysis").iterdir())
+    text = (out / "analysis.md").read_text()
+    assert "| gold \\ predicted | negative | neutral | positive |" in text and (out / "confusion.png").is_file()
+    assert "| neutral |" in text.split("## Calibration")[0]  # the per-class rows
