@@ -19,7 +19,7 @@ from peftsent.data import (
     load_splits,
     tokenize_splits,
 )
-from peftsent.errors import ModelError, RecipeError
+from peftsent.errors import DataError, ModelError, RecipeError
 from peftsent.loading import attach_adapter
 from peftsent.merge import write_adapter_card
 from peftsent.methods import method_spec
@@ -353,6 +353,26 @@ def _with_baseline_predictions(write_files, predicted: dict):
     return write
 
 
+def _check_also_labels(recipe) -> None:
+    """Each ``eval.also`` dataset's labels must be the run's classes (read as them), checked before training
+    rather than at the end of it: raises RecipeError naming the dataset and the problem."""
+    import dataclasses
+
+    if not recipe.eval.also or [n.lower() for n in recipe.data.labels] == ["negative", "positive"]:
+        return  # the named datasets are binary: nothing to check for a binary run
+    problems = []
+    for name in recipe.eval.also:
+        section = dataclasses.replace(type(recipe.data)(name=name), labels=recipe.data.labels,
+                                      max_test_samples=recipe.data.max_test_samples, sample_seed=recipe.data.sample_seed)
+        try:
+            load_splits(section, splits=["test"])
+        except DataError as err:
+            problems.append(f"eval.also: {name} cannot be scored with this run's classes "
+                            f"({', '.join(recipe.data.labels)}): {err}")
+    if problems:
+        raise RecipeError(problems, recipe.source)
+
+
 def with_labels(recipe, labels):
     """``recipe`` with ``data.labels`` set to the run's class names (decided by :func:`peftsent.data.load_splits`),
     so the resolved recipe.yaml, the model head and every later command read the same label set. Raises
@@ -386,6 +406,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
     recipe = with_labels(recipe, label_names(splits))
+    _check_also_labels(recipe)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
                    data_fingerprint(splits)) as stage:

@@ -263,3 +263,19 @@ def test_analyze_draws_the_n_by_n_confusion_matrix(runs):
     text = (out / "analysis.md").read_text()
     assert "| gold \\ predicted | negative | neutral | positive |" in text and (out / "confusion.png").is_file()
     assert "| neutral |" in text.split("## Calibration")[0]  # the per-class rows
+
+
+def test_out_of_domain_data_of_other_classes_is_refused_before_training(tiny_models, tmp_path, monkeypatch):
+    import peftsent.modeling
+    from peftsent.train import train
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built although the recipe cannot be scored")
+
+    monkeypatch.setattr(peftsent.modeling, "build_model", no_model)
+    data = write_csv(tmp_path / "d3.csv", make_class_reviews(60, 3))
+    binary = write_csv(tmp_path / "other.csv", make_reviews(40, seed=3))
+    raw = tiny_recipe(tiny_models["bert"], data, tmp_path / "run")
+    raw["eval"] = {"also": [str(binary)]}
+    with pytest.raises(RecipeError, match="other.csv cannot be scored with this run's classes"):
+        train(resolve_recipe(raw))
