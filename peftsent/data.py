@@ -277,8 +277,8 @@ MISSING_WORDS = {"", "nan", "-nan", "none", "null", "na", "n/a", "#n/a", "<na>",
 
 def raw_key(value) -> str | None:
     """The text a raw label is compared as (case-insensitively): None for a missing label (None, NaN, empty
-    text); booleans as ``true`` / ``false``; whole numbers as integers (``1``, ``1.0`` and ``"1"`` -> ``1``);
-    anything else as its stripped text."""
+    text, or a word of :data:`MISSING_WORDS` such as ``nan`` / ``null``); booleans as ``true`` / ``false``;
+    whole numbers as integers (``1``, ``1.0`` and ``"1"`` -> ``1``); anything else as its stripped text."""
     if value is None:
         return None
     kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy scalars
@@ -290,7 +290,7 @@ def raw_key(value) -> str | None:
             return None
         return str(int(number)) if number.is_integer() else repr(number)
     text = str(value).strip()
-    if not text:
+    if text.lower() in MISSING_WORDS:  # what pandas reads as NaN in a CSV, written out in a JSON file
         return None
     try:
         number = float(text)
