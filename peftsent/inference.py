@@ -162,7 +162,7 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     with torch.no_grad(), merged_in_memory(model) if merge else contextlib.nullcontext(), \
             inference_precision(model, dtype):
         for start in tqdm(range(0, len(order), batch_size), desc=f"windows ({len(order)} for {len(texts)} reviews)",
-                          unit="batch", disable=not progress, leave=False):
+                          unit="batch", disable=None if progress else True, leave=False):
             rows = order[start:start + batch_size]
             batch = collate([features[i] for i in rows]).to(device)
             logits = model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)

@@ -27,10 +27,24 @@ ignores it; run directories and ``best.yaml`` hold one concrete recipe, without 
 Outputs in ``--out`` (default ``runs/tune/<recipe name>``): ``tune.db`` (the
 Optuna study; ``--storage`` names another), ``trials.csv``, ``history.png``,
 ``importance.png``, ``intermediate.png``, ``study.json`` and ``best.yaml``.
+
+Many workers, one study (docs/scale-out.md): start the same command, with the same
+``--storage URL --study-name NAME --out DIR --trials N``, in several processes or on several
+machines. The storage is a PostgreSQL URL (``postgresql+psycopg://user:pw@host/db``, extra
+``peftsent[postgres]``), optuna's journal file on a shared filesystem (``journal:///shared/tune.log``)
+or, on one machine, SQLite. The storage numbers trials uniquely, so trial directories
+(``DIR/trials/trial-<number>``) never collide. A worker starts a trial only while the study has
+fewer than N finished (complete or pruned) plus running trials, and stops when it has N finished:
+the study ends with exactly N. A running trial sends a heartbeat every ``--heartbeat`` seconds; one
+silent for ``--grace`` seconds (its worker was killed) is marked FAIL by any live worker and retried
+once, with the same parameters, by the next worker that asks for a trial; workers with nothing to start
+wait for the running trials to end, so a dead worker's trial is always taken over. ``--report``
+writes trials.csv, study.json, the plots and best.yaml from the whole study without training.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,17 +63,36 @@ EPILOG = """examples:
   python -m peftsent.tune recipes/quick/lora.yaml --trials 20 --storage sqlite:///runs/tune/lora/tune.db
   python -m peftsent.train runs/tune/lora/best.yaml        # the best trial's recipe, test split included
 
+  # several workers (processes or machines) on one study; any of them, or a third process, reports:
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
+      --storage postgresql+psycopg://peftsent:secret@db-host/optuna --study-name lora-1
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
+      --storage journal:///shared/tune/lora.journal --study-name lora-1
+  python -m peftsent.tune recipes/quick/lora.yaml --trials 40 --out /shared/tune/lora \\
+      --storage journal:///shared/tune/lora.journal --study-name lora-1 --report
+
 --trials N is the study's total of finished (complete or pruned) trials: run the same command again
 to resume an interrupted study (numbering continues), or start it in several processes on one
-storage to share the work (sqlite for one machine; a PostgreSQL/MySQL URL for several).
-A trial killed mid-run is marked failed after a 3-minute heartbeat grace period and retried once
-with the same parameters. Exit status: 0 with best.yaml written, 1 if no trial completed, 2 for bad input.
+storage to share the work (sqlite for one machine; PostgreSQL or a journal file on a shared
+filesystem for several: docs/scale-out.md). Workers stop when the study has N finished trials.
+A trial whose worker was killed is marked failed after --grace seconds without a heartbeat and
+retried once with the same parameters by another worker (or by the next run of the command).
+Exit status: 0 with best.yaml written, 1 if no trial completed, 2 for bad input.
 """
 
 #: a trial scores validation only: no test split, no baseline, no out-of-domain datasets (seconds to minutes each)
 TRIAL_OVERRIDES = ("eval.test=false", "eval.baseline=none", "eval.also=[]")
 #: seconds between a running trial's heartbeats; a trial silent for GRACE_S is failed and retried
 HEARTBEAT_S, GRACE_S = 60, 180
+#: trial system attribute holding a journal-storage trial's last heartbeat (UTC seconds since the epoch)
+JOURNAL_HEARTBEAT_ATTR = "peftsent:heartbeat"
+#: the --storage prefix of optuna's journal file storage
+JOURNAL_PREFIX = "journal://"
+
+
+class SurplusTrial(Exception):
+    """A trial asked for when the study already had ``--trials`` finished or running ones (two workers asked
+    at once for the last place): failed before it trains, never counted."""
 
 
 def tune_spec(recipe) -> TuneSpec:
@@ -155,22 +188,105 @@ def _objective(path: str, overrides: list[str], spec: TuneSpec, out: Path):
 # ---------------------------------------------------------------- the study
 
 
-def _storage(url: str):
-    """An optuna RDB storage with heartbeats: a trial whose process died is failed and retried once."""
+def _worker() -> str:
+    """This worker's name in the study (trial user attribute ``worker``): host:pid."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sampler(spec: TuneSpec, number: int):
+    """The TPE sampler of trial ``number``: seeded with ``tune.sampler_seed + number`` (workers that ask at once
+    draw different values; a resumed study samples anew) and a constant liar (running trials of other
+    workers count as bad, so concurrent trials spread out)."""
     import warnings
 
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=spec.sampler_seed + number, constant_liar=True)
+
+
+def _journal_storage(path: str, heartbeat_s: int, grace_s: int, retry):
+    """Optuna's journal storage on the file ``path`` (shared filesystem), with heartbeats.
+
+    Optuna's JournalStorage has no heartbeat of its own (5.1): a running trial's heartbeat is the trial
+    system attribute JOURNAL_HEARTBEAT_ATTR (UTC seconds), written every ``heartbeat_s``; a RUNNING trial
+    whose last heartbeat, or start, is older than ``grace_s`` is stale (the workers' clocks must agree
+    to within the grace period, e.g. NTP). Every process that writes to the file must be a peftsent tune
+    worker (a trial of a worker without heartbeats would be failed after ``grace_s``).
+    """
+    from datetime import datetime, timezone
+
+    from optuna.storages import JournalStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+        def record_heartbeat(self, trial_id: int) -> None:
+            self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, datetime.now(timezone.utc).timestamp())
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = datetime.now(timezone.utc).timestamp()
+            stale = []
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                # a retried trial carries its predecessor's heartbeat: its own start counts as one
+                beats = [trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR, 0.0)]
+                if trial.datetime_start is not None:
+                    beats.append(trial.datetime_start.timestamp())
+                if now - max(beats) > grace_s:
+                    stale.append(trial._trial_id)
+            return stale
+
+        def get_heartbeat_interval(self) -> int | None:
+            return heartbeat_s
+
+        def get_heartbeat_stale_trial_callback(self):
+            return retry
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return HeartbeatJournalStorage(JournalFileBackend(path))
+
+
+def _storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
+    """The optuna storage at ``url`` with heartbeats: a trial whose worker died (no heartbeat for ``grace_s``
+    seconds) is failed and retried once. ``url``: an SQLAlchemy URL (sqlite:///FILE,
+    postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DB, mysql+pymysql://...) or journal://FILE (optuna's
+    journal file; journal:///abs/path). Raises PeftsentError when it cannot be opened."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
-    try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
-    except (ValueError, ImportError, optuna.exceptions.OptunaError) as err:
-        raise PeftsentError(f"--storage {url}: cannot open it as an optuna storage ({err}); "
-                            f"expected e.g. sqlite:///runs/tune/NAME/tune.db") from None
-    except Exception as err:  # sqlalchemy's errors: bad driver, unreachable server
-        raise PeftsentError(f"--storage {url}: cannot open it ({type(err).__name__}: {err})") from None
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    if url.startswith(JOURNAL_PREFIX):
+        path = url[len(JOURNAL_PREFIX):]
+        if not path or path.endswith("/"):
+            raise PeftsentError(f"--storage {url}: expected a journal file, e.g. journal:///shared/tune/NAME.journal")
+        try:
+            return _journal_storage(path, heartbeat_s, grace_s, retry)
+        except OSError as err:
+            raise PeftsentError(f"--storage {url}: cannot open the journal file ({err})") from None
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                              heartbeat_stale_trial_callback=retry)
+        except ImportError as err:
+            extra = " (pip install 'peftsent[postgres]')" if url.startswith("postgresql") else ""
+            raise PeftsentError(f"--storage {url}: its database driver is not installed{extra}: {err}") from None
+        except (ValueError, optuna.exceptions.OptunaError) as err:
+            raise PeftsentError(f"--storage {url}: cannot open it as an optuna storage ({err}); expected e.g. "
+                                f"sqlite:///runs/tune/NAME/tune.db, postgresql+psycopg://USER:PASSWORD@HOST/DB "
+                                f"or journal:///shared/tune/NAME.journal") from None
+        except Exception as err:  # sqlalchemy's errors: bad driver, unreachable server
+            # workers that create optuna's tables at the same moment collide (a unique violation): try again
+            if "IntegrityError" in type(err).__name__ and attempt < 2:
+                time.sleep(1.0 + attempt)
+                continue
+            raise PeftsentError(f"--storage {url}: cannot open it ({type(err).__name__}: {err})") from None
 
 
 def _fingerprint(path: str, overrides: list[str], spec: TuneSpec) -> dict:
@@ -182,20 +298,25 @@ def _fingerprint(path: str, overrides: list[str], spec: TuneSpec) -> dict:
     return json.loads(json.dumps({"recipe": base, "tune": spec.raw}, default=str))
 
 
-def _open_study(storage, name: str, spec: TuneSpec, fingerprint: dict, pruner=None):
+def _open_study(storage, name: str, spec: TuneSpec, fingerprint: dict, pruner=None, create: bool = True):
+    """The study ``name`` in ``storage``, created if absent (``create``); raises PeftsentError if it optimises
+    another direction or was started with another recipe or search space, or (not ``create``) is absent."""
     import optuna
 
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if name not in existing and not create:
+        found = ", ".join(sorted(existing)) or "none"
+        raise PeftsentError(f"--report: no study '{name}' in this storage (studies there: {found}); "
+                            f"give the workers' --storage and --study-name")
     if name in existing and existing[name].direction.name.lower() != spec.direction:
         raise PeftsentError(f"study '{name}' in this storage maximises/minimises another metric; "
                             f"use another --study-name or --out")
-    seed = spec.sampler_seed + (existing[name].n_trials if name in existing else 0)  # a resumed study samples anew
     if pruner is None:
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials,
                                               n_warmup_steps=spec.n_warmup_steps)
                   if spec.pruner == "median" else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+                                sampler=_sampler(spec, 0), pruner=pruner)
     saved = study.user_attrs.get("peftsent")
     if saved is None:
         study.set_user_attr("peftsent", fingerprint)
@@ -205,45 +326,134 @@ def _open_study(storage, name: str, spec: TuneSpec, fingerprint: dict, pruner=No
     return study
 
 
+def _counts(study) -> dict[str, int]:
+    """Trials of the study by state name (COMPLETE, PRUNED, RUNNING, WAITING, FAIL)."""
+    from collections import Counter
+
+    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+
+
 def _finished(study) -> int:
+    counts = _counts(study)
+    return counts["COMPLETE"] + counts["PRUNED"]
+
+
+def _claimed(objective, trials: int, spec: TuneSpec):
+    """``objective`` run only if the trial has a place among the study's ``trials``: fewer than ``trials``
+    trials numbered before it are finished, running or waiting. Trial numbers are allocated uniquely by the
+    storage, so of two workers that asked at once for the last place exactly one trains; the other trial
+    raises SurplusTrial (state FAIL, user attribute ``surplus``) before any compute."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    holding = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+    def run(trial) -> float:
+        run.last = trial
+        trial.set_user_attr("worker", _worker())
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=holding) if t.number < trial.number]
+        if len(earlier) >= trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} not run: the study already has --trials {trials} "
+                               f"finished or running trials (another worker asked at the same moment)")
+        trial.study.sampler = _sampler(spec, trial.number)
+        return objective(trial)
+
+    run.last = None
+    return run
+
+
+def _taken_over(study, objective, err: Exception) -> bool:
+    """Whether ``err`` (from ``study.optimize``) says that this worker's trial was failed by another worker
+    while it ran (no heartbeat for --grace seconds: a stall, not a death), so it is retried there."""
+    import optuna
+
+    last = getattr(objective, "last", None)
+    if last is None or not isinstance(err, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+        return False
+    return study._storage.get_trial(last._trial_id).state.name == "FAIL"
+
+
+def _work(study, objective, trials: int, timeout: float | None, poll_s: float) -> None:
+    """Run trials of ``study`` until it has ``trials`` finished ones, or ``timeout`` seconds passed (then no
+    new trial starts). While the other workers' running trials fill the remaining places, wait (polling
+    every ``poll_s``) and fail those whose heartbeat stopped: their retries are then run here."""
+    import warnings
+
+    import optuna
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiting_said = False
+    while True:
+        counts = _counts(study)
+        finished = counts["COMPLETE"] + counts["PRUNED"]
+        if finished >= trials or (deadline is not None and time.monotonic() >= deadline):
+            return
+        if counts["WAITING"] or finished + counts["RUNNING"] < trials:
+            try:
+                study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+            except Exception as err:
+                if not _taken_over(study, objective, err):
+                    raise
+                print(f"peftsent.tune: trial {objective.last.number} was marked failed by another worker (no "
+                      f"heartbeat for --grace seconds) and is retried there; its result is dropped. Raise --grace "
+                      f"if this worker was alive", file=sys.stderr)
+            waiting_said = False
+            continue
+        if not waiting_said:
+            print(f"peftsent.tune: waiting: {counts['RUNNING']} trial(s) of other workers running, "
+                  f"{finished} of {trials} finished", file=sys.stderr)
+            waiting_said = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and a WAITING retry
+        time.sleep(poll_s)
 
 
 def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float | None = None,
-         storage: str | None = None, out: str | None = None, study_name: str | None = None, pruner=None) -> dict:
-    """Run (or resume) the study of the recipe at ``path``'s ``tune`` section until it has ``trials``
+         storage: str | None = None, out: str | None = None, study_name: str | None = None, pruner=None,
+         heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S, report_only: bool = False) -> dict:
+    """Run (or resume, or join) the study of the recipe at ``path``'s ``tune`` section until it has ``trials``
     finished trials or ``timeout`` seconds passed (no new trial starts after that); write the reports.
+
+    Several calls (processes, machines) with the same ``storage``, ``study_name`` and ``out`` share the study
+    (module docstring). ``heartbeat_s``/``grace_s``: seconds between a running trial's heartbeats, and without
+    one before the trial is failed and retried. ``report_only``: train nothing, write the reports of the
+    study as it is (it must exist).
 
     Returns {"study": optuna Study, "out": Path, "best": Path | None (best.yaml), "summary": dict}.
     Raises RecipeError/PeftsentError for bad input before any trial trains. ``pruner`` (an optuna pruner)
     replaces the section's pruner (tests).
     """
     import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     overrides = list(overrides)
     base = load_recipe(path, overrides)
     spec = tune_spec(base)
     check_values(path, overrides, spec)
+    if heartbeat_s <= 0 or grace_s <= heartbeat_s:
+        raise PeftsentError(f"--heartbeat {heartbeat_s} --grace {grace_s}: expected 0 < heartbeat < grace seconds")
     out_dir = Path(out) if out else Path("runs") / "tune" / Path(path).stem
     check_out_dir(out_dir)
-    train_module.preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES, f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
+    if not report_only:
+        train_module.preflight(load_recipe(path, [*overrides, *TRIAL_OVERRIDES,
+                                                  f"train.output_dir={out_dir / 'trials' / 'probe'}"]))
     url = storage or f"sqlite:///{(out_dir / 'tune.db').resolve()}"
     if storage is None:
+        if report_only and not (out_dir / "tune.db").is_file():
+            raise PeftsentError(f"--report: no study in {out_dir} ({out_dir / 'tune.db'} does not exist); "
+                                f"give the workers' --out, or their --storage and --study-name")
         out_dir.mkdir(parents=True, exist_ok=True)
     name = study_name or f"peftsent-{Path(path).stem}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(_storage(url), name, spec, _fingerprint(path, overrides, spec), pruner)
+    study = _open_study(_storage(url, heartbeat_s, grace_s), name, spec, _fingerprint(path, overrides, spec), pruner,
+                        create=not report_only)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    remaining = trials - _finished(study)
-    if remaining > 0:
-        study.optimize(_objective(path, overrides, spec, out_dir), n_trials=remaining, timeout=timeout,
-                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
-                       catch=())
+    if report_only:
+        pass
+    elif _finished(study) < trials:
+        _work(study, _claimed(_objective(path, overrides, spec, out_dir), trials, spec), trials, timeout,
+              poll_s=min(float(heartbeat_s), 5.0))
     else:
         print(f"peftsent.tune: study '{name}' already has {_finished(study)} finished trials (--trials {trials}); "
               f"raise --trials to add more", file=sys.stderr)
@@ -253,6 +463,23 @@ def tune(path: str, overrides: list[str] = (), trials: int = 10, timeout: float 
 
 
 # ---------------------------------------------------------------- reports
+
+
+def _tmp(path: Path) -> Path:
+    """A temporary name beside ``path`` of this process only: workers that report at once never share one."""
+    return path.with_name(f".{path.name}.{_worker().replace(':', '-')}.tmp")
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password (for study.json and messages)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: nothing to hide
+        return url
 
 
 def _trial_rows(study, spec: TuneSpec) -> list[dict]:
@@ -273,6 +500,8 @@ def _trial_rows(study, spec: TuneSpec) -> list[dict]:
         row["train seconds"] = t.user_attrs.get("train_seconds")
         row["wall seconds"] = None if wall is None else round(wall, 1)
         row["run dir"] = t.user_attrs.get("run_dir")
+        row["worker"] = t.user_attrs.get("worker")
+        row["retry of"] = t.system_attrs.get("failed_trial")
         rows.append(row)
     return rows
 
@@ -281,7 +510,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     import csv
 
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp(path)
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -315,8 +544,10 @@ def _plots(study, spec: TuneSpec, out: Path) -> list[str]:
             figure = axes.figure
             figure.set_size_inches(8, 4.5)
             figure.tight_layout()
-            figure.savefig(out / name, dpi=110)
+            tmp = _tmp(out / name)
+            figure.savefig(tmp, dpi=110, format="png")
             plt.close(figure)
+            tmp.replace(out / name)
     return [n for n in ("history.png", "importance.png", "intermediate.png") if n not in plots]
 
 
@@ -330,7 +561,7 @@ def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) ->
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     best = study.best_trial if complete else None
     summary = {
-        "study_name": study.study_name, "storage": url, "metric": f"validation {spec.metric}",
+        "study_name": study.study_name, "storage": _shown(url), "metric": f"validation {spec.metric}",
         "direction": spec.direction, "trials": dict(Counter(row["state"] for row in rows)),
         "best_trial": None if best is None else best.number,
         "best_value": None if best is None else best.value,
@@ -340,7 +571,9 @@ def write_reports(study, spec: TuneSpec, out: Path, url: str, seconds: float) ->
         "trial_wall_seconds": round(sum(r["wall seconds"] or 0 for r in rows), 1),
         "plots_skipped": skipped,
     }
-    write_json(out / "study.json", summary)
+    tmp = _tmp(out / "study.json")
+    write_json(tmp, summary)
+    tmp.replace(out / "study.json")
     return summary
 
 
@@ -363,7 +596,7 @@ def write_best(study, spec: TuneSpec, path: str, overrides: list[str], out: Path
         f"# Searched values: {' '.join(param_overrides(spec, values))}\n"
         f"# One concrete recipe: the search space (tune section) stays in {path}.\n"
     )
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = _tmp(target)
     tmp.write_text(header + yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     tmp.replace(target)
     return target
@@ -377,20 +610,32 @@ def main(argv: list[str] | None = None) -> int:
                          EPILOG)
     parser.add_argument("recipe", help="recipe YAML file with a tune: section")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a recipe key, as in train")
-    parser.add_argument("--trials", type=positive_int, required=True,
-                        help="finished (complete or pruned) trials the study should have in total")
+    parser.add_argument("--trials", type=positive_int, default=None,
+                        help="finished (complete or pruned) trials the study should have in total, "
+                             "all workers together (required unless --report)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="start no new trial after S seconds (a running trial finishes)")
     parser.add_argument("--storage", default=None, metavar="URL",
                         help="optuna storage URL (default: sqlite:///OUT/tune.db)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/tune/<recipe name>)")
     parser.add_argument("--study-name", default=None, help="study name in the storage (default: peftsent-<recipe name>)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: write trials.csv, study.json, the plots and best.yaml of the whole "
+                             "study as it is in --storage (any worker's, or a third process)")
+    parser.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S, metavar="S",
+                        help=f"seconds between a running trial's heartbeats (default {HEARTBEAT_S})")
+    parser.add_argument("--grace", type=positive_int, default=GRACE_S, metavar="S",
+                        help=f"a running trial without a heartbeat for S seconds (its worker died) is marked "
+                             f"failed and retried once by another worker (default {GRACE_S}; more than --heartbeat)")
     args = parser.parse_intermixed_args(argv)
+    if args.trials is None and not args.report:
+        parser.error("--trials N is required (or --report to write the reports of an existing study)")
 
     def body() -> int:
         if args.timeout is not None and args.timeout <= 0:
             raise PeftsentError(f"--timeout {args.timeout}: expected seconds > 0")
-        result = tune(args.recipe, args.overrides, args.trials, args.timeout, args.storage, args.out, args.study_name)
+        result = tune(args.recipe, args.overrides, args.trials or 0, args.timeout, args.storage, args.out,
+                      args.study_name, heartbeat_s=args.heartbeat, grace_s=args.grace, report_only=args.report)
         summary, out = result["summary"], result["out"]
         print(f"\nstudy '{summary['study_name']}': {summary['trials']}; {summary['metric']} ({summary['direction']})")
         print(f"written: {out / 'trials.csv'}, {out / 'study.json'}, plots in {out}")

@@ -80,3 +80,78 @@ def test_a_killed_two_process_run_resumes(tiny_models, reviews_csv, tmp_path):
     for split in ("validation", "test"):
         assert got[split]["accuracy"] == expected[split]["accuracy"]
         assert got[split]["log_loss"] == pytest.approx(expected[split]["log_loss"], abs=1e-6)
+
+
+def _rdzv_node(recipe_file: Path, port: int, rank: int) -> subprocess.Popen:
+    """One 'machine' of a two-node torchrun launch with c10d rendezvous (both on 127.0.0.1 here)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "peftsent-test",
+               # two 'machines' on one host: say which one hosts the rendezvous store (real machines know)
+               "--rdzv-conf", f"is_host={int(rank == 0)}",
+               "-m", "peftsent.train", str(recipe_file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=recipe_file.parent)
+
+
+@pytest.mark.slow
+def test_two_nodes_rendezvous_through_c10d_and_write_one_run(tiny_models, reviews_csv, tmp_path):
+    """The multi-node command of docs/scale-out.md (torchrun --nnodes 2 --rdzv-backend c10d), with both nodes on
+    this machine and CPU gloo: what it does not test is the network between machines."""
+    from peftsent.eval import evaluate
+
+    recipe_file, port = _two_process_recipe(tiny_models, reviews_csv, tmp_path), _free_port()
+    nodes = [_rdzv_node(recipe_file, port, rank) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    run = tmp_path / "runs" / "two"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["timing"]["world_size"] == 2
+    assert sum(o.count("run directory:") for o in outputs) == 1  # one writer across the two nodes
+    alone = evaluate(str(run), split="test")
+    assert alone["accuracy"] == metrics["test"]["accuracy"]
+    assert alone["log_loss"] == pytest.approx(metrics["test"]["log_loss"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_multi_gpu_runs_two_processes_with_the_same_metrics(tiny_models, reviews_csv, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (on CPUs: gloo) trains what torchrun trains."""
+    recipe_file = _two_process_recipe(tiny_models, reviews_csv, tmp_path)
+    assert _torchrun(recipe_file).returncode == 0
+    raw = yaml.safe_load(recipe_file.read_text())
+    raw["train"]["output_dir"] = str(tmp_path / "runs" / "accelerate")
+    (tmp_path / "accelerate.yaml").write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "peftsent.train", str(tmp_path / "accelerate.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_torchrun = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    by_accelerate = json.loads((tmp_path / "runs" / "accelerate" / "metrics.json").read_text())
+    assert by_accelerate["timing"]["world_size"] == 2
+    for split in ("validation", "test"):
+        assert by_accelerate[split]["accuracy"] == by_torchrun[split]["accuracy"]
+        assert by_accelerate[split]["log_loss"] == pytest.approx(by_torchrun[split]["log_loss"], abs=1e-6)
+
+
+@pytest.mark.gpu
+def test_two_gpus_with_nccl_write_one_run_with_whole_split_metrics(tiny_models, reviews_csv, tmp_path):
+    """torchrun --nproc_per_node 2 on two CUDA devices (NCCL): the run of test_two_processes_... on GPUs."""
+    import torch
+
+    from peftsent.eval import evaluate
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA devices, found {torch.cuda.device_count()}")
+    result = _torchrun(_two_process_recipe(tiny_models, reviews_csv, tmp_path), env={"NCCL_DEBUG": "INFO"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NCCL INFO" in result.stdout + result.stderr  # the processes talked through NCCL, not gloo
+    run = tmp_path / "runs" / "two"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["timing"]["world_size"] == 2 and result.stdout.count("run directory:") == 1
+    for split in ("validation", "test"):  # one process, one GPU, the same weights
+        alone = evaluate(str(run), split=split)
+        assert alone["count"] == metrics[split]["count"] == 16
+        assert alone["accuracy"] == metrics[split]["accuracy"]
+        assert alone["log_loss"] == pytest.approx(metrics[split]["log_loss"], abs=1e-4)
