@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from peftsent.data import decide_labels, label_names, load_splits
+from peftsent.data import load_splits
 from peftsent.errors import DataError, RecipeError
 from peftsent.recipe import DataSection, resolve_recipe
 
@@ -17,6 +17,12 @@ from conftest import CLASS_NAMES, make_class_reviews, make_reviews, tiny_recipe,
 
 def _section(path, **kw):
     return DataSection(name=str(path), validation_size=10, test_size=10, **kw)
+
+
+def label_names(splits):
+    """The class names the splits carry (peftsent.data.label_names reads the same ClassLabel): written out so
+    the tests of the issue's inputs fail on the old main for the reason they test, not an ImportError."""
+    return tuple(splits["train"].features["label"].names)
 
 
 # ---------------------------------------------------------------- the decision
@@ -30,10 +36,14 @@ def _section(path, **kw):
     (["-1", "1", "0"], ("-1", "0", "1")),
 ])
 def test_inference_rules(keys, expected):
+    from peftsent.data import decide_labels
+
     assert decide_labels(keys) == expected
 
 
 def test_other_names_need_data_labels():
+    from peftsent.data import decide_labels
+
     for keys in (["pos", "neg", "mixed"], ["1", "negative", "positive"]):  # a mix: 1 of a star file is no positive
         with pytest.raises(DataError, match="data.labels"):
             decide_labels(keys)
@@ -116,6 +126,20 @@ def test_every_problem_of_a_file_in_one_error(tmp_path):
     message = str(info.value)
     assert "4 problems" in message
     for part in ("empty or not text: row 2", "no label: rows 5", "row 7: 'mixed'", "rows 1, 11"):
+        assert part in message
+
+
+def test_every_problem_of_a_file_in_one_error_without_data_labels(tmp_path):
+    """Old main: only the empty text was reported, then (after a fix and a rerun) the missing label, then ..."""
+    rows = [(t, "positive" if y else "negative") for t, y in make_reviews(40)]
+    rows[2] = ("   ", "positive")
+    rows[5] = (rows[5][0], "")
+    rows[7] = (rows[7][0], "mixed")
+    with pytest.raises(DataError) as info:
+        load_splits(_section(write_csv(tmp_path / "messy.csv", rows)))
+    message = str(info.value)
+    assert "3 problems" in message
+    for part in ("empty or not text: row 2", "no label: rows 5", "mixed: 1 rows (row 7)", "data.labels"):
         assert part in message
 
 
