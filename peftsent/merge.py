@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from peftsent.methods import method_spec
 from peftsent.metrics import confusion_table, format_table, per_class_table
 from peftsent.modeling import merge_adapter
 from peftsent.registry import portable_name
-from peftsent.rundir import MERGED_DIR, open_run, staging, write_json
+from peftsent.rundir import MERGED_DIR, open_run, resource_errors, staging, write_json
 from peftsent.tokenization import TokenPolicy
 from peftsent.training_args import EVAL_BATCH_SIZE
 
@@ -280,13 +281,22 @@ def merge(run_dir: str | Path, out: str | Path | None = None, dtype: str = "floa
             f"parity check failed: max |delta logit| {parity.max_abs_logit_diff:.3g} > tolerance {parity.tolerance:g} "
             f"or agreement {100 * parity.agreement:.2f} % < 100 % ({dtype}); nothing was written"
         )
-    with staging(target, overwrite=force) as work:
-        merged.save_pretrained(work, safe_serialization=True)
-        loaded.policy.configure(loaded.tokenizer).save_pretrained(work)  # model_max_length, truncation_side
-        card = model_card(recipe, run.metrics(), run.path.name, parity, temperature)
-        (work / "README.md").write_text(card.replace("PATH", str(target)))
-    output = os.path.relpath(target.resolve(), run.path.resolve())  # relative: the run and its merge can move
-    write_json(run.path / PARITY_FILE, {"output": output, **dataclasses.asdict(parity), "passed": parity.passed})
+    weights = sum(t.numel() * t.element_size() for t in merged.state_dict().values())  # what save_pretrained writes
+    existed = target.exists()
+    with resource_errors(target, f"writing the merged model of {run.path}", weights):
+        with staging(target, overwrite=force) as work:  # removed on any failure: no half-written merged/
+            merged.save_pretrained(work, safe_serialization=True)
+            loaded.policy.configure(loaded.tokenizer).save_pretrained(work)  # model_max_length, truncation_side
+            card = model_card(recipe, run.metrics(), run.path.name, parity, temperature)
+            (work / "README.md").write_text(card.replace("PATH", str(target)))
+        output = os.path.relpath(target.resolve(), run.path.resolve())  # relative: the run and its merge can move
+        try:
+            write_json(run.path / PARITY_FILE, {"output": output, **dataclasses.asdict(parity),
+                                                "passed": parity.passed})
+        except BaseException:
+            if not existed:  # a merged/ without its parity record is not a finished merge
+                shutil.rmtree(target, ignore_errors=True)
+            raise
     return target, parity
 
 
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        target, parity = merge(args.run_dir, args.out, args.dtype, args.probe_size, args.force)
+        with resource_errors(args.out or args.run_dir, f"merging {args.run_dir}"):  # memory while merging
+            target, parity = merge(args.run_dir, args.out, args.dtype, args.probe_size, args.force)
         if parity is None:
             print(f"{target} already holds a merged model; nothing to do (pass --force to rewrite it)")
             return 0

@@ -37,7 +37,7 @@ from peftsent.registry import (
 )
 from peftsent.search_space import parse_tune
 from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
-from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, make_training_args
+from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, hardware_problems, make_training_args
 
 SECTIONS = ("model", "data", "method", "train", "eval")
 #: the values ``eval.baseline`` accepts: ``tfidf`` adds TF-IDF + logistic regression (peftsent.baseline)
@@ -476,6 +476,7 @@ def _check_train_values(train: dict, problems: list[str]) -> None:
     if not train.get("output_dir"):
         problems.append("train.output_dir: expected a directory path such as runs/NAME")
     _check_early_stopping(train, problems)
+    _check_save_and_eval(train, problems)
 
 
 def _check_early_stopping(train: dict, problems: list[str]) -> None:
@@ -498,8 +499,47 @@ def _default_output_dir(source: str) -> str:
     return str(Path("runs") / stem)
 
 
+def _pair_save_and_eval(written: dict, train: dict) -> None:
+    """Keep the best checkpoint possible (``load_best_model_at_end``, on by default): a checkpoint at every
+    evaluation. Where the recipe wrote one side only, the other follows it: ``save_strategy: steps`` alone makes
+    ``eval_strategy`` steps, ``save_steps: 50`` alone makes ``eval_steps`` 50, and the other way round; neither step count written, both
+    take transformers' ``save_steps`` default (500). Where it
+    wrote both and they disagree, :func:`_check_save_and_eval` says so in these keys."""
+    if not train.get("load_best_model_at_end") or train.get("save_strategy") == "best":
+        return
+    for key, other in (("save_strategy", "eval_strategy"), ("save_steps", "eval_steps")):
+        if key in written and other not in written:
+            train[other] = written[key]
+        elif other in written and key not in written:
+            train[key] = written[other]
+    if train.get("save_strategy") == "steps" and not {"save_steps", "eval_steps"} & set(written):
+        from transformers import TrainingArguments  # otherwise evaluations every logging_steps, saves every 500
+
+        train["save_steps"] = train["eval_steps"] = TrainingArguments.save_steps
+
+
+def _check_save_and_eval(train: dict, problems: list[str]) -> None:
+    """The pairing transformers requires for ``load_best_model_at_end``, in the recipe's keys."""
+    if not train.get("load_best_model_at_end") or train.get("save_strategy") == "best":
+        return
+    save, evaluate = train.get("save_strategy"), train.get("eval_strategy")
+    if save != evaluate:
+        problems.append(f"train.save_strategy: {save} and train.eval_strategy: {evaluate} differ; peftsent keeps the "
+                        f"best checkpoint (train.load_best_model_at_end: true), so every evaluation needs a "
+                        f"checkpoint: write one of them only (the other follows) or the same value in both, or set "
+                        f"train.load_best_model_at_end: false")
+    elif save == "steps":
+        save_steps, eval_steps = train.get("save_steps"), train.get("eval_steps")
+        if (isinstance(save_steps, int) and isinstance(eval_steps, int) and eval_steps > 0
+                and save_steps % eval_steps):
+            problems.append(f"train.save_steps: {save_steps} is not a multiple of train.eval_steps: {eval_steps}; "
+                            f"the best checkpoint can only be one that was saved: set train.save_steps equal to "
+                            f"train.eval_steps (or a multiple of it), or write one of them only (the other follows)")
+
+
 def _build(raw: dict, source: str) -> Recipe:
     train = {**TRAIN_DEFAULTS, **{k: d for k, (_, d) in TRAIN_EXTRAS.items()}, **(raw.get("train") or {})}
+    _pair_save_and_eval(raw.get("train") or {}, train)
     train.setdefault("output_dir", _default_output_dir(source))
     train.setdefault("greater_is_better", greater_is_better(train["metric_for_best_model"]))
     return Recipe(
@@ -603,9 +643,10 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
 
     Raises RecipeError listing every problem: unknown or missing keys, wrong
     types, unknown methods, overrides of keys that do not exist, a method the
-    model's architecture cannot take, a CUDA-only method without CUDA (only when
-    ``for_training``: a finished qlora run is evaluated and merged on a
-    full-precision base anywhere). Loads no model weights and no data.
+    model's architecture cannot take, a CUDA-only method, precision, device or
+    optimizer setting this machine cannot honour (only when ``for_training``: a
+    finished qlora or fp16 run is evaluated and merged on a full-precision base
+    anywhere). Loads no model weights and no data.
     """
     problems: list[str] = []
     raw = _apply_overrides({k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}, overrides, problems)
@@ -615,6 +656,8 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
     recipe = _build(raw, source)
     _check_values(recipe, problems)
     _fill_method_defaults(recipe, problems, for_training)
+    if for_training and not problems:
+        problems.extend(hardware_problems(recipe))
     if not problems:
         _check_library_configs(recipe, problems)
     if problems:

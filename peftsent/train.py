@@ -39,6 +39,7 @@ from peftsent.rundir import (
     check_new_run,
     kill_point,
     lifecycle_callback,
+    resource_errors,
     run_stage,
     stage_path,
     write_json,
@@ -205,6 +206,39 @@ def _reload_checkpoint(recipe, checkpoint: str):
     return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint), labels=recipe.data.labels)
 
 
+#: beside transformers' ``rng_state*.pth`` in every checkpoint: torch's global RNG state (CPU, and each CUDA
+#: device's) at the moment the checkpoint's epoch began, one file per process rank
+EPOCH_RNG_FILE = "epoch_rng_state_{rank}.pth"
+
+
+def _epoch_rng_state() -> dict:
+    """torch's global RNG state now: ``{"cpu": ByteTensor, "cuda": [ByteTensor per device]}`` (``cuda`` only where
+    CUDA is available)."""
+    import torch
+
+    state = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.random.get_rng_state_all()
+    return state
+
+
+def _restore_epoch_rng(checkpoint: str, rank: int) -> bool:
+    """Set torch's global RNG (CPU and CUDA) to the state ``checkpoint``'s epoch began with (:data:`EPOCH_RNG_FILE`
+    of process ``rank``). False, nothing changed, where the checkpoint has no such file (written before peftsent
+    saved it): the resumed epoch's order then comes from this process's RNG, as transformers alone does."""
+    import torch
+
+    path = Path(checkpoint) / EPOCH_RNG_FILE.format(rank=rank)
+    if not path.is_file():
+        return False
+    state = torch.load(path, weights_only=True)
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        for device, device_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.random.set_rng_state(device_state, device)
+    return True
+
+
 def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
     """The run's Trainer. Sequence classification returns a per-device mean loss and ignores
     ``num_items_in_batch``; without ``accepts_loss_kwargs = False`` the Trainer takes the loss for a token sum:
@@ -216,12 +250,37 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
     class RunTrainer(Trainer):
+        # Exact mid-epoch resume. The length-grouped sampler (train_sampling_strategy: group_by_length) has no
+        # generator: each epoch's order is a randperm on torch's global RNG when the epoch's iteration begins
+        # (after the DataLoader iterator's base-seed draw). Resumed in the middle of an epoch, transformers skips
+        # the trained batches by iterating that epoch again and restores the checkpoint's RNG state only after the
+        # skip, so the order would come from the resumed process's RNG. Every checkpoint therefore also keeps the
+        # global RNG state its epoch began with; a mid-epoch resume restores it before the skipped iteration,
+        # which then draws the same base seed and the same order as the uninterrupted run, and transformers
+        # restores the checkpoint's own state after the skip as before. An uninterrupted run draws exactly what
+        # it drew before (nothing here consumes random numbers).
+        _epoch_rng = None
+
         def _run_epoch(self, *args, **kwargs):
             # resumed from the final checkpoint in the middle of an epoch, transformers would train one step more
             if self.state.global_step >= self.state.max_steps:
                 self.control.should_training_stop = True
                 return None
+            checkpoint = kwargs["resume_from_checkpoint"]
+            if (checkpoint is not None and kwargs["epoch"] == kwargs["epochs_trained"]
+                    and kwargs["steps_trained_in_current_epoch"] > 0 and not self.args.ignore_data_skip):
+                _restore_epoch_rng(checkpoint, self.args.process_index)  # the skip path of Trainer._run_epoch
+            self._epoch_rng = _epoch_rng_state()  # before the epoch's dataloader iteration draws anything
             return super()._run_epoch(*args, **kwargs)
+
+        def _save_rng_state(self, output_dir: str) -> None:
+            super()._save_rng_state(output_dir)
+            if self._epoch_rng is not None:
+                import torch
+
+                os.makedirs(output_dir, exist_ok=True)
+                rank_file = EPOCH_RNG_FILE.format(rank=self.args.process_index)
+                torch.save(self._epoch_rng, os.path.join(output_dir, rank_file))
 
         def _load_best_model(self):
             if self.state.best_global_step == self.state.global_step:
@@ -464,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             preflight(recipe, args.overwrite)
             print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
             return 0
-        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+        # the stage translates a full disk itself (keeping what --resume needs); this catches the rest
+        with resource_errors(stage_path(recipe.run_dir), f"training {recipe.run_dir}"):
+            run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
         from accelerate import PartialState
 
         if not PartialState().is_main_process:

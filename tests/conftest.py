@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -159,3 +160,42 @@ def _private_token_cache(tmp_path_factory):
         os.environ.pop("PEFTSENT_CACHE", None)
     else:
         os.environ["PEFTSENT_CACHE"] = previous
+
+
+def run_history(run: Path) -> dict:
+    """What an exact resume must reproduce: every evaluation and training-loss entry of trainer_state.json's
+    log history (wall-clock fields and the per-invocation summary left out), the best checkpoint, calibration
+    and the validation/test metrics of metrics.json."""
+    state = json.loads((run / "trainer_state.json").read_text())
+    clock = ("_runtime", "_per_second")
+    history = [{k: v for k, v in entry.items() if not k.endswith(clock)}
+               for entry in state["log_history"] if "train_runtime" not in entry]
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"history": history, "best_checkpoint": metrics["best_checkpoint"],
+            "best_global_step": state["best_global_step"], "global_step": state["global_step"],
+            "calibration": json.loads((run / "calibration.json").read_text()),
+            "validation": metrics["validation"], "test": metrics["test"]}
+
+
+def assert_same_history(got: dict, expected: dict, rel: float = 1e-6) -> None:
+    """``run_history`` of a resumed run equals the uninterrupted one's: float32, ``rel`` relative."""
+    assert [sorted(e) for e in got["history"]] == [sorted(e) for e in expected["history"]]
+    for mine, theirs in zip(got["history"], expected["history"]):
+        assert mine == pytest.approx(theirs, rel=rel, abs=1e-9), f"step {theirs.get('step')}"
+    for key in ("best_checkpoint", "best_global_step", "global_step"):
+        assert got[key] == expected[key], key
+    for key in ("calibration", "validation", "test"):
+        mine, theirs = _flat(got[key]), _flat(expected[key])
+        assert sorted(mine) == sorted(theirs), key
+        for name, value in theirs.items():
+            if isinstance(value, float):
+                assert mine[name] == pytest.approx(value, rel=rel, abs=1e-9), f"{key}.{name}"
+            else:
+                assert mine[name] == value, f"{key}.{name}"
+
+
+def _flat(value, prefix="") -> dict:
+    """Numbers of a nested metrics mapping as {"a.b": x} (strings and lists compared as they are)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
