@@ -9,6 +9,8 @@ from pathlib import Path
 from peftsent.errors import ModelError
 from peftsent.methods.bottleneck import is_bottleneck_dir, load_bottleneck, read_config
 from peftsent.modeling import (
+    adapter_labels,
+    class_names,
     class_order,
     fresh_weights,
     load_base_model,
@@ -32,7 +34,7 @@ class Loaded:
     """A model ready for inference (eval mode, float32 unless asked otherwise)."""
 
     model: object
-    """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, 2) in the model's own class order"""
+    """``PreTrainedModel`` or ``PeftModel``; forward gives logits (batch, num_labels) in the model's own class order"""
     tokenizer: object
     kind: str
     """``run`` (adapter or full), ``adapter``, ``model`` (a directory) or ``hub``"""
@@ -40,10 +42,12 @@ class Loaded:
     """the :class:`peftsent.tokenization.TokenPolicy` every input goes through"""
     run: Run | None = None
     """the run whose recipe gives the defaults (data, max length): the target itself, or the run holding merged/"""
-    order: tuple[int, int] = (0, 1)
-    """indices of (negative, positive) among the model's classes (:func:`peftsent.modeling.class_order`)"""
+    order: tuple[int, ...] = (0, 1)
+    """indices of the classes in canonical order among the model's (:func:`peftsent.modeling.class_order`)"""
     location: str = ""
     """the target as given: a directory path or a hub id"""
+    labels: tuple[str, ...] = ("negative", "positive")
+    """the class names in canonical order: column i of :meth:`canonical` logits is class ``labels[i]``"""
 
     @property
     def max_length(self) -> int:
@@ -51,7 +55,7 @@ class Loaded:
         return self.policy.max_length
 
     def canonical(self, logits):
-        """Model logits (n, 2) -> columns (negative, positive)."""
+        """Model logits (n, num_labels) -> columns in canonical class order (:attr:`labels`)."""
         return to_canonical(logits, self.order)
 
     def encode(self, texts: list[str]) -> dict:
@@ -80,15 +84,18 @@ def _adapter_tensor_names(adapter_dir: Path) -> list[str]:
     return names
 
 
-def attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_random_weights: bool = False):
+def attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_random_weights: bool = False,
+                   labels=None):
     """A fresh full-precision base (never quantized) with the adapter and its trained head.
 
-    Raises ModelError if a weight the base checkpoint lacks is not in the adapter either
+    ``labels``: the class names of the head; default the ones saved beside the adapter
+    (:func:`peftsent.modeling.adapter_labels`), else negative/positive. Raises ModelError if a weight the base checkpoint lacks is not in the adapter either
     (unless ``allow_random_weights``).
     """
     from peft import PeftModel
 
-    base, fresh = load_base_model(base_location, dtype, with_report=True)
+    base, fresh = load_base_model(base_location, dtype, with_report=True,
+                                  labels=labels or adapter_labels(adapter_dir))
     if not allow_random_weights:
         refuse_fresh_weights(unfilled_fresh_weights(fresh, _adapter_tensor_names(adapter_dir)), str(adapter_dir))
     try:
@@ -118,10 +125,11 @@ def _finish(model, tokenizer, kind: str, model_section, run, label_order, target
     """The one assembly of a Loaded: label order by id2label names, token policy from the model."""
     try:
         order = class_order(model.config.id2label, label_order)
+        names = class_names(model.config.id2label, label_order)
     except ModelError as err:
         raise ModelError(f"{target}: {err}") from None
     policy = section_policy(model, model_section)
-    return Loaded(model.eval(), tokenizer, kind, policy, run, order, target)
+    return Loaded(model.eval(), tokenizer, kind, policy, run, order, target, names)
 
 
 def _default_section(name: str, tokenizer):
@@ -139,7 +147,8 @@ def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=Fal
     run = Run(path)
     recipe = run.recipe()
     if run.is_adapter:
-        model = attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights)
+        model = attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights,
+                               recipe.data.labels)
     else:
         model = _load_classifier(str(run.weights), dtype, allow_random_weights)
     return _finish(model, load_tokenizer(str(run.weights)), "run", recipe.model, run, label_order, str(path))
@@ -175,7 +184,8 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
         if _is_adapter_dir(path):
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
-            model = attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights)
+            model = attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights,
+                                   adapter_labels(path) or (recipe.data.labels if recipe else None))
             kind = "adapter"
         elif (path / "config.json").is_file():
             model, kind = _load_classifier(str(path), dtype, allow_random_weights), "model"

@@ -24,7 +24,6 @@ from peftsent.cli import add_inference_arguments, make_parser, positive_int, run
 from peftsent.errors import DataError
 from peftsent.inference import window_logits, window_stride
 from peftsent.loading import load_target
-from peftsent.registry import ID2LABEL as id2label
 from peftsent.rundir import resource_errors
 from peftsent.speed import (
     BatchPadding,
@@ -190,7 +189,7 @@ SORT_WINDOW = 1024
 
 def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32",
                 adapter_names: list[str] | None = None):
-    """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
+    """Logits (len(texts), num_labels) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
     run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
@@ -213,13 +212,13 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
             batch = collate([rows[i] for i in picked]).to(device)
             if adapter_names is not None:
                 batch["adapter_names"] = [adapter_names[i] for i in picked]
-            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
     return out
 
 
 def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None,
                   adapter_names: list[str] | None = None):
-    """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
+    """Logits (len(texts), num_labels) float32 in the model's class order: :func:`text_logits` when ``policy``
     (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
     :func:`peftsent.inference.window_logits` when it scores windows. ``adapter_names``: see :func:`text_logits`."""
     policy = policy or loaded.policy
@@ -231,9 +230,10 @@ def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=
 
 def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, long_reviews: str = "auto",
                   stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
-    """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
+    """Yield one prediction per text, in input order: label name, its probability and every class's probability
+    by name (``{"label", "score", "probabilities": {name: p}}``; the probabilities sum to 1).
 
-    Classes are named by the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's
+    Classes are named by the model's id2label, in canonical order (``Loaded.canonical``, ``Loaded.labels``). A run's
     temperature (calibration.json) divides the logits. ``long_reviews`` / ``stride``: as the target scores
     long reviews (``auto``), or ``truncate`` / ``window`` (:meth:`peftsent.tokenization.TokenPolicy.for_scoring`,
     :func:`peftsent.inference.window_logits`). Texts are batched by length within windows of
@@ -251,8 +251,8 @@ def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, l
             logits = logits / temperature
             for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
                 best = max(range(len(probs)), key=probs.__getitem__)
-                yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
-                       "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+                yield {"text": text, "label": loaded.labels[best], "score": round(probs[best], 6),
+                       "probabilities": {loaded.labels[i]: round(p, 6) for i, p in enumerate(probs)}}
 
 
 def unknown_warning(share: float) -> str | None:
@@ -302,7 +302,7 @@ def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, prob
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m peftsent.predict", "Label reviews as negative or positive.", EPILOG)
+    parser = make_parser("python -m peftsent.predict", "Label reviews with the model's classes (e.g. negative or positive).", EPILOG)
     parser.add_argument("target", help="run directory, merged/model directory, adapter directory or hub id")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv (one per row) or jsonl (one per line) file")

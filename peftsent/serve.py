@@ -95,9 +95,8 @@ class Served:
 
     @property
     def labels(self) -> list[str]:
-        """Class names in the order of ``loaded.canonical``'s columns, from the model's id2label."""
-        id2label = self.loaded.model.config.id2label
-        return [str(id2label[index]) for index in self.loaded.order]
+        """Class names in the order of ``loaded.canonical``'s columns (``Loaded.labels``, from the model's id2label)."""
+        return list(self.loaded.labels)
 
     def batch_key(self) -> tuple:
         """Texts of served models with equal keys run in the same forward passes."""
