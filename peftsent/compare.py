@@ -3,8 +3,12 @@
 Rows come from finished run directories, or from recipes (missing runs are
 trained, finished runs with the same resolved recipe reused). With ``--seeds N``
 each recipe runs with N seeds and metric cells show mean ± std (sample std).
-Runs whose data, splits or budget differ are never mixed in one table: they go
-into separate tables, each headed by its budget. With ``--baseline tfidf`` (or
+Runs are compared like with like: runs whose data fingerprints (the reviews and
+labels of their splits), label sets or test splits differ are refused, naming the
+runs and what differs, unless ``--separate`` asks for one table per kind of run.
+Runs of the same data whose budget (epochs, steps, max length) differs go into
+separate tables, each headed by its budget. Rows state their seeds; a run that
+repeats another's recipe and seed is counted once. With ``--baseline tfidf`` (or
 when a compared recipe sets ``eval.baseline: tfidf``) every table gets a row for
 TF-IDF + logistic regression fitted on the same training reviews (peftsent.baseline).
 """
@@ -24,14 +28,27 @@ from peftsent.baseline import DESCRIPTION, NAME, is_current
 from peftsent.cli import check_out_dir, make_parser, run_cli
 from peftsent.errors import PeftsentError, RunDirError
 from peftsent.merge import PARITY_FILE
+from peftsent.metrics import greater_is_better
 from peftsent.recipe import BASELINES, load_recipe
-from peftsent.rundir import RECIPE_FILE, Run, is_finished_run, open_run
+from peftsent.registry import ID2LABEL
+from peftsent.rundir import (
+    DATA_FINGERPRINT_FILE,
+    RECIPE_FILE,
+    Run,
+    is_finished_run,
+    open_run,
+    resource_errors,
+)
 
 EPILOG = """examples:
   python -m peftsent.compare runs/quick/full runs/quick/lora runs/quick/ia3
   python -m peftsent.compare --recipes recipes/quick/full.yaml recipes/quick/lora.yaml recipes/quick/ia3.yaml
   python -m peftsent.compare --recipes recipes/quick/lora.yaml recipes/quick/ia3.yaml --seeds 3 --out runs/compare-3seeds
   python -m peftsent.compare runs/quick/full runs/quick/lora --baseline tfidf
+  python -m peftsent.compare runs/imdb/lora runs/sst2/lora --separate
+
+Runs must share their data (the reviews and labels of every split, by fingerprint), label set and test
+split, or compare refuses them (exit 2) naming what differs; --separate puts each kind in its own table.
 
 Seed k > 0 of a recipe trains into <train.output_dir>-seed<k> with train.seed + k; with --set
 overrides the runs go to <out>/runs/<recipe name>[-seed<k>] instead, leaving the recipe's own run alone.
@@ -56,16 +73,39 @@ class RunRecord:
     metrics: dict
     checkpoint_bytes: int
     parity: dict | None
+    fingerprint: str | None = None
+    """the run's data fingerprint (``data-fingerprint.txt``, :func:`peftsent.data.data_fingerprint`); None for
+    a run written before train kept it"""
+    labels: tuple[str, ...] = tuple(ID2LABEL[i] for i in sorted(ID2LABEL))
+    """class names in class-id order (:func:`label_set`)"""
 
     @property
     def budget(self) -> tuple:
-        """What must be equal for rows to share a table: data, splits, subsets, epochs/steps, max length."""
+        """What must be equal for rows to share a table: data, splits, subsets, epochs/steps, max length, then
+        the data fingerprint and the label set (:attr:`like`)."""
         data, train = self.recipe["data"], self.recipe["train"]
         return (
             data["name"], data.get("validation_file"), data.get("test_file"), data["max_train_samples"],
             data["max_eval_samples"], data["max_test_samples"], data["sample_seed"],
             train.get("num_train_epochs"), train.get("max_steps", -1), self.recipe["model"]["max_length"],
+            self.fingerprint, self.labels,
         )
+
+    @property
+    def test_split(self) -> tuple:
+        """Where the test reviews come from: data, test file, test share, subset size and seed, and how many."""
+        data = self.recipe["data"]
+        return (data["name"], data.get("test_file"), data.get("test_size"), data["max_test_samples"],
+                data["sample_seed"], (self.metrics.get("sizes") or {}).get("test"))
+
+    @property
+    def like(self) -> dict[str, object]:
+        """What runs in one comparison must share (see :func:`check_like_with_like`): aspect -> value."""
+        return {"data fingerprint": self.fingerprint, "label set": self.labels, "test split": self.test_split}
+
+    @property
+    def seed(self):
+        return self.recipe["train"].get("seed")
 
     @property
     def identity(self) -> str:
@@ -79,6 +119,8 @@ class Row:
     """One table row: the runs of one recipe (one per seed)."""
 
     runs: list[RunRecord] = field(default_factory=list)
+    repeats: list[RunRecord] = field(default_factory=list)
+    """runs with the recipe and seed of a run in ``runs``: shown, never counted as seeds"""
 
     def values(self, path: tuple[str, ...]) -> list[float]:
         out = []
@@ -103,19 +145,79 @@ def read_run(path: str | Path) -> RunRecord:
 
     run = open_run(path)
     parity_file = run.path / PARITY_FILE
+    fingerprint_file = run.path / DATA_FINGERPRINT_FILE
     try:
+        recipe = yaml.safe_load((run.path / RECIPE_FILE).read_text())
         record = RunRecord(
             path=run.path,
-            recipe=yaml.safe_load((run.path / RECIPE_FILE).read_text()),
+            recipe=recipe,
             metrics=run.metrics(),
             checkpoint_bytes=_dir_bytes(run.weights),
             parity=json.loads(parity_file.read_text()) if parity_file.is_file() else None,
+            fingerprint=fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None,
+            labels=label_set(recipe, run.weights),
         )
         _ = (record.budget, row_cells(Row([record])))  # read every field the table needs, now
     except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
         raise RunDirError(f"{run.path}: damaged run directory ({type(err).__name__}: {err}); "
                           f"its recipe.yaml / metrics.json are not as train writes them") from None
     return record
+
+
+def label_set(recipe: dict, weights: Path) -> tuple[str, ...]:
+    """A run's class names in class-id order: the recipe's ``data.labels`` (saved by train), else the
+    ``id2label`` of the weights' config.json (a full run), else peftsent's binary names (negative, positive)."""
+    import json
+
+    labels = (recipe.get("data") or {}).get("labels")
+    if labels:
+        return tuple(str(name) for name in labels)
+    config = weights / "config.json"
+    if config.is_file():
+        id2label = json.loads(config.read_text()).get("id2label") or {}
+        if id2label:
+            return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    return tuple(ID2LABEL[i] for i in sorted(ID2LABEL))
+
+
+class NotComparableError(PeftsentError):
+    """Runs of different data, label sets or test splits were asked for in one comparison."""
+
+
+def _shown(aspect: str, value) -> str:
+    if value is None:
+        return "not recorded"
+    if aspect == "data fingerprint":
+        return value[:12]
+    if aspect == "label set":
+        return ", ".join(value)
+    name, test_file, test_size, max_test, seed, count = value
+    source = f"file {test_file}" if test_file else f"{test_size} of {name} (subset seed {seed})"
+    limit = f", at most {max_test:,}" if max_test is not None else ""
+    return f"{source}{limit}, {count if count is not None else '?'} reviews"
+
+
+def check_like_with_like(records: list[RunRecord]) -> None:
+    """Raise :class:`NotComparableError` unless every run shares its data fingerprint, label set and test
+    split (:attr:`RunRecord.like`); the message names each differing aspect and the runs of each value.
+    A run without a recorded fingerprint (older than this check) is compared on the other aspects only."""
+    problems = []
+    for aspect in ("data fingerprint", "label set", "test split"):
+        values: dict[object, list[str]] = {}
+        for record in records:
+            value = record.like[aspect]
+            if value is None:
+                continue
+            values.setdefault(value, []).append(str(record.path))
+        if len(values) > 1:
+            listed = "; ".join(f"{_shown(aspect, value)}: {', '.join(paths)}" for value, paths in values.items())
+            why = {"data fingerprint": " (the reviews or labels of their splits differ, e.g. a data file that "
+                                       "changed between runs)"}.get(aspect, "")
+            problems.append(f"{aspect}s differ{why}: {listed}")
+    if problems:
+        raise NotComparableError("these runs are not like with like, so their metrics cannot share a table: "
+                                 + "; ".join(problems) + ". Compare runs of the same data, or pass --separate "
+                                 "for one table per kind of run")
 
 
 # ---------------------------------------------------------------- runs from recipes
@@ -146,6 +248,8 @@ def is_reusable(recipe) -> bool:
 
     def trained(raw: dict) -> dict:
         (raw.get("eval") or {}).pop("baseline", None)
+        if recipe.data.labels is None:  # the run saved the label set it inferred from the data
+            (raw.get("data") or {}).pop("labels", None)
         return raw
 
     run_dir = recipe.run_dir
@@ -172,11 +276,25 @@ def ensure_run(recipe) -> Path:
 
 
 def group_rows(records: list[RunRecord]) -> dict[tuple, list[Row]]:
-    """Budget -> rows; within a budget, runs of the same recipe (any seed) form one row."""
+    """Budget -> rows; within a budget, runs of the same recipe (one per seed) form one row. A run with the
+    recipe and seed of a run already in the row is a repeat, not another seed: it goes to the row's
+    ``repeats`` and into no statistic."""
     groups: dict[tuple, dict[str, Row]] = {}
     for record in records:
-        groups.setdefault(record.budget, {}).setdefault(record.identity, Row()).runs.append(record)
+        row = groups.setdefault(record.budget, {}).setdefault(record.identity, Row())
+        if any(run.seed == record.seed for run in row.runs):
+            row.repeats.append(record)
+        else:
+            row.runs.append(record)
     return {budget: list(rows.values()) for budget, rows in groups.items()}
+
+
+def _repeat_note(rows: list[Row]) -> str:
+    """A sentence naming the runs counted once because they repeat another run's recipe and seed ('' if none)."""
+    repeats = [f"{r.path} (seed {r.seed}, as {next(x.path for x in row.runs if x.seed == r.seed)})"
+               for row in rows for r in row.repeats]
+    return (f"\nCounted once, as repeats of the same recipe and seed (not another seed): {'; '.join(repeats)}.\n"
+            if repeats else "")
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:
@@ -208,14 +326,14 @@ def row_cells(row: Row) -> dict[str, str]:
         "recipe": Path(first.metrics.get("recipe", first.path.name)).as_posix(),
         "method": first.recipe["method"]["name"],
         "base model": first.recipe["model"]["name"],
-        "seeds": str(len(row.runs)),
+        "seeds": f"{len(row.runs)} ({', '.join(str(r.seed) for r in row.runs)})",
         "adapter params": f"{params['adapter']:,}",
         "head params": f"{params['head']:,}",
         "trainable %": f"{params['trainable_percent']:.3g}",
         "checkpoint": _human_bytes(statistics.mean(r.checkpoint_bytes for r in row.runs)),
     }
-    for title, path in METRIC_COLUMNS:
-        cells[title] = _mean_std(row.values(path))
+    for title, path in METRIC_COLUMNS:  # F1: the positive class's for two classes, macro-F1 for more
+        cells[title] = _mean_std(row.values(path) or row.values((path[0], "macro_f1") if path[1] == "f1" else path))
     for name in first.metrics.get("also", {}):  # eval.also: out-of-domain test accuracy
         cells[f"{name} test acc"] = _mean_std(row.values(("also", name, "accuracy")))
     cells["train s"] = _mean_std(row.values(("timing", "train_seconds")), 0)
@@ -227,12 +345,15 @@ def row_cells(row: Row) -> dict[str, str]:
 
 
 def describe_budget(budget: tuple) -> str:
-    name, val_file, test_file, n_train, n_val, n_test, seed, epochs, max_steps, max_length = budget
+    name, val_file, test_file, n_train, n_val, n_test, seed, epochs, max_steps, max_length = budget[:10]
+    fingerprint, labels = budget[10:12] if len(budget) >= 12 else (None, None)
     steps = f"{max_steps} steps" if max_steps and max_steps > 0 else f"{epochs:g} epoch(s)"
     subset = lambda n: "all" if n is None else f"{n:,}"  # noqa: E731
     files = f" (validation {val_file}, test {test_file})" if val_file or test_file else ""
-    return (f"data {name}{files}: train {subset(n_train)}, validation {subset(n_val)}, test {subset(n_test)} reviews "
-            f"(subset seed {seed}); {steps}; max length {max_length} tokens")
+    fingerprinted = f" (fingerprint {fingerprint[:12]})" if fingerprint else ""
+    classes = f"; classes {', '.join(labels)}" if labels else ""
+    return (f"data {name}{files}{fingerprinted}: train {subset(n_train)}, validation {subset(n_val)}, test {subset(n_test)} "
+            f"reviews (subset seed {seed}); {steps}; max length {max_length} tokens{classes}")
 
 
 def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
@@ -240,6 +361,8 @@ def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
     column has no meaning for a linear model. Its "train s" is the fit time (vectorizer + logistic regression)."""
     def metric(split, name):
         value = (baseline.get(split) or {}).get(name)
+        if value is None and name == "f1":  # more than two classes: macro-F1, as the fine-tune rows
+            value = (baseline.get(split) or {}).get("macro_f1")
         return "n/a" if value is None else f"{value:.4f}"
 
     known = {
@@ -253,19 +376,39 @@ def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
 
 
 def _baseline_note(baseline: dict, rows: list[Row]) -> str:
-    """A sentence under a table: what the baseline row is, and which rows do not beat it on test accuracy."""
+    """A sentence under a table: what the baseline row is, and how each row compares with it on the test
+    split's selection metric (``train.metric_for_best_model`` of the first row): "beats" only beyond the test
+    split's noise (McNemar's exact test, :func:`peftsent.baseline.verdict`, for one-seed rows with per-review
+    predictions)."""
     note = (f"Baseline row: {DESCRIPTION} (C={baseline['C']:g} chosen on validation, {baseline['features']:,} "
             f"features), fitted on the same {baseline['train_reviews']:,} training reviews in "
             f"{baseline['fit_seconds']:.1f} s.")
-    linear = (baseline.get("test") or {}).get("accuracy")
+    first = rows[0].runs[0]
+    metric = str(first.recipe["train"].get("metric_for_best_model") or "accuracy").removeprefix("eval_")
+    if (baseline.get("test") or {}).get(metric) is None:
+        metric = "accuracy"
+    linear = (baseline.get("test") or {}).get(metric)
     if linear is None:
         return note
-    behind = [row_cells(row)["recipe"] for row in rows
-              if row.values(("test", "accuracy")) and statistics.mean(row.values(("test", "accuracy"))) <= linear]
-    if behind:
-        note += f" Not above it on test accuracy ({linear:.4f}): {', '.join(behind)}."
-    else:
-        note += f" Every fine-tune beats its test accuracy ({linear:.4f})."
+    kinds: dict[str, list[str]] = {"beats": [], "ahead": [], "behind": []}
+    for row in rows:
+        values = row.values(("test", metric))
+        if not values:
+            continue
+        better = statistics.mean(values) > linear if greater_is_better(metric) else statistics.mean(values) < linear
+        paired = baseline_module.paired_predictions(
+            row.runs[0].path, first.recipe["data"]["name"], "test",
+            (baseline.get("predicted") or {}).get("test")) if len(row.runs) == 1 else None
+        kind, p = baseline_module.verdict(better, paired)
+        name = row_cells(row)["recipe"] + (f" (McNemar p = {p:.2g})" if p is not None else "")
+        kinds[kind].append(name)
+    note += f" On test {metric} ({linear:.4f}):"
+    if kinds["beats"]:
+        note += f" beyond the test split's noise above it: {', '.join(kinds['beats'])}."
+    if kinds["ahead"]:
+        note += f" above it, but within the noise (or untested): {', '.join(kinds['ahead'])}."
+    if kinds["behind"]:
+        note += f" not above it: {', '.join(kinds['behind'])}."
     return note
 
 
@@ -350,12 +493,14 @@ def group_baselines(groups: dict[tuple, list[Row]], requested: str = "none") -> 
 
 
 def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, out: str = "runs/compare",
-            overrides: list[str] = (), baseline: str = "none") -> dict:
+            overrides: list[str] = (), baseline: str = "none", separate: bool = False) -> dict:
     """Build the comparison; returns {"markdown": str, "out": Path, "groups": {budget: [Row]},
     "baselines": {budget: baseline dict}}.
 
     Trains the recipe runs that are missing (``seeds`` per recipe). ``baseline``: ``tfidf`` adds a
-    TF-IDF + logistic-regression row to every table (see :func:`group_baselines`). Raises
+    TF-IDF + logistic-regression row to every table (see :func:`group_baselines`). Runs of different data
+    fingerprints, label sets or test splits raise :class:`NotComparableError` (the given run directories before
+    any training, the trained ones after) unless ``separate``: then each kind gets its own table. Raises
     PeftsentError/RecipeError for bad inputs before any training starts.
     """
     if baseline not in BASELINES:
@@ -366,6 +511,8 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         raise PeftsentError(f"--seeds {seeds}: expected at least 1")
     unique = list(dict.fromkeys(str(Path(p).resolve()) for p in run_dirs))  # a run named twice counts once
     records = [read_run(path) for path in unique]
+    if not separate:
+        check_like_with_like(records)
     out_dir = Path(out)
     check_out_dir(out_dir)
     planned = [seeded_recipe(path, k, list(overrides), out_dir) for path in recipes for k in range(seeds)]
@@ -377,6 +524,8 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         if not is_reusable(recipe):
             train_module.preflight(recipe)
     records += [read_run(ensure_run(recipe)) for recipe in planned]
+    if not separate:
+        check_like_with_like(records)
     if any(recipe.eval.baseline != "none" for recipe in planned):  # a reused run may predate the switch
         baseline = next(recipe.eval.baseline for recipe in planned if recipe.eval.baseline != "none")
     groups = group_rows(records)
@@ -388,16 +537,18 @@ def compare(run_dirs: list[str] = (), recipes: list[str] = (), seeds: int = 1, o
         linear = baselines.get(budget)
         note = f"\n{_baseline_note(linear, rows)}\n" if linear else ""
         sections.append(f"{title}\n\nBudget, equal for every row: {describe_budget(budget)}.\n\n"
-                        f"{markdown_table(rows, linear)}\n{note}")
+                        f"{markdown_table(rows, linear)}\n{note}{_repeat_note(rows)}")
     note = ("\nThese runs used different data or budgets, so they are shown in separate tables.\n"
             if len(groups) > 1 else "")
     caveat = ("\n`imdb-offline` test = a held-out part of IMDb's train split, not the official IMDb test set.\n"
               if any(b[0] == "imdb-offline" for b in groups) else "")
     applied = f"\nOverrides applied to every recipe: `{' '.join(overrides)}`.\n" if overrides else ""
     markdown = "# peftsent compare\n" + note + applied + "\n" + "\n".join(sections) + caveat
-    (out_dir / "compare.md").write_text(markdown)
-    write_csv(groups, out_dir / "compare.csv", baselines)
-    plot(groups, out_dir / "compare.png", baselines)
+    files = [out_dir / name for name in ("compare.md", "compare.csv", "compare.png")]
+    with resource_errors(out_dir, "writing the comparison", cleanup=files):  # a full disk: no partial outputs
+        files[0].write_text(markdown)
+        write_csv(groups, files[1], baselines)
+        plot(groups, files[2], baselines)
     return {"markdown": markdown, "out": out_dir, "groups": groups, "baselines": baselines}
 
 
@@ -411,11 +562,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", choices=("none", "tfidf"), default="none",
                         help="tfidf: add a TF-IDF + logistic-regression row fitted on the same training reviews "
                              "(default: none, unless a recipe sets eval.baseline: tfidf)")
+    parser.add_argument("--separate", action="store_true",
+                        help="runs of different data (fingerprint), label sets or test splits: one table each "
+                             "(default: refuse them, exit 2)")
     parser.add_argument("--out", default="runs/compare", help="directory for compare.md, .csv, .png (default: runs/compare)")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        result = compare(args.run_dirs, args.recipes, args.seeds, args.out, args.overrides, args.baseline)
+        result = compare(args.run_dirs, args.recipes, args.seeds, args.out, args.overrides, args.baseline,
+                         args.separate)
         print(result["markdown"])
         print(f"written: {result['out'] / 'compare.md'}, compare.csv, compare.png", file=sys.stderr)
         return 0

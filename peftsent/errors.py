@@ -58,3 +58,9 @@ def did_you_mean(key: str, valid: Iterable[str]) -> str:
     if len(valid) <= 12:
         return f"valid keys: {', '.join(valid)}"
     return "see the recipe reference in README.md"
+
+
+class ResourceError(PeftsentError):
+    """The disk filled up or memory ran out while writing or computing: one line naming the path, the device
+    and the space free and needed (see :func:`peftsent.rundir.resource_errors`). Nothing finished-looking is
+    left; a staged training run stays resumable."""

@@ -19,11 +19,11 @@ from peftsent.cli import (
     positive_int,
     run_cli,
 )
-from peftsent.data import SPLITS, load_splits, tokenize_splits
+from peftsent.data import SPLITS, label_names, load_splits, tokenize_splits
 from peftsent.errors import PeftsentError
 from peftsent.inference import predict_checked, window_stride
 from peftsent.loading import load_target, target_run
-from peftsent.metrics import format_table
+from peftsent.metrics import confusion_table, format_table, per_class_table
 from peftsent.predictions import (
     data_stem,
     predictions_name,
@@ -31,9 +31,9 @@ from peftsent.predictions import (
     write_predictions,
 )
 from peftsent.recipe import DataSection
-from peftsent.rundir import EVAL_DIR, write_json
+from peftsent.rundir import EVAL_DIR, resource_errors, write_json
 from peftsent.speed import target_dtype
-from peftsent.tokenization import check_scoring_request
+from peftsent.tokenization import UNKNOWN_SHARE, check_scoring_request, mostly_unknown, unknown_shares
 from peftsent.training_args import EVAL_BATCH_SIZE
 
 EPILOG = """examples:
@@ -90,7 +90,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     logits of overlapping windows (``stride`` tokens shared), ``truncate`` scores the truncated review (see
     :meth:`peftsent.tokenization.TokenPolicy.for_scoring`); a report in another mode than the target's own is
     named ``...-window`` / ``...-truncate``. Per-review predictions
-    are written beside the report (``predictions-<report>.jsonl``). Raises PeftsentError subclasses for a bad
+    are written beside the report (``predictions-<report>.jsonl``). ``mostly_unknown_tokens``: how many reviews
+    are at least :data:`peftsent.tokenization.UNKNOWN_SHARE` the tokenizer's unknown token (their labels say
+    little: a model for another language or script). Raises PeftsentError subclasses for a bad
     target, dataset or split.
     """
     if split not in SPLITS:
@@ -103,6 +105,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     section = _data_section(target_run(target), data, text_column, label_column, max_samples)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
     loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+    if [n.lower() for n in label_names(splits)] != [n.lower() for n in loaded.labels]:
+        # the model's classes are the label set: read the data's labels as them (DataError if they are not)
+        splits = load_splits(dataclasses.replace(section, labels=list(loaded.labels)), splits=[split])
     try:
         policy = loaded.policy.for_scoring(long_reviews, stride)
     except ValueError as err:
@@ -116,14 +121,15 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
     logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
                                                        target_dtype(dtype, loaded.run, loaded.model), policy=policy,
                                                        texts=splits[split]["text"])
-    logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
+    logits = loaded.canonical(logits)  # columns in the model's canonical class order (loaded.labels)
     temperature = temperature_for(loaded)
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
         "truncation": loaded.policy.truncation,
-        **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
+        **score_logits(logits, labels, ece_bins, temperature, loaded.labels), "temperature": temperature,
         "long_reviews": inference["long_reviews"],
         "samples_per_second": speed, "inference": inference,
+        "mostly_unknown_tokens": sum(map(mostly_unknown, unknown_shares(loaded.tokenizer, splits[split]["text"]))),
     }
     directory, prefix = (Path(out), "") if out else _output_dir(target, loaded)
     if directory is not None:
@@ -132,16 +138,21 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         if policy != loaded.policy:  # not the target's own scoring: -truncate, -window or -window-stride<S>
             subset += f"-{policy.long_reviews}" + (f"-stride{policy.stride}" if policy.stride is not None else "")
         stem = f"{prefix}{data_stem(section.name)}-{split}{subset}"
-        result["predictions"] = str(write_predictions(directory / predictions_name(stem), splits[split]["text"],
-                                                      tokenized[split], logits, temperature))
-        write_json(directory / f"{stem}.json", result)
-        (directory / f"{stem}.md").write_text(
-            f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
-            + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
-               f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
-               if temperature is not None else "")
-        )
-        result["written_to"] = str(directory / f"{stem}.json")
+        files = (directory / predictions_name(stem), directory / f"{stem}.json", directory / f"{stem}.md")
+        # a full disk: none of the three files stays (a half report would look finished)
+        with resource_errors(directory, f"writing the evaluation of {target}", cleanup=files):
+            result["predictions"] = str(write_predictions(files[0], splits[split]["text"], tokenized[split], logits,
+                                                          temperature, loaded.labels))
+            write_json(files[1], result)
+            files[2].write_text(
+                f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+                + (f"\n{per_class_table(result)}\n\nConfusion matrix (reviews):\n\n"
+                   f"{confusion_table(result['confusion_matrix'], result['per_class'])}\n" if "per_class" in result else "")
+                + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
+                   f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
+                   if temperature is not None else "")
+            )
+        result["written_to"] = str(files[1])
     return result
 
 
@@ -160,15 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
-                          args.text_column, args.label_column, out=args.out, label_order=args.label_order,
-                          allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
-                          stride=args.stride, dtype=args.dtype)
+        with resource_errors(args.out or args.target, f"evaluating {args.target}"):  # memory while scoring
+            result = evaluate(args.target, args.data, args.split, args.batch_size, args.max_samples,
+                              args.text_column, args.label_column, out=args.out, label_order=args.label_order,
+                              allow_random_weights=args.allow_random_weights, long_reviews=args.long_reviews,
+                              stride=args.stride, dtype=args.dtype)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
-        tn, fp = result["confusion_matrix"][0]
-        fn, tp = result["confusion_matrix"][1]
-        print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
+        if "per_class" in result:  # more than two classes
+            print(f"\n{per_class_table(result)}\n\nconfusion matrix (reviews):\n"
+                  f"{confusion_table(result['confusion_matrix'], result['per_class'])}")
+        else:
+            tn, fp = result["confusion_matrix"][0]
+            fn, tp = result["confusion_matrix"][1]
+            print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
         if result["temperature"] is not None:
             raw = result["uncalibrated"]
             print(f"temperature {result['temperature']:.3f} applied (calibration.json); uncalibrated: "
@@ -179,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         if check:
             print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "
                   f"max |dp| {check['max_abs_dprob']:.2g} (--dtype float32 for exact float32)")
+        if result["mostly_unknown_tokens"]:
+            print(f"mostly unknown tokens: {result['mostly_unknown_tokens']} of {result['count']} reviews are "
+                  f">= {UNKNOWN_SHARE:.0%} tokens unknown to the model's tokenizer (their labels say little)")
+        else:
+            print(f"mostly unknown tokens: none of the {result['count']} reviews")
         if "written_to" in result:
             print(f"written: {result['written_to']} (and .md)", file=sys.stderr)
         return 0

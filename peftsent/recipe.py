@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from peftsent.data import also_problems
+from peftsent.data import also_problems, label_problems
 from peftsent.errors import ModelError, RecipeError, did_you_mean
 from peftsent.methods import METHODS, make_peft_config, method_spec, supported_methods
 from peftsent.metrics import SELECTION_METRICS, greater_is_better
@@ -37,7 +37,7 @@ from peftsent.registry import (
 )
 from peftsent.search_space import parse_tune
 from peftsent.tokenization import LONG_REVIEWS, TRUNCATIONS
-from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, make_training_args
+from peftsent.training_args import EVAL_BATCH_SIZE, TRAIN_EXTRAS, hardware_problems, make_training_args
 
 SECTIONS = ("model", "data", "method", "train", "eval")
 #: the values ``eval.baseline`` accepts: ``tfidf`` adds TF-IDF + logistic regression (peftsent.baseline)
@@ -82,7 +82,12 @@ class DataSection:
     text_column: str = "text"
     """column holding the review text (local files)"""
     label_column: str = "label"
-    """column holding the label: 0/1 or negative/positive (local files)"""
+    """column holding the label (local files): class names or integers, read by the rules of ``labels``"""
+    labels: list[str | int] | None = None
+    """the ordered class names, e.g. ``[negative, neutral, positive]`` or ``["1", "2", "3", "4", "5"]``; index i
+    of the list is class id i (``id2label``). null: inferred from the training file
+    (``peftsent.data.decide_labels``): negative/positive, then negative/neutral/positive (any case); integers
+    sorted (0/1 read as negative/positive); any other names need this key"""
     validation_file: str | None = None
     """local file for the validation split; carved from train when absent"""
     test_file: str | None = None
@@ -99,9 +104,13 @@ class DataSection:
     """seeded, stratified subset of test (None: all)"""
     sample_seed: int = 0
     """seed of the subsets and carved splits; fixed so every recipe sees the same reviews"""
-    label_map: dict[str, str] | None = None
-    """raw label -> ``negative`` / ``positive`` (or 0 / 1), e.g. ``{pos: positive, neg: negative}``
-    (IMDb's archive folders); compared as text, case-insensitive"""
+    label_map: dict[str | int | float | bool, str | int] | None = None
+    """raw label -> class name, e.g. ``{pos: positive, neg: negative}`` (IMDb's archive folders) or
+    ``{-1: negative, 0: neutral, 1: positive}``; keys as YAML writes them (text, numbers, booleans), compared
+    case-insensitively. A map that merges several raw labels into one class is printed; missing labels cannot
+    be mapped (see ``drop_missing``)"""
+    drop_missing: bool = False
+    """drop rows with no label (empty, NaN, null) and print how many; by default they are an error listing them"""
     allow_overlap: bool = False
     """accept validation_file / test_file reviews whose text is also in the train file (leaked reviews;
     by default an error that counts them)"""
@@ -428,6 +437,7 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         value = getattr(recipe.data, key)
         if value is not None and value < 2:
             problems.append(f"data.{key}: expected at least 2 (one per class) or null, found {value}")
+    problems.extend(label_problems(recipe.data))
     for key in ("validation_size", "test_size"):
         value = getattr(recipe.data, key)
         if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
@@ -466,6 +476,7 @@ def _check_train_values(train: dict, problems: list[str]) -> None:
     if not train.get("output_dir"):
         problems.append("train.output_dir: expected a directory path such as runs/NAME")
     _check_early_stopping(train, problems)
+    _check_save_and_eval(train, problems)
 
 
 def _check_early_stopping(train: dict, problems: list[str]) -> None:
@@ -488,8 +499,47 @@ def _default_output_dir(source: str) -> str:
     return str(Path("runs") / stem)
 
 
+def _pair_save_and_eval(written: dict, train: dict) -> None:
+    """Keep the best checkpoint possible (``load_best_model_at_end``, on by default): a checkpoint at every
+    evaluation. Where the recipe wrote one side only, the other follows it: ``save_strategy: steps`` alone makes
+    ``eval_strategy`` steps, ``save_steps: 50`` alone makes ``eval_steps`` 50, and the other way round; neither step count written, both
+    take transformers' ``save_steps`` default (500). Where it
+    wrote both and they disagree, :func:`_check_save_and_eval` says so in these keys."""
+    if not train.get("load_best_model_at_end") or train.get("save_strategy") == "best":
+        return
+    for key, other in (("save_strategy", "eval_strategy"), ("save_steps", "eval_steps")):
+        if key in written and other not in written:
+            train[other] = written[key]
+        elif other in written and key not in written:
+            train[key] = written[other]
+    if train.get("save_strategy") == "steps" and not {"save_steps", "eval_steps"} & set(written):
+        from transformers import TrainingArguments  # otherwise evaluations every logging_steps, saves every 500
+
+        train["save_steps"] = train["eval_steps"] = TrainingArguments.save_steps
+
+
+def _check_save_and_eval(train: dict, problems: list[str]) -> None:
+    """The pairing transformers requires for ``load_best_model_at_end``, in the recipe's keys."""
+    if not train.get("load_best_model_at_end") or train.get("save_strategy") == "best":
+        return
+    save, evaluate = train.get("save_strategy"), train.get("eval_strategy")
+    if save != evaluate:
+        problems.append(f"train.save_strategy: {save} and train.eval_strategy: {evaluate} differ; peftsent keeps the "
+                        f"best checkpoint (train.load_best_model_at_end: true), so every evaluation needs a "
+                        f"checkpoint: write one of them only (the other follows) or the same value in both, or set "
+                        f"train.load_best_model_at_end: false")
+    elif save == "steps":
+        save_steps, eval_steps = train.get("save_steps"), train.get("eval_steps")
+        if (isinstance(save_steps, int) and isinstance(eval_steps, int) and eval_steps > 0
+                and save_steps % eval_steps):
+            problems.append(f"train.save_steps: {save_steps} is not a multiple of train.eval_steps: {eval_steps}; "
+                            f"the best checkpoint can only be one that was saved: set train.save_steps equal to "
+                            f"train.eval_steps (or a multiple of it), or write one of them only (the other follows)")
+
+
 def _build(raw: dict, source: str) -> Recipe:
     train = {**TRAIN_DEFAULTS, **{k: d for k, (_, d) in TRAIN_EXTRAS.items()}, **(raw.get("train") or {})}
+    _pair_save_and_eval(raw.get("train") or {}, train)
     train.setdefault("output_dir", _default_output_dir(source))
     train.setdefault("greater_is_better", greater_is_better(train["metric_for_best_model"]))
     return Recipe(
@@ -593,9 +643,10 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
 
     Raises RecipeError listing every problem: unknown or missing keys, wrong
     types, unknown methods, overrides of keys that do not exist, a method the
-    model's architecture cannot take, a CUDA-only method without CUDA (only when
-    ``for_training``: a finished qlora run is evaluated and merged on a
-    full-precision base anywhere). Loads no model weights and no data.
+    model's architecture cannot take, a CUDA-only method, precision, device or
+    optimizer setting this machine cannot honour (only when ``for_training``: a
+    finished qlora or fp16 run is evaluated and merged on a full-precision base
+    anywhere). Loads no model weights and no data.
     """
     problems: list[str] = []
     raw = _apply_overrides({k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}, overrides, problems)
@@ -605,6 +656,8 @@ def resolve_recipe(raw: dict, overrides: typing.Sequence[str] = (), source: str 
     recipe = _build(raw, source)
     _check_values(recipe, problems)
     _fill_method_defaults(recipe, problems, for_training)
+    if for_training and not problems:
+        problems.extend(hardware_problems(recipe))
     if not problems:
         _check_library_configs(recipe, problems)
     if problems:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from peftsent.errors import RunDirError
+from peftsent.errors import PeftsentError, ResourceError, RunDirError
 from peftsent.methods import NOT_RESUMABLE
 from peftsent.recipe import load_recipe
 
@@ -159,8 +159,165 @@ def _readable(directory: Path) -> None:
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON through a temporary file and a rename."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------- a full disk, no memory left
+
+#: errno values of a filesystem that cannot take more bytes: no space left, disk quota exceeded
+FULL_DISK_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT (Linux)
+#: how the writers say it when they do not raise OSError(ENOSPC): safetensors (a Rust I/O error), json, and
+#: torch.save's zip writer (RuntimeError "unexpected pos ..." / "file write failed" over "iostream error")
+FULL_DISK_WORDS = ("no space left on device", "os error 28", "storagefull", "disk quota exceeded")
+TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "iostream error")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or during (``__cause__`` / ``__context__``)."""
+    seen: list[BaseException] = []
+    while err is not None and not any(err is e for e in seen):
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def mount_of(path: str | Path) -> tuple[str, str, str]:
+    """(device, mount point, filesystem type) of the filesystem holding ``path`` (its nearest existing
+    parent), from /proc/mounts; ``("?", "/", "?")`` where that cannot be read."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    here = here.resolve()
+    best = ("?", "/", "?")
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return best
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        device, point, fstype = fields[0], fields[1].replace("\\040", " "), fields[2]
+        if (here == Path(point) or Path(point) in here.parents) and len(point) >= len(best[1]):
+            best = (device, point, fstype)
+    return best
+
+
+def disk_usage(path: str | Path) -> tuple[int, int] | None:
+    """(bytes free to this user, bytes in all) of the filesystem holding ``path`` (``os.statvfs``), or None."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        stat = os.statvfs(here)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as B / KiB / MiB / GiB / TiB, one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def is_full_disk(err: BaseException, path: str | Path | None = None) -> bool:
+    """True if ``err`` (or an exception in its chain) says the disk is full: OSError ENOSPC/EDQUOT, a
+    safetensors or other error naming it, or torch.save's failed write while ``path``'s filesystem is
+    (nearly) full (under 1 % or 64 MiB free)."""
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in FULL_DISK_ERRNOS:
+            return True
+        if any(word in str(e).lower() for word in FULL_DISK_WORDS):
+            return True
+    if path is not None and any(word in str(e).lower() for e in _chain(err) for word in TORCH_WRITE_FAILED):
+        usage = disk_usage(path)
+        return usage is not None and usage[0] < max(64 * 2 ** 20, usage[1] // 100)
+    return False
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True if ``err`` (or its chain) is MemoryError, torch.OutOfMemoryError or an allocator's failure."""
+    for e in _chain(err):
+        if isinstance(e, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__):
+            return True
+        if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+            return True
+    return False
+
+
+def _memory_where() -> str:
+    """Where memory ran out, with what is free: the GPU when torch uses one, else the machine's RAM."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        free, total = torch.cuda.mem_get_info()
+        return f"GPU {torch.cuda.get_device_name()} ({human_bytes(free)} free of {human_bytes(total)})"
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return f"RAM ({human_bytes(memory.available)} available of {human_bytes(memory.total)})"
+    except ImportError:
+        return "RAM"
+
+
+def resource_message(err: BaseException, path: str | Path, doing: str, needed: int | None = None) -> str | None:
+    """One line for a full disk or exhausted memory during ``doing`` (e.g. "saving checkpoint-4"), or None
+    if ``err`` is neither. ``path``: what was being written (an OSError's own file name wins); ``needed``:
+    bytes the write takes, where known. The line names the path, the device (its mount point and
+    filesystem, from /proc/mounts) and the space free (``os.statvfs``) and needed."""
+    if is_full_disk(err, path):
+        named = next((e.filename for e in _chain(err) if isinstance(e, OSError) and e.filename), None)
+        where = Path(named or path)
+        device, point, fstype = mount_of(where)
+        usage = disk_usage(where)
+        free = f"{human_bytes(usage[0])} free of {human_bytes(usage[1])}" if usage else "free space unknown"
+        need = f", about {human_bytes(needed)} needed" if needed else ""
+        return (f"no space left on device {device} ({fstype} mounted at {point}) while {doing}, writing {where}: "
+                f"{free}{need}; free space there or write to a larger disk")
+    if is_out_of_memory(err):
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        return (f"out of memory in {_memory_where()} while {doing} ({type(err).__name__}: {first}); lower the "
+                f"batch size (train.per_device_train_batch_size, --batch-size) or model.max_length, or use a "
+                f"machine with more memory")
+    return None
+
+
+@contextlib.contextmanager
+def resource_errors(path: str | Path, doing: str, needed=None, cleanup: tuple = ()) -> Iterator[None]:
+    """Turn a full disk or exhausted memory inside the block into one :class:`ResourceError` line (see
+    :func:`resource_message`), after removing ``cleanup`` (files or directories the block may have left
+    half-written, with their ``.tmp`` siblings). ``needed``: bytes, or a function giving them (called only on
+    failure). Other exceptions, and PeftsentErrors, pass unchanged."""
+    try:
+        yield
+    except PeftsentError:
+        raise
+    except Exception as err:
+        if not (is_full_disk(err, path) or is_out_of_memory(err)):
+            raise
+        for item in cleanup:
+            for leftover in (Path(item), Path(f"{item}.tmp")):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+        raise ResourceError(resource_message(err, path, doing, needed() if callable(needed) else needed)) from None
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 if it is absent)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 # ---------------------------------------------------------------- the life cycle of a training run
@@ -170,17 +327,20 @@ LOCK_FILE = "peftsent.lock"
 TRAINER_STATE_FILE = "trainer_state.json"
 #: test hook: SIGKILL this process at a named point of the life cycle (step-N, save-N, final-evaluation, rename)
 KILL_AT_ENV = "PEFTSENT_TEST_KILL_AT"
+#: the signal sent at that point: SIGKILL unless this names another (SIGINT: Ctrl-C)
+KILL_SIGNAL_ENV = "PEFTSENT_TEST_KILL_SIGNAL"
 #: train keys that change what is written about a run, not what it computes: a resume may change them
 OUTPUT_ONLY_TRAIN_KEYS = frozenset({"output_dir", "report_to", "logging_steps", "logging_strategy",
                                     "logging_first_step", "logging_dir", "disable_tqdm", "log_level", "run_name"})
 
 
 def kill_point(name: str) -> None:
-    """SIGKILL this process if ``$PEFTSENT_TEST_KILL_AT`` names this point (tests of interrupted runs)."""
+    """SIGKILL this process (or send ``$PEFTSENT_TEST_KILL_SIGNAL``, e.g. SIGINT) if ``$PEFTSENT_TEST_KILL_AT``
+    names this point (tests of interrupted runs)."""
     if os.environ.get(KILL_AT_ENV) == name:
         import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get(KILL_SIGNAL_ENV, "SIGKILL")))
 
 
 def stage_path(final: Path) -> Path:
@@ -370,8 +530,11 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool,
     if not staged_file.is_file():
         raise RunDirError(f"--resume: {stage} has no {RECIPE_FILE}, so it cannot be checked against this recipe; "
                           f"{nothing}; start again with --overwrite")
-    differences = _recipe_differences(yaml.safe_load(staged_file.read_text()) or {},
-                                      yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
+    staged, current = yaml.safe_load(staged_file.read_text()) or {}, yaml.safe_load(yaml.safe_dump(recipe.to_dict()))
+    if (staged.get("data") or {}).get("labels") is None:  # staged before the label set was saved: the data decides it
+        (current.get("data") or {}).pop("labels", None)
+        (staged.get("data") or {}).pop("labels", None)
+    differences = _recipe_differences(staged, current)
     if differences:
         raise RunDirError("--resume: the staged run was started with another recipe (" + "; ".join(differences)
                           + f"); resume with the same recipe and overrides, or start again with --overwrite; {nothing}")
@@ -441,11 +604,45 @@ def run_stage(recipe, distributed, overwrite: bool = False, resume: bool = False
     stage = open_stage(recipe, distributed, overwrite, resume, fingerprint)
     try:
         yield stage
-    except BaseException:
+    except BaseException as err:
+        message = _stage_resource_message(stage, err) if isinstance(err, Exception) else None
         kept = stage.abandon()
+        if message is not None:  # one line: what filled up, and what is kept to --resume
+            raise ResourceError(f"{message}; {kept or 'nothing could be kept: start again once there is room'}") \
+                from None
         if kept:
             print(f"peftsent: {kept}", file=sys.stderr)
         raise
+
+
+def _stage_resource_message(stage: Stage, err: Exception) -> str | None:
+    """:func:`resource_message` for a training run that filled its disk or memory, or None. The checkpoint
+    being written when the disk filled (newer than the newest complete one) is removed: it cannot be
+    resumed, and --resume would refuse a damaged newest checkpoint. A checkpoint's size is the space needed."""
+    if not isinstance(err, Exception) or not stage.is_main_process or \
+            not (is_full_disk(err, stage.path) or is_out_of_memory(err)):
+        return None
+    staged = checkpoints(stage.path)
+    complete = [c for c in staged if checkpoint_problem(c) is None]
+    newest = _checkpoint_number(complete[-1]) if complete else -1
+    cut = [c for c in staged if _checkpoint_number(c) > newest]
+    weights = [stage.path / d for d in (ADAPTER_DIR, MODEL_DIR) if (stage.path / d).exists()]
+    if cut:
+        doing, where = f"saving {cut[-1].name} of {stage.final}", cut[-1]
+    elif weights:
+        doing, where = f"saving the trained model of {stage.final}", weights[0]
+    else:
+        doing, where = f"training {stage.final}", stage.path
+    for checkpoint in cut:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if not complete:
+        return resource_message(err, where, doing)
+    if cut or not weights:
+        needed, what = dir_bytes(complete[-1]), "a checkpoint of this run"
+    else:
+        needed = sum(f.stat().st_size for f in complete[-1].glob("*.safetensors"))
+        what = "the weights, as in its checkpoints"
+    return resource_message(err, where, doing, needed).replace(" needed;", f" needed ({what});", 1)
 
 
 def lifecycle_callback():

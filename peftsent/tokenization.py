@@ -221,3 +221,32 @@ def review_tokens(model_config, requested: int, virtual: int = 0) -> int:
     else:
         limit = int(getattr(model_config, "max_position_embeddings", requested))
     return min(int(requested), limit - virtual)
+
+
+#: a review is "mostly unknown tokens" to a model when at least this share of its tokens (special tokens not
+#: counted) is the tokenizer's unknown token: e.g. Chinese text to an English uncased WordPiece vocabulary.
+#: Such a review is scored from [UNK] embeddings alone, so its label says nothing about the text.
+UNKNOWN_SHARE = 0.5
+
+
+def unknown_shares(tokenizer, texts: list[str]) -> list[float]:
+    """Share of each review's tokens that are ``tokenizer.unk_token_id``, in [0, 1], over the whole review
+    (untruncated, special tokens not counted). A review with no token at all counts as 1.0 (the model sees
+    nothing of it); a tokenizer without an unknown token (byte-level BPE never needs one) gives 0.0 for all."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not texts:
+        return [0.0] * len(texts)
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the untruncated pass warns about long sequences
+    try:
+        ids = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return [sum(i == unk for i in row) / len(row) if row else 1.0 for row in ids]
+
+
+def mostly_unknown(share: float) -> bool:
+    """True if a review whose unknown-token share is ``share`` is mostly unknown (>= :data:`UNKNOWN_SHARE`)."""
+    return share >= UNKNOWN_SHARE

@@ -9,23 +9,24 @@ import time
 from pathlib import Path
 
 from peftsent import __version__, metrics, modeling
-from peftsent.baseline import compare_line, tfidf_baseline
+from peftsent.baseline import BASELINE_PREDICTIONS, compare_line, paired_predictions, tfidf_baseline
 from peftsent.calibration import describe as describe_calibration
 from peftsent.cli import make_parser, run_cli
 from peftsent.data import (
     check_available,
     data_fingerprint,
+    label_names,
     load_splits,
     tokenize_splits,
 )
-from peftsent.errors import ModelError, RecipeError
+from peftsent.errors import DataError, ModelError, RecipeError
 from peftsent.loading import attach_adapter
 from peftsent.merge import write_adapter_card
 from peftsent.methods import method_spec
 from peftsent.methods.adalora import adalora_callback
 from peftsent.methods.bottleneck import save_bottleneck
-from peftsent.metrics import format_table
-from peftsent.modeling import check_method_on_meta
+from peftsent.metrics import BINARY_ONLY_METRICS, confusion_table, format_table, per_class_table
+from peftsent.modeling import check_method_on_meta, write_adapter_labels
 from peftsent.predictions import final_evaluation
 from peftsent.recipe import load_recipe
 from peftsent.registry import portable_name, resolve_model
@@ -38,6 +39,7 @@ from peftsent.rundir import (
     check_new_run,
     kill_point,
     lifecycle_callback,
+    resource_errors,
     run_stage,
     stage_path,
     write_json,
@@ -160,6 +162,8 @@ def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
             config = json.loads((target / "adapter_config.json").read_text())
             config["base_model_name_or_path"] = base
             (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if spec.config_class:  # an adapter has no config.json: its class names go beside it
+        write_adapter_labels(target, recipe.data.labels)
     tokenizer.save_pretrained(target)
 
 
@@ -199,7 +203,40 @@ def _reload_checkpoint(recipe, checkpoint: str):
     if not method_spec(recipe.method_name).is_peft:
         return None
 
-    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
+    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint), labels=recipe.data.labels)
+
+
+#: beside transformers' ``rng_state*.pth`` in every checkpoint: torch's global RNG state (CPU, and each CUDA
+#: device's) at the moment the checkpoint's epoch began, one file per process rank
+EPOCH_RNG_FILE = "epoch_rng_state_{rank}.pth"
+
+
+def _epoch_rng_state() -> dict:
+    """torch's global RNG state now: ``{"cpu": ByteTensor, "cuda": [ByteTensor per device]}`` (``cuda`` only where
+    CUDA is available)."""
+    import torch
+
+    state = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.random.get_rng_state_all()
+    return state
+
+
+def _restore_epoch_rng(checkpoint: str, rank: int) -> bool:
+    """Set torch's global RNG (CPU and CUDA) to the state ``checkpoint``'s epoch began with (:data:`EPOCH_RNG_FILE`
+    of process ``rank``). False, nothing changed, where the checkpoint has no such file (written before peftsent
+    saved it): the resumed epoch's order then comes from this process's RNG, as transformers alone does."""
+    import torch
+
+    path = Path(checkpoint) / EPOCH_RNG_FILE.format(rank=rank)
+    if not path.is_file():
+        return False
+    state = torch.load(path, weights_only=True)
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        for device, device_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.random.set_rng_state(device_state, device)
+    return True
 
 
 def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=()):
@@ -213,12 +250,37 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     (model.get_base_model() if hasattr(model, "get_base_model") else model).accepts_loss_kwargs = False
 
     class RunTrainer(Trainer):
+        # Exact mid-epoch resume. The length-grouped sampler (train_sampling_strategy: group_by_length) has no
+        # generator: each epoch's order is a randperm on torch's global RNG when the epoch's iteration begins
+        # (after the DataLoader iterator's base-seed draw). Resumed in the middle of an epoch, transformers skips
+        # the trained batches by iterating that epoch again and restores the checkpoint's RNG state only after the
+        # skip, so the order would come from the resumed process's RNG. Every checkpoint therefore also keeps the
+        # global RNG state its epoch began with; a mid-epoch resume restores it before the skipped iteration,
+        # which then draws the same base seed and the same order as the uninterrupted run, and transformers
+        # restores the checkpoint's own state after the skip as before. An uninterrupted run draws exactly what
+        # it drew before (nothing here consumes random numbers).
+        _epoch_rng = None
+
         def _run_epoch(self, *args, **kwargs):
             # resumed from the final checkpoint in the middle of an epoch, transformers would train one step more
             if self.state.global_step >= self.state.max_steps:
                 self.control.should_training_stop = True
                 return None
+            checkpoint = kwargs["resume_from_checkpoint"]
+            if (checkpoint is not None and kwargs["epoch"] == kwargs["epochs_trained"]
+                    and kwargs["steps_trained_in_current_epoch"] > 0 and not self.args.ignore_data_skip):
+                _restore_epoch_rng(checkpoint, self.args.process_index)  # the skip path of Trainer._run_epoch
+            self._epoch_rng = _epoch_rng_state()  # before the epoch's dataloader iteration draws anything
             return super()._run_epoch(*args, **kwargs)
+
+        def _save_rng_state(self, output_dir: str) -> None:
+            super()._save_rng_state(output_dir)
+            if self._epoch_rng is not None:
+                import torch
+
+                os.makedirs(output_dir, exist_ok=True)
+                rank_file = EPOCH_RNG_FILE.format(rank=self.args.process_index)
+                torch.save(self._epoch_rng, os.path.join(output_dir, rank_file))
 
         def _load_best_model(self):
             if self.state.best_global_step == self.state.global_step:
@@ -231,7 +293,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
-        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
+        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins, recipe.data.labels), callbacks=[*_callbacks(recipe), *callbacks],
     )
 
 
@@ -342,6 +404,49 @@ def _baseline(recipe, splits) -> dict | None:
     return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
 
 
+def _with_baseline_predictions(write_files, predicted: dict):
+    def write(work: Path) -> None:
+        write_files(work)
+        write_json(work / BASELINE_PREDICTIONS, predicted)
+
+    return write
+
+
+def _check_also_labels(recipe) -> None:
+    """Each ``eval.also`` dataset's labels must be the run's classes (read as them), checked before training
+    rather than at the end of it: raises RecipeError naming the dataset and the problem."""
+    import dataclasses
+
+    if not recipe.eval.also or [n.lower() for n in recipe.data.labels] == ["negative", "positive"]:
+        return  # the named datasets are binary: nothing to check for a binary run
+    problems = []
+    for name in recipe.eval.also:
+        section = dataclasses.replace(type(recipe.data)(name=name), labels=recipe.data.labels,
+                                      max_test_samples=recipe.data.max_test_samples, sample_seed=recipe.data.sample_seed)
+        try:
+            load_splits(section, splits=["test"])
+        except DataError as err:
+            problems.append(f"eval.also: {name} cannot be scored with this run's classes "
+                            f"({', '.join(recipe.data.labels)}): {err}")
+    if problems:
+        raise RecipeError(problems, recipe.source)
+
+
+def with_labels(recipe, labels):
+    """``recipe`` with ``data.labels`` set to the run's class names (decided by :func:`peftsent.data.load_splits`),
+    so the resolved recipe.yaml, the model head and every later command read the same label set. Raises
+    RecipeError if the selection metric is a binary one (precision, recall, f1 of the positive class) and
+    there are more than two classes."""
+    import dataclasses
+
+    metric = str(recipe.train.get("metric_for_best_model")).removeprefix("eval_")
+    if len(labels) > 2 and metric in BINARY_ONLY_METRICS:
+        raise RecipeError(f"train.metric_for_best_model: {metric} is the positive class's {metric} of two classes; "
+                          f"this data has {len(labels)} ({', '.join(labels)}): use macro_f1 (or accuracy)",
+                          recipe.source)
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, labels=list(labels)))
+
+
 def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list = ()) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
@@ -359,6 +464,8 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
+    recipe = with_labels(recipe, label_names(splits))
+    _check_also_labels(recipe)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
                    data_fingerprint(splits)) as stage:
@@ -381,6 +488,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             results, write_files = _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing)
             if baseline is not None:
                 results["baseline"] = baseline
+                write_files = _with_baseline_predictions(write_files, baseline.pop("predicted"))
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
             summary = _run_summary(recipe, report, splits, timing, results, memory.report(), policy)
             return stage.finish(lambda work: _write_results(work, trainer, policy.configure(tokenizer), recipe, summary,
@@ -415,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             preflight(recipe, args.overwrite)
             print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
             return 0
-        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+        # the stage translates a full disk itself (keeping what --resume needs); this catches the rest
+        with resource_errors(stage_path(recipe.run_dir), f"training {recipe.run_dir}"):
+            run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
         from accelerate import PartialState
 
         if not PartialState().is_main_process:
@@ -427,13 +537,19 @@ def main(argv: list[str] | None = None) -> int:
         shown.update({f"{name} (test)": result for name, result in summary.get("also", {}).items()})  # eval.also
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
+        if "per_class" in summary.get("test", {}):  # more than two classes
+            print(f"\ntest, per class:\n{per_class_table(summary['test'])}\n\ntest confusion matrix (reviews):\n"
+                  f"{confusion_table(summary['test']['confusion_matrix'], summary['test']['per_class'])}")
         if "calibration" in summary:
             print(describe_calibration(summary["calibration"]))
         timing = summary["timing"]
         print(f"\ntrain time {timing['train_seconds']} s (+ {timing['validation_seconds']} s of validation while "
               f"training); peak RSS {summary['memory']['peak_rss_mib']} MiB")
         if "baseline" in summary:
-            print(compare_line(summary))
+            split = "test" if "test" in summary and "test" in summary["baseline"] else "validation"
+            resolved = load_recipe(run_dir / RECIPE_FILE, for_training=False)
+            print(compare_line(summary, resolved.train["metric_for_best_model"],
+                               paired_predictions(run_dir, resolved.data.name, split)))
         return 0
 
     return run_cli(body, "peftsent.train")

@@ -55,3 +55,66 @@ def make_training_args(recipe, output_dir: str, **extra):
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
     return TrainingArguments(**kwargs)
+
+
+def _gpu_name() -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+
+
+def hardware_problems(recipe) -> list[str]:
+    """What this machine cannot honour in ``recipe.train``, one line per key (key, value found, why, fix), before
+    anything is loaded: transformers accepts ``fp16: true`` on a CPU and trains in float32 while the recipe says
+    fp16, accepts ``use_cpu: false`` without a GPU, and fails only at the first optimizer step on an optimizer whose
+    package or device is missing. ``bf16: auto`` is never a problem (it becomes what the hardware offers)."""
+    import torch
+
+    train, problems = recipe.train, []
+    cuda = torch.cuda.is_available()  # (the GPU's name only where a message needs it: that initialises CUDA)
+    for key in ("fp16", "fp16_full_eval"):
+        if train.get(key) is True and not cuda:
+            problems.append(f"train.{key}: true needs a CUDA GPU (float16 autocast with loss scaling) and this "
+                            f"machine has none: on a CPU transformers would train in float32 while the run records "
+                            f"{key}; set train.{key}: false (train.bf16: auto uses bfloat16 where the CPU has it)")
+    for key in ("bf16", "bf16_full_eval"):
+        if train.get(key) is True and not bf16_available():
+            where = (f"this GPU, {_gpu_name()}, has no bfloat16 support (Ampere or newer has)" if cuda else
+                     "this CPU has no native bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo)")
+            fix = "train.fp16: true or train.bf16: auto" if cuda else "train.bf16: auto or false (float32)"
+            problems.append(f"train.{key}: true, but {where}; set {fix}")
+    if train.get("tf32") is True and not (cuda and torch.cuda.get_device_capability()[0] >= 8):
+        problems.append(f"train.tf32: true needs an NVIDIA Ampere or newer GPU (TensorFloat-32 matrix units); "
+                        f"found {_gpu_name() if cuda else 'no CUDA GPU'}; remove the key or set train.tf32: false")
+    if train.get("use_cpu") is False and not cuda:
+        problems.append("train.use_cpu: false asks for a GPU and this machine has no CUDA GPU; remove the key "
+                        "(peftsent trains on the GPU when there is one, else on the CPU)")
+    if not problems:
+        problems += _optimizer_problems(recipe, cuda)
+    return problems
+
+
+def _optimizer_problems(recipe, cuda: bool) -> list[str]:
+    """``train.optim``: its package is importable, and on a CPU-only machine one step of it runs on a CPU
+    tensor (bitsandbytes' 8-bit and paged optimizers need a GPU)."""
+    import torch
+    from transformers import Trainer
+
+    try:
+        args = make_training_args(recipe, output_dir=str(recipe.run_dir))
+    except (ValueError, TypeError):
+        return []  # the recipe loader reports TrainingArguments' own errors
+    optim = getattr(args.optim, "value", args.optim)
+    try:
+        optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        if not cuda and optimizer_class.__module__.split(".")[0] in ("torch", "bitsandbytes"):
+            parameter = torch.nn.Parameter(torch.zeros(2))
+            optimizer = optimizer_class([parameter], **kwargs)
+            parameter.grad = torch.ones(2)
+            optimizer.step()
+    except (ImportError, ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError) as err:
+        where = "" if cuda else " on this machine (no CUDA GPU)"
+        return [f"train.optim: {optim!r} cannot run{where}: {str(err).strip().splitlines()[0]}; "
+                f"use train.optim: adamw_torch (the default) or install what it needs"]
+    return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -56,6 +57,30 @@ def make_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
         cue = rng.choice(POSITIVE if label else NEGATIVE)
         filler = rng.sample(WORDS[:16], 6)
         rows.append((" ".join(filler[:3] + [cue] + filler[3:]), label))
+    return rows
+
+
+#: cue words of each class of :func:`make_class_reviews` (2, 3 or 5 classes, negative to positive)
+CLASS_CUES = {
+    2: (NEGATIVE, POSITIVE),
+    3: (NEGATIVE, ["not", "really", "very"], POSITIVE),
+    5: (["worst", "hated"], ["bad", "boring"], ["not", "really"], ["good", "great"], ["best", "loved"]),
+}
+#: the class names of :func:`make_class_reviews` files: what peftsent infers from them
+CLASS_NAMES = {2: ("negative", "positive"), 3: ("negative", "neutral", "positive"), 5: ("1", "2", "3", "4", "5")}
+
+
+def make_class_reviews(n: int, n_classes: int, seed: int = 0) -> list[tuple[str, object]]:
+    """``n`` synthetic reviews over 2, 3 or 5 classes (as many of each), labelled as people write them:
+    negative/positive, negative/neutral/positive, or star ratings 1..5 (integers)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % n_classes
+        filler = rng.sample(WORDS[:10], 6)
+        name = CLASS_NAMES[n_classes][label]
+        rows.append((" ".join(filler[:3] + [rng.choice(CLASS_CUES[n_classes][label])] + filler[3:]),
+                     int(name) if name.isdigit() else name))
     return rows
 
 
@@ -135,3 +160,42 @@ def _private_token_cache(tmp_path_factory):
         os.environ.pop("PEFTSENT_CACHE", None)
     else:
         os.environ["PEFTSENT_CACHE"] = previous
+
+
+def run_history(run: Path) -> dict:
+    """What an exact resume must reproduce: every evaluation and training-loss entry of trainer_state.json's
+    log history (wall-clock fields and the per-invocation summary left out), the best checkpoint, calibration
+    and the validation/test metrics of metrics.json."""
+    state = json.loads((run / "trainer_state.json").read_text())
+    clock = ("_runtime", "_per_second")
+    history = [{k: v for k, v in entry.items() if not k.endswith(clock)}
+               for entry in state["log_history"] if "train_runtime" not in entry]
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"history": history, "best_checkpoint": metrics["best_checkpoint"],
+            "best_global_step": state["best_global_step"], "global_step": state["global_step"],
+            "calibration": json.loads((run / "calibration.json").read_text()),
+            "validation": metrics["validation"], "test": metrics["test"]}
+
+
+def assert_same_history(got: dict, expected: dict, rel: float = 1e-6) -> None:
+    """``run_history`` of a resumed run equals the uninterrupted one's: float32, ``rel`` relative."""
+    assert [sorted(e) for e in got["history"]] == [sorted(e) for e in expected["history"]]
+    for mine, theirs in zip(got["history"], expected["history"]):
+        assert mine == pytest.approx(theirs, rel=rel, abs=1e-9), f"step {theirs.get('step')}"
+    for key in ("best_checkpoint", "best_global_step", "global_step"):
+        assert got[key] == expected[key], key
+    for key in ("calibration", "validation", "test"):
+        mine, theirs = _flat(got[key]), _flat(expected[key])
+        assert sorted(mine) == sorted(theirs), key
+        for name, value in theirs.items():
+            if isinstance(value, float):
+                assert mine[name] == pytest.approx(value, rel=rel, abs=1e-9), f"{key}.{name}"
+            else:
+                assert mine[name] == value, f"{key}.{name}"
+
+
+def _flat(value, prefix="") -> dict:
+    """Numbers of a nested metrics mapping as {"a.b": x} (strings and lists compared as they are)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}

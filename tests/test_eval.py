@@ -67,3 +67,21 @@ def test_adapter_inside_a_run_takes_its_base_from_the_recipe(lora_run, tmp_path)
     (copy / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     result = evaluate(str(copy / "adapter"), out=str(tmp_path / "out"))
     assert result["accuracy"] == evaluate(str(lora_run))["accuracy"]
+
+
+# issue 24, item 5: eval reports how many reviews were mostly unknown tokens
+def test_eval_counts_reviews_of_mostly_unknown_tokens(lora_run, tmp_path, capsys):
+    from conftest import make_reviews, write_csv
+
+    cues = "好看精彩无聊难看"
+    chinese = [(f"这部电影{'great ' if i % 3 == 0 else ''}{cues[i % 8]}{cues[(i * 5) % 8]}{i}", int(i % 8 < 4))
+               for i in range(24)]
+    data = write_csv(tmp_path / "mixed.csv", make_reviews(40) + chinese)
+    assert main([str(lora_run), "--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((tmp_path / "o" / "mixed-test.json").read_text())
+    texts = [json.loads(line)["text"] for line in (tmp_path / "o" / "predictions-mixed-test.jsonl").open()]
+    expected = sum("电影" in text for text in texts)
+    assert expected > 0 and written["count"] == len(texts)
+    assert written["mostly_unknown_tokens"] == expected
+    assert f"mostly unknown tokens: {expected} of {len(texts)} reviews" in printed

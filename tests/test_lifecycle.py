@@ -11,10 +11,11 @@ import torch
 import yaml
 
 from peftsent.recipe import resolve_recipe
-from peftsent.rundir import KILL_AT_ENV, LOCK_FILE, is_finished_run, stage_path
+from peftsent.rundir import KILL_AT_ENV, KILL_SIGNAL_ENV, LOCK_FILE, is_finished_run, stage_path
 from peftsent.train import main, train
+from peftsent.training_args import make_training_args
 
-from conftest import tiny_recipe
+from conftest import assert_same_history, run_history, tiny_recipe
 
 #: 6 optimizer steps, a checkpoint and an evaluation every 2, selection by log-loss, float32
 STEPS = dict(max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
@@ -262,3 +263,62 @@ def test_resume_refuses_data_that_changed_since_the_run_was_staged(tiny_models, 
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing deleted
     write_csv(data, make_reviews(64, seed=0))  # the data it started on: it continues
     assert main([str(path), "--resume"]) == 0 and is_finished_run(tmp_path / "run")
+
+
+#: 4 epochs of 8 optimizer steps (32 training reviews, batches of 4), length-grouped batches, dropout on: an
+#: evaluation and a checkpoint every 3 steps, which does not divide the epoch, so checkpoint-21 is 5 steps into
+#: epoch 3 of 4
+MID_EPOCH = dict(max_steps=-1, num_train_epochs=4, per_device_train_batch_size=4, eval_strategy="steps",
+                 eval_steps=3, save_strategy="steps", save_steps=3, metric_for_best_model="log_loss",
+                 learning_rate=2e-2, train_sampling_strategy="group_by_length")
+
+
+@pytest.mark.parametrize("point,resumed_from", [("save-21", "checkpoint-21"), ("step-23", "checkpoint-21")])
+def test_a_run_stopped_in_the_middle_of_a_later_epoch_resumes_to_the_same_history(
+        point, resumed_from, one_thread, tiny_models, reviews_csv, tmp_path, monkeypatch):
+    """SIGKILL right after checkpoint-21, or SIGINT (Ctrl-C) two steps later: the resumed run evaluates to the
+    same losses at every in-training evaluation, keeps the same best checkpoint, fits the same temperature and
+    scores validation and test as the uninterrupted run."""
+    path, recipe = _recipe_file(tiny_models, reviews_csv, tmp_path, "whole", **MID_EPOCH)
+    expected = run_history(train(recipe))
+    assert expected["global_step"] == 32 and len([e for e in expected["history"] if "eval_loss" in e]) == 11
+    path, recipe = _recipe_file(tiny_models, reviews_csv, tmp_path, **MID_EPOCH)
+    if point.startswith("step"):
+        monkeypatch.setenv(KILL_SIGNAL_ENV, "SIGINT")
+        assert _killed_at(point, path) == 130  # Ctrl-C: exit status 130, the stage kept
+    else:
+        assert _killed_at(point, path) == -signal.SIGKILL
+    assert not recipe.run_dir.exists() and (stage_path(recipe.run_dir) / resumed_from).is_dir()
+    run = train(recipe, resume=True)
+    assert json.loads((run / "metrics.json").read_text())["resumed_from"] == resumed_from
+    assert_same_history(run_history(run), expected)
+
+
+def test_an_uninterrupted_run_draws_each_epochs_order_from_the_global_rng_as_before(
+        one_thread, tiny_models, reviews_csv, tmp_path, monkeypatch):
+    """Exact resume must not change the batches of a run that is never interrupted: the length-grouped sampler
+    keeps transformers' own draw (no generator, torch's global RNG when the epoch's iteration begins), so the
+    first epoch's order is the one transformers alone draws after ``set_seed(seed)``: the DataLoader iterator's
+    base seed, then the sampler's permutation. Every checkpoint keeps the RNG state its epoch began with."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    drawn = []
+    original = LengthGroupedSampler.__iter__
+
+    def recorded(self):
+        order = list(original(self))
+        drawn.append((self.generator, self.lengths, self.batch_size, order))
+        yield from order
+
+    monkeypatch.setattr(LengthGroupedSampler, "__iter__", recorded)
+    path, recipe = _recipe_file(tiny_models, reviews_csv, tmp_path, **{**MID_EPOCH, "num_train_epochs": 2})
+    run = train(recipe)
+    drawn = [draw for draw in drawn if draw[2] == 4]  # training batches of 4 (validation: 16, seeded generator)
+    assert len(drawn) == 2 and all(generator is None for generator, *_ in drawn)
+    _, lengths, batch_size, order = drawn[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(make_training_args(recipe, output_dir=str(tmp_path / "x")).seed)
+        torch.empty((), dtype=torch.int64).random_()  # torch.utils.data's _BaseDataLoaderIter base seed
+        assert order == get_length_grouped_indices(lengths, batch_size)
+    assert drawn[1][3] != order  # epoch 2 draws its own order from where the global RNG stands then
+    assert run_history(run)["global_step"] == 16

@@ -155,3 +155,36 @@ def test_two_gpus_with_nccl_write_one_run_with_whole_split_metrics(tiny_models, 
         assert alone["count"] == metrics[split]["count"] == 16
         assert alone["accuracy"] == metrics[split]["accuracy"]
         assert alone["log_loss"] == pytest.approx(metrics[split]["log_loss"], abs=1e-4)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point,signal_name,resumed_from", [("save-9", "SIGKILL", "checkpoint-9"),
+                                                            ("step-11", "SIGINT", "checkpoint-9")])
+def test_two_processes_stopped_in_the_middle_of_a_later_epoch_resume_to_the_same_history(
+        point, signal_name, resumed_from, tiny_models, reviews_csv, tmp_path):
+    """4 epochs of 4 steps per process (32 reviews, batches of 4 on each of 2), length-grouped batches, an
+    evaluation and a checkpoint every 3 steps: checkpoint-9 is 1 step into epoch 3 of 4. Stopped there (SIGKILL)
+    or two steps later (SIGINT), the resumed run reproduces every evaluation of the uninterrupted one."""
+    from conftest import assert_same_history, run_history
+
+    def recipe_file(name):
+        raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "runs" / name, max_steps=-1,
+                          num_train_epochs=4, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=3,
+                          save_strategy="steps", save_steps=3, metric_for_best_model="log_loss",
+                          learning_rate=2e-2, train_sampling_strategy="group_by_length", disable_tqdm=True)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    whole = _torchrun(recipe_file("whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = run_history(tmp_path / "runs" / "whole")
+    assert expected["global_step"] == 16
+    path = recipe_file("two")
+    killed = _torchrun(path, env={"PEFTSENT_TEST_KILL_AT": point, "PEFTSENT_TEST_KILL_SIGNAL": signal_name})
+    assert killed.returncode != 0 and not (tmp_path / "runs" / "two").exists()
+    assert (tmp_path / "runs" / ".two.partial" / resumed_from).is_dir()
+    resumed = _torchrun(path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = tmp_path / "runs" / "two"
+    assert json.loads((got / "metrics.json").read_text())["resumed_from"] == resumed_from
+    assert_same_history(run_history(got), expected)

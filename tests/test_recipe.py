@@ -124,8 +124,8 @@ def test_task_type_is_fixed(tiny_models, reviews_csv, tmp_path):
 
 def test_training_arguments_own_checks_are_reported(tiny_models, reviews_csv, tmp_path):
     raw = _raw(tiny_models, reviews_csv, tmp_path)
-    raw["train"].update(eval_strategy="epoch", save_strategy="steps", save_steps=7)
-    with pytest.raises(RecipeError, match="train:"):
+    raw["train"].update(eval_strategy="steps", eval_steps=2.5)
+    with pytest.raises(RecipeError, match="train: --eval_steps must be an integer"):
         resolve_recipe(raw)
 
 
