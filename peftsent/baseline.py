@@ -142,7 +142,8 @@ def paired_predictions(run_dir, data_name: str, split: str, baseline_predicted: 
         baseline_predicted = json.loads(sidecar.read_text()).get(split)
     if not path.is_file() or baseline_predicted is None:
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # one record per "\n": str.splitlines would also split at U+2028 and other separators inside a review's text
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     if len(baseline_predicted) != len(rows):
         return None
     return [r["gold"] for r in rows], [r["predicted"] for r in rows], list(baseline_predicted)

@@ -90,10 +90,26 @@ def inputs_of(values: list, kept: list | None = None) -> Inputs:
     return Inputs([t for t, _ in entries], [e for _, e in entries], kept or [{} for _ in values])
 
 
+#: characters JSON leaves raw in strings but many readers (str.splitlines, JavaScript) take for line breaks
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(record: dict) -> str:
+    """``record`` as one line of JSON: non-ASCII text kept readable (``ensure_ascii=False``), but U+0085, U+2028
+    and U+2029 escaped, so every reader splits the output into exactly one line per input."""
+    text = json.dumps(record, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
 def _lines(text: str) -> list[str]:
     """Lines of a text file or stream, a leading byte-order mark removed. A final newline ends the last line
-    (it does not start an empty one); every other line, blank or not, is an input."""
-    return text.removeprefix(BOM).splitlines()
+    (it does not start an empty one); every other line, blank or not, is an input. Only ``\n`` ends a line
+    (files and stdin are read with universal newlines, so ``\r\n`` arrives as ``\n``): ``str.splitlines`` would
+    also split at U+2028, form feeds and other separators that occur inside reviews."""
+    lines = text.removeprefix(BOM).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _records(file: Path, text: str) -> tuple[list, list[str]]:
@@ -358,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(stride {stride}; --long-reviews truncate for one cut)", file=sys.stderr)
         with resource_errors(args.target, f"labelling {len(texts)} reviews with {args.target}"):  # memory
             for line in output_lines(loaded, inputs, args.batch_size, args.long_reviews, args.stride, dtype):
-                print(json.dumps(line, ensure_ascii=False), flush=True)
+                print(json_line(line), flush=True)
         unlabelled = len(inputs.texts) - len(texts)
         if unlabelled:  # on stderr: standard output keeps one line per input
             print(f"{unlabelled} of {len(inputs.texts)} inputs had no text to label: their lines carry an "
