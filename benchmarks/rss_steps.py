@@ -11,7 +11,7 @@ Everything after the options goes to ``peftsent.train`` as is. ``--pad-to-multip
 ``--inference-autocast`` scores the final evaluation as peftsent did before bf16 storage (float32 weights under
 bf16 autocast in place of :func:`peftsent.speed.inference_precision`). RSS is also printed before and after the
 final evaluation.
-Run one at a time on an otherwise idle machine: the peak is what the README's memory table compares.
+Run one at a time on an otherwise idle machine: the peak is what the memory table of docs/performance.md compares.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ VERBS = {
     "analyze": ("peftsent.analyze", "error analysis of a run's predictions"),
     "tune": ("peftsent.tune", "search a recipe's tune: section with Optuna"),
     "baseline": ("peftsent.baseline", "TF-IDF + logistic regression on a recipe's training reviews (seconds)"),
+    "export": ("peftsent.export", "a run, adapter or merged model as a parity-checked ONNX directory (float32, int8)"),
+    "serve": ("peftsent.serve", "serve models over HTTP: micro-batched, many LoRA adapters on one base"),
 }
 
 USAGE = "usage: peftsent {" + ",".join(VERBS) + "} [ARGS ...]"

@@ -28,7 +28,10 @@ from peftsent.data import SPLITS
 from peftsent.errors import ModelError, PeftsentError, RunDirError
 from peftsent.metrics import (
     classification_metrics,
+    confusion_table,
     format_table,
+    mcnemar_p,
+    per_class_table,
     reliability_bins,
     softmax,
 )
@@ -75,8 +78,18 @@ class Scored:
     def gold(self) -> np.ndarray:
         return self.frame["gold"].to_numpy(dtype=int)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class names of the logits' columns: the keys of ``probabilities`` (negative/positive for files
+        written before it was kept)."""
+        if "probabilities" in self.frame.columns:
+            first = self.frame["probabilities"].iloc[0]
+            if isinstance(first, dict):
+                return tuple(first)
+        return ("negative", "positive")
+
     def logits(self, calibrated: bool = True) -> np.ndarray:
-        """(n, 2): raw logits, divided by the temperature when ``calibrated`` and one applies."""
+        """(n, num_labels): raw logits, divided by the temperature when ``calibrated`` and one applies."""
         return scale(logits_array(self.frame), self.temperature if calibrated else None)
 
     def probs(self) -> np.ndarray:
@@ -214,8 +227,11 @@ def extremes(scored: Scored, top: int) -> dict[str, list[dict]]:
 
     def rows(indices):
         frame = scored.frame
+        names = scored.labels
         return [{"index": int(frame["index"].iloc[i]), "gold": int(frame["gold"].iloc[i]),
-                 "p_positive": float(probs[i, 1]), "n_tokens": int(frame["n_tokens"].iloc[i]),
+                 **({"p_positive": float(probs[i, 1])} if len(names) == 2 else
+                    {"predicted": int(probs[i].argmax()), "p_predicted": float(probs[i].max())}),
+                 "n_tokens": int(frame["n_tokens"].iloc[i]),
                  "excerpt": _excerpt(frame["text"].iloc[i])} for i in indices]
 
     return {"confidently_wrong": rows(wrong), "least_confident_right": rows(right)}
@@ -231,7 +247,8 @@ def summarize(scored: Scored, flags: dict[str, np.ndarray], ece_bins: int, top: 
     gold, correct = scored.gold, scored.correct
     raw_logits = scored.logits(calibrated=False)
     summary = {
-        "metrics": classification_metrics(gold, scored.logits(), ece_bins),
+        "labels": list(scored.labels),
+        "metrics": classification_metrics(gold, scored.logits(), ece_bins, scored.labels),
         "temperature": scored.temperature,
         "reliability": reliability_bins(scored.probs(), gold, ece_bins),
         "lengths": [{"group": label, "size": int(mask.sum()), "accuracy": _accuracy(correct[mask])}
@@ -247,11 +264,9 @@ def summarize(scored: Scored, flags: dict[str, np.ndarray], ece_bins: int, top: 
 
 def head_to_head(a: Scored, b: Scored, flags: dict[str, np.ndarray]) -> dict:
     """Where A is right and B wrong and the reverse, overall and per slice, with McNemar's exact test."""
-    from scipy.stats import binomtest
-
     a_ok, b_ok = a.correct, b.correct
     a_wins, b_wins = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
-    p = binomtest(a_wins, a_wins + b_wins, 0.5).pvalue if a_wins + b_wins else 1.0
+    p = mcnemar_p(a_ok, b_ok)
     per_slice = {name: {"a_wins": int((a_ok & ~b_ok & m).sum()), "b_wins": int((~a_ok & b_ok & m).sum())}
                  for name, m in flags.items()}
     confident_b_wrong = np.flatnonzero(a_ok & ~b_ok)
@@ -277,19 +292,20 @@ def plot_confusion(results: dict[str, dict], path: Path) -> None:
     """Counts and row rates (true class) of each target's confusion matrix."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(results), 2, figsize=(8, 3.6 * len(results)), squeeze=False)
-    names = ["negative", "positive"]
     for row, (name, summary) in enumerate(results.items()):
-        counts = np.asarray(summary["metrics"]["confusion_matrix"], dtype=float)
+        names = summary.get("labels") or ["negative", "positive"]
+        k = len(names)
+        counts = np.asarray(summary["metrics"]["confusion_matrix"], dtype=float)  # (k, k): rows true
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         for col, (values, title, fmt) in enumerate(((counts, "counts", "{:.0f}"), (rates, "rate per true class", "{:.1%}"))):
             ax = axes[row, col]
             ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-            for i in range(2):
-                for j in range(2):
+            for i in range(k):
+                for j in range(k):
                     ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center",
-                            color="white" if rates[i, j] > 0.6 else "black")
-            ax.set_xticks([0, 1], names)
-            ax.set_yticks([0, 1], names)
+                            color="white" if rates[i, j] > 0.6 else "black", fontsize=9 if k <= 3 else 7)
+            ax.set_xticks(list(range(k)), names)
+            ax.set_yticks(list(range(k)), names)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
             ax.set_title(f"{_short(name)}: {title}", fontsize=9)
@@ -372,10 +388,6 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _label(i: int) -> str:
-    return ("negative", "positive")[i]
-
-
 def markdown(results: dict[str, dict], data: str, split: str, calibration: dict | None, versus: dict | None) -> str:
     names = list(results)
     first = results[names[0]]
@@ -387,6 +399,11 @@ def markdown(results: dict[str, dict], data: str, split: str, calibration: dict 
     lines += ["## Metrics", "", format_table({_short(n): s["metrics"] for n, s in results.items()}), ""]
     lines += ["## Confusion matrix", "", "![confusion matrix](confusion.png)", ""]
     for name, summary in results.items():
+        if "per_class" in summary["metrics"]:  # more than two classes: the N x N table and the per-class one
+            lines += [f"`{_short(name)}` (rows true class, columns predicted; reviews):", "",
+                      confusion_table(summary["metrics"]["confusion_matrix"], summary["labels"]), "",
+                      per_class_table(summary["metrics"]), ""]
+            continue
         (tn, fp), (fn, tp) = summary["metrics"]["confusion_matrix"]
         lines.append(f"- `{_short(name)}`: true negative predicted negative {tn}, predicted positive {fp} "
                      f"({_pct(fp / max(tn + fp, 1))}); true positive predicted negative {fn} "
@@ -438,10 +455,17 @@ def markdown(results: dict[str, dict], data: str, split: str, calibration: dict 
         lines += [f"| {s} | {c['a_wins']} | {c['b_wins']} |" for s, c in versus["per_slice"].items()]
     for name, summary in results.items():
         for key, title in (("confidently_wrong", "Most confidently wrong"), ("least_confident_right", "Least confident right")):
-            lines += ["", f"## {title}: `{_short(name)}`", "", "| index | gold | p(positive) | tokens | excerpt |",
-                      "|---:|---|---:|---:|---|"]
-            lines += [f"| {r['index']} | {_label(r['gold'])} | {r['p_positive']:.3f} | {r['n_tokens']} | "
-                      f"{r['excerpt'].replace('|', '/')} |" for r in summary[key]]
+            labels = summary.get("labels") or ["negative", "positive"]
+            if len(labels) == 2:
+                lines += ["", f"## {title}: `{_short(name)}`", "", "| index | gold | p(positive) | tokens | excerpt |",
+                          "|---:|---|---:|---:|---|"]
+                lines += [f"| {r['index']} | {labels[r['gold']]} | {r['p_positive']:.3f} | {r['n_tokens']} | "
+                          f"{r['excerpt'].replace('|', '/')} |" for r in summary[key]]
+                continue
+            lines += ["", f"## {title}: `{_short(name)}`", "", "| index | gold | predicted | p(predicted) | tokens "
+                      "| excerpt |", "|---:|---|---|---:|---:|---|"]
+            lines += [f"| {r['index']} | {labels[r['gold']]} | {labels[r['predicted']]} | {r['p_predicted']:.3f} | "
+                      f"{r['n_tokens']} | {r['excerpt'].replace('|', '/')} |" for r in summary[key]]
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,9 @@ import time
 from typing import Iterable
 
 from peftsent.cli import make_parser, run_cli
-from peftsent.data import load_splits
-from peftsent.metrics import classification_metrics, format_table
+from peftsent.data import label_names, load_splits
+from peftsent.metrics import classification_metrics, format_table, greater_is_better, mcnemar_p
+from peftsent.predictions import data_stem, predictions_name
 from peftsent.recipe import load_recipe
 
 #: the value of ``eval.baseline`` (and compare's ``--baseline``) that adds this baseline
@@ -59,8 +60,9 @@ def _fit_best_c(features, labels, val_features, val_labels):
 def tfidf_baseline(splits, ece_bins: int = 15, score: Iterable[str] = ("validation", "test")) -> dict:
     """Fit TF-IDF + logistic regression on ``splits["train"]`` and score the ``score`` splits.
 
-    ``splits``: a mapping of split name -> rows with ``text`` (str) and ``label`` (int 0/1), such as the
-    ``DatasetDict`` of :func:`peftsent.data.load_splits`. Returns a JSON-ready dict::
+    ``splits``: a mapping of split name -> rows with ``text`` (str) and ``label`` (int class id), such as the
+    ``DatasetDict`` of :func:`peftsent.data.load_splits` (any number of classes: a multinomial logistic
+    regression). Returns a JSON-ready dict::
 
         {"name": "tfidf", "description": str, "settings": SETTINGS, "train_reviews": int,
          "features": int,                 # TF-IDF vocabulary size (unigrams + bigrams)
@@ -68,7 +70,8 @@ def tfidf_baseline(splits, ece_bins: int = 15, score: Iterable[str] = ("validati
          "fit_seconds": float,            # wall clock: vectorizer + every logistic regression of C_GRID
          "fit_cpu_seconds": float,        # CPU time of this process for the same (robust to a busy machine)
          "seconds": float,                # wall clock: fit + scoring every split in ``score``
-         "validation": {metrics}, "test": {metrics}}   # classification_metrics of each scored split
+         "validation": {metrics}, "test": {metrics},   # classification_metrics of each scored split
+         "predicted": {split: [class id, ...]}}         # per review; train keeps it out of metrics.json
 
     Data loading is not timed (the fine-tune loads the same splits).
     """
@@ -85,15 +88,25 @@ def tfidf_baseline(splits, ece_bins: int = 15, score: Iterable[str] = ("validati
     fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     result = {"name": NAME, "description": DESCRIPTION, "settings": dict(SETTINGS), "train_reviews": len(train),
               "features": len(vectorizer.vocabulary_), "C": c}
+    predicted = {}
     for split in score:
         rows = splits[split]
         scored = val_features if split == "validation" else vectorizer.transform(list(rows["text"]))
-        logits = model.predict_log_proba(scored)  # (n, 2) log-probabilities: column 1 = positive
-        result[split] = classification_metrics(list(rows["label"]), logits, ece_bins)
+        logits = model.predict_log_proba(scored)  # (n, num_labels) log-probabilities, columns in class-id order
+        result[split] = classification_metrics(list(rows["label"]), logits, ece_bins, _names(splits))
+        predicted[split] = [int(i) for i in logits.argmax(-1)]
     result["fit_seconds"] = round(fit_seconds, 2)
     result["fit_cpu_seconds"] = round(fit_cpu_seconds, 2)
     result["seconds"] = round(time.perf_counter() - started, 2)
+    result["predicted"] = predicted
     return result
+
+
+def _names(splits):
+    try:
+        return label_names(splits)
+    except (AttributeError, StopIteration, TypeError):  # plain mappings of rows: class ids only
+        return None
 
 
 def baseline_for(data_section, ece_bins: int = 15, score: Iterable[str] = ("validation", "test")) -> dict:
@@ -111,19 +124,81 @@ def is_current(stored: dict | None, score: Iterable[str] = ("validation", "test"
             and all(isinstance(stored.get(split), dict) for split in score))
 
 
-def compare_line(summary: dict) -> str:
-    """One line setting a run's accuracy beside its stored baseline (``summary``: a run's metrics.json).
+#: the TF-IDF baseline's predicted class ids per scored split (``{split: [id, ...]}``), kept beside a run's
+#: metrics.json so its comparison can be tested review by review
+BASELINE_PREDICTIONS = "baseline-predicted.json"
 
-    Uses the test split when both have it, else validation; says whether the run beats the baseline.
+
+def paired_predictions(run_dir, data_name: str, split: str, baseline_predicted: list | None = None) -> tuple | None:
+    """(gold, run predicted, baseline predicted) class ids of ``split``'s reviews: the run's
+    ``predictions-<data>-<split>.jsonl`` and ``baseline_predicted`` (default: the run's
+    :data:`BASELINE_PREDICTIONS`); None when either is missing or they do not hold the same reviews."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / predictions_name(f"{data_stem(data_name)}-{split}")
+    sidecar = Path(run_dir) / BASELINE_PREDICTIONS
+    if baseline_predicted is None and sidecar.is_file():
+        baseline_predicted = json.loads(sidecar.read_text()).get(split)
+    if not path.is_file() or baseline_predicted is None:
+        return None
+    # one record per "\n": str.splitlines would also split at U+2028 and other separators inside a review's text
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    if len(baseline_predicted) != len(rows):
+        return None
+    return [r["gold"] for r in rows], [r["predicted"] for r in rows], list(baseline_predicted)
+
+
+def verdict(better: bool, paired: tuple | None) -> tuple[str, float | None]:
+    """(``beats`` / ``ahead`` / ``behind``, McNemar p or None): ``beats`` only when ``better`` and McNemar's exact
+    test on ``paired`` (gold, ours, theirs: class ids of the same reviews) gives p < :data:`SIGNIFICANCE` with
+    more reviews right only for us; ``ahead`` when better without that. The test is on review-level correctness,
+    whatever the selection metric."""
+    if paired is None:
+        return ("ahead" if better else "behind"), None
+    import numpy as np
+
+    gold, ours, theirs = (np.asarray(x) for x in paired)
+    p = mcnemar_p(ours == gold, theirs == gold)
+    more_right = int(((ours == gold) & (theirs != gold)).sum()) > int(((ours != gold) & (theirs == gold)).sum())
+    return ("beats" if better and more_right and p < SIGNIFICANCE else "ahead" if better else "behind"), p
+
+
+#: a difference is called real when McNemar's exact test on the test reviews gives p below this
+SIGNIFICANCE = 0.05
+
+
+def compare_line(summary: dict, metric: str = "accuracy", paired: tuple | None = None) -> str:
+    """One line setting a run's selection metric (``metric``: ``train.metric_for_best_model``; accuracy where
+    the split lacks it) beside its stored baseline (``summary``: a run's metrics.json).
+
+    Uses the test split when both have it, else validation. ``paired``: (gold, run predicted, baseline
+    predicted) class ids of the same reviews of that split; "beats the baseline" is only said when McNemar's
+    exact test on them (:func:`peftsent.metrics.mcnemar_p`) gives p < :data:`SIGNIFICANCE`, otherwise the line
+    says the difference is within the split's noise (or that no per-review predictions were kept to test it).
     """
     baseline = summary["baseline"]
     split = "test" if "test" in summary and "test" in baseline else "validation"
-    run, linear = summary[split]["accuracy"], baseline[split]["accuracy"]
-    verdict = ("beats the baseline" if run > linear else
-               "does NOT beat the baseline: a linear model is enough at this budget")
-    return (f"{split} accuracy {run:.4f} vs {linear:.4f} for {DESCRIPTION} on the same "
+    metric = str(metric).removeprefix("eval_")
+    if summary[split].get(metric) is None or baseline[split].get(metric) is None:
+        metric = "accuracy"
+    run, linear = summary[split][metric], baseline[split][metric]
+    better = run > linear if greater_is_better(metric) else run < linear
+    kind, p = verdict(better, paired)
+    n = len(paired[0]) if paired is not None else 0
+    verdict_text = {
+        "beats": f"beats the baseline (McNemar p = {p:.2g} on {n} reviews)" if p is not None else "",
+        "ahead": (f"is ahead of the baseline, but within the noise of {n} reviews (McNemar p = {p:.2g})"
+                  if p is not None else
+                  "is ahead of the baseline (no per-review predictions to test it against the split's noise)"),
+        "behind": "does NOT beat the baseline: a linear model is enough at this budget" + (
+            f" (McNemar p = {p:.2g} on {n} reviews)" if p is not None else ""),
+    }[kind]
+    scale = 100 if metric not in ("log_loss", "mae") else 1
+    unit = " points" if scale == 100 else ""
+    return (f"{split} {metric} {run:.4f} vs {linear:.4f} for {DESCRIPTION} on the same "
             f"{baseline['train_reviews']:,} training reviews (fitted in {baseline['fit_seconds']:.1f} s): "
-            f"the fine-tune {verdict} ({100 * (run - linear):+.1f} points)")
+            f"the fine-tune {verdict_text} ({scale * (run - linear):+.{1 if scale == 100 else 4}f}{unit})")
 
 
 EPILOG = """examples:

@@ -97,7 +97,7 @@ def add_inference_arguments(parser) -> None:
     """The options every scoring command shares (eval, predict): class order, random-weight guard,
     long-review handling and inference precision (see peftsent.loading, peftsent.inference, peftsent.speed)."""
     parser.add_argument("--label-order", help="class names in index order for a model whose id2label is "
-                        "LABEL_0/LABEL_1, e.g. negative,positive")
+                        "LABEL_0, LABEL_1, ..., e.g. negative,positive or negative,neutral,positive")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="score a model even if some weights are not in its checkpoint (random at every load)")
     parser.add_argument("--long-reviews", default="auto", choices=["auto", "truncate", "window"],

@@ -28,6 +28,7 @@ from peftsent.baseline import DESCRIPTION, NAME, is_current
 from peftsent.cli import check_out_dir, make_parser, run_cli
 from peftsent.errors import PeftsentError, RunDirError
 from peftsent.merge import PARITY_FILE
+from peftsent.metrics import greater_is_better
 from peftsent.recipe import BASELINES, load_recipe
 from peftsent.registry import ID2LABEL
 from peftsent.rundir import (
@@ -247,6 +248,8 @@ def is_reusable(recipe) -> bool:
 
     def trained(raw: dict) -> dict:
         (raw.get("eval") or {}).pop("baseline", None)
+        if recipe.data.labels is None:  # the run saved the label set it inferred from the data
+            (raw.get("data") or {}).pop("labels", None)
         return raw
 
     run_dir = recipe.run_dir
@@ -329,8 +332,8 @@ def row_cells(row: Row) -> dict[str, str]:
         "trainable %": f"{params['trainable_percent']:.3g}",
         "checkpoint": _human_bytes(statistics.mean(r.checkpoint_bytes for r in row.runs)),
     }
-    for title, path in METRIC_COLUMNS:
-        cells[title] = _mean_std(row.values(path))
+    for title, path in METRIC_COLUMNS:  # F1: the positive class's for two classes, macro-F1 for more
+        cells[title] = _mean_std(row.values(path) or row.values((path[0], "macro_f1") if path[1] == "f1" else path))
     for name in first.metrics.get("also", {}):  # eval.also: out-of-domain test accuracy
         cells[f"{name} test acc"] = _mean_std(row.values(("also", name, "accuracy")))
     cells["train s"] = _mean_std(row.values(("timing", "train_seconds")), 0)
@@ -358,6 +361,8 @@ def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
     column has no meaning for a linear model. Its "train s" is the fit time (vectorizer + logistic regression)."""
     def metric(split, name):
         value = (baseline.get(split) or {}).get(name)
+        if value is None and name == "f1":  # more than two classes: macro-F1, as the fine-tune rows
+            value = (baseline.get(split) or {}).get("macro_f1")
         return "n/a" if value is None else f"{value:.4f}"
 
     known = {
@@ -371,19 +376,39 @@ def baseline_cells(baseline: dict, columns: list[str]) -> dict[str, str]:
 
 
 def _baseline_note(baseline: dict, rows: list[Row]) -> str:
-    """A sentence under a table: what the baseline row is, and which rows do not beat it on test accuracy."""
+    """A sentence under a table: what the baseline row is, and how each row compares with it on the test
+    split's selection metric (``train.metric_for_best_model`` of the first row): "beats" only beyond the test
+    split's noise (McNemar's exact test, :func:`peftsent.baseline.verdict`, for one-seed rows with per-review
+    predictions)."""
     note = (f"Baseline row: {DESCRIPTION} (C={baseline['C']:g} chosen on validation, {baseline['features']:,} "
             f"features), fitted on the same {baseline['train_reviews']:,} training reviews in "
             f"{baseline['fit_seconds']:.1f} s.")
-    linear = (baseline.get("test") or {}).get("accuracy")
+    first = rows[0].runs[0]
+    metric = str(first.recipe["train"].get("metric_for_best_model") or "accuracy").removeprefix("eval_")
+    if (baseline.get("test") or {}).get(metric) is None:
+        metric = "accuracy"
+    linear = (baseline.get("test") or {}).get(metric)
     if linear is None:
         return note
-    behind = [row_cells(row)["recipe"] for row in rows
-              if row.values(("test", "accuracy")) and statistics.mean(row.values(("test", "accuracy"))) <= linear]
-    if behind:
-        note += f" Not above it on test accuracy ({linear:.4f}): {', '.join(behind)}."
-    else:
-        note += f" Every fine-tune beats its test accuracy ({linear:.4f})."
+    kinds: dict[str, list[str]] = {"beats": [], "ahead": [], "behind": []}
+    for row in rows:
+        values = row.values(("test", metric))
+        if not values:
+            continue
+        better = statistics.mean(values) > linear if greater_is_better(metric) else statistics.mean(values) < linear
+        paired = baseline_module.paired_predictions(
+            row.runs[0].path, first.recipe["data"]["name"], "test",
+            (baseline.get("predicted") or {}).get("test")) if len(row.runs) == 1 else None
+        kind, p = baseline_module.verdict(better, paired)
+        name = row_cells(row)["recipe"] + (f" (McNemar p = {p:.2g})" if p is not None else "")
+        kinds[kind].append(name)
+    note += f" On test {metric} ({linear:.4f}):"
+    if kinds["beats"]:
+        note += f" beyond the test split's noise above it: {', '.join(kinds['beats'])}."
+    if kinds["ahead"]:
+        note += f" above it, but within the noise (or untested): {', '.join(kinds['ahead'])}."
+    if kinds["behind"]:
+        note += f" not above it: {', '.join(kinds['behind'])}."
     return note
 
 

@@ -2,7 +2,8 @@
 
 Every loader returns a ``datasets.DatasetDict`` with splits ``train``,
 ``validation`` and ``test``, each with columns ``text`` (str) and ``label``
-(int, 0 = negative, 1 = positive). Split sizes (reviews):
+(int class id; a ``datasets.ClassLabel`` whose ``names`` are the run's ordered class names, decided once by
+:func:`decide_labels`; :func:`label_names` reads them back). Split sizes (reviews):
 
 =========================  =======  ==========  =====  ==========================================
 name                       train    validation  test   source
@@ -42,7 +43,7 @@ import peftsent.tokenization
 from peftsent.cache import cached_map
 from peftsent.errors import DataError
 from peftsent.hub import cached_snapshot, hub_reachable, looks_like_repo_id
-from peftsent.registry import ID2LABEL, LABEL2ID
+from peftsent.registry import ID2LABEL
 from peftsent.textfiles import read_table
 
 SPLITS = ("train", "validation", "test")
@@ -271,50 +272,57 @@ def _read_file(path: str, section):
     if len(frame) == 0:
         raise DataError(f"{path} has a header but no reviews")
     frame = frame[[section.text_column, section.label_column]]
-    bad_text = [(i, t) for i, t in enumerate(frame[section.text_column]) if not isinstance(t, str) or not t.strip()]
-    if bad_text:  # reported by file row, before any split shuffles them
-        raise DataError(f"{path}: {len(bad_text)} reviews are empty or not text: {_describe_rows(bad_text)} "
-                        f"(rows counted from 0 after the header)")
+    # empty texts and bad labels are reported by file row (before any split shuffles them), with every other
+    # problem of the data, by _labelled
     return frame.rename(columns={section.text_column: "text", section.label_column: "label"})
 
 
-def _load_files(section) -> dict:
-    frames = {"train": _read_file(section.name, section)}
-    frames["train"]["label"] = _normalise_labels(frames["train"]["label"], section.name, section.label_map)
-    frames["train"] = drop_duplicate_texts(frames["train"], section.name)
-    given = {}
-    for split, path in (("test", section.test_file), ("validation", section.validation_file)):
-        if path:
-            frame = _read_file(path, section)
-            frame["label"] = _normalise_labels(frame["label"], path, section.label_map)
-            given[split] = drop_duplicate_texts(frame, path)
+def _load_files(section) -> tuple[dict, tuple[str, ...]]:
+    paths = {"train": section.name, "test": section.test_file, "validation": section.validation_file}
+    raw = {split: _read_file(path, section) for split, path in paths.items() if path}
+    frames, names, problems = _labelled(raw, paths, section)
+    for split, frame in frames.items():
+        conflict = _conflicting_texts(frame, paths[split])
+        if conflict:
+            problems.append(conflict)
+    if problems:
+        raise DataError(_joined(problems))
+    frames = {split: frame.drop_duplicates("text").reset_index(drop=True) for split, frame in frames.items()}
+    given = {split: frame for split, frame in frames.items() if split != "train"}
     if not section.allow_overlap:
         _check_no_overlap(frames["train"], section.name, given, section)
     for split, size in (("test", section.test_size), ("validation", section.validation_size)):
-        if split in given:
-            frames[split] = given[split]
-        else:
+        if split not in given:
             frames["train"], frames[split] = _split_off(frames["train"], size, section.sample_seed)
-    return frames
+    return frames, names
+
+
+def _conflicting_texts(frame, where: str) -> str | None:
+    """The problem of texts that appear with two classes (rows named, from 0 after the header), or None."""
+    known = frame[frame["label"].notna()]
+    groups = known.groupby("text", sort=False)["label"].nunique()
+    conflicting = set(groups.index[groups > 1])
+    if not conflicting:
+        return None
+    by_text: dict[str, list[int]] = {}
+    for i, t in enumerate(frame["text"]):
+        if t in conflicting:
+            by_text.setdefault(t, []).append(i)
+    shown = "; ".join(f"rows {', '.join(map(str, idx))}: {t[:40]!r}" for t, idx in list(by_text.items())[:10])
+    more = f" (and {len(by_text) - 10} more texts)" if len(by_text) > 10 else ""
+    return (f"{where}: {len(by_text)} texts appear with two different labels: {shown}{more} "
+            f"(rows counted from 0 after the header); keep one label per text")
 
 
 def drop_duplicate_texts(frame, where: str):
-    """Keep the first copy of each exact duplicate text (labels already 0/1), before any split is carved.
+    """Keep the first copy of each exact duplicate text (labels already class ids), before any split is carved.
 
     Raises DataError naming the rows (file rows, from 0 after the header) of every text that
-    appears with both labels.
+    appears with two labels.
     """
-    groups = frame.groupby("text", sort=False)["label"].nunique()
-    conflicting = set(groups.index[groups > 1])
-    if conflicting:
-        rows = [(i, t) for i, t in enumerate(frame["text"]) if t in conflicting]
-        by_text: dict[str, list[int]] = {}
-        for i, t in rows:
-            by_text.setdefault(t, []).append(i)
-        shown = "; ".join(f"rows {', '.join(map(str, idx))}: {t[:40]!r}" for t, idx in list(by_text.items())[:10])
-        more = f" (and {len(by_text) - 10} more texts)" if len(by_text) > 10 else ""
-        raise DataError(f"{where}: {len(by_text)} texts appear with both labels: {shown}{more} "
-                        f"(rows counted from 0 after the header); keep one label per text")
+    conflict = _conflicting_texts(frame, where)
+    if conflict:
+        raise DataError(conflict)
     return frame.drop_duplicates("text").reset_index(drop=True)
 
 
@@ -342,46 +350,207 @@ def _describe_rows(rows: list[tuple[int, object]], limit: int = 10) -> str:
     return shown + (f" (and {len(rows) - limit} more)" if len(rows) > limit else "")
 
 
-def _label_id(value, label_map: dict | None = None) -> int | None:
-    if label_map and str(value).strip().lower() in label_map:
-        value = label_map[str(value).strip().lower()]
-    if isinstance(value, bool):
+#: the class names recognised without ``data.labels``, in their order (class id = position)
+BINARY_LABELS = tuple(ID2LABEL.values())  # ("negative", "positive")
+THREE_LABELS = ("negative", "neutral", "positive")
+#: texts pandas reads as a missing value (NaN): a label_map key among them could only map missing labels
+MISSING_WORDS = {"", "nan", "-nan", "none", "null", "na", "n/a", "#n/a", "<na>", "nat"}
+
+
+def raw_key(value) -> str | None:
+    """The text a raw label is compared as (case-insensitively): None for a missing label (None, NaN, empty
+    text, or a word of :data:`MISSING_WORDS` such as ``nan`` / ``null``); booleans as ``true`` / ``false``;
+    whole numbers as integers (``1``, ``1.0`` and ``"1"`` -> ``1``); anything else as its stripped text."""
+    if value is None:
         return None
-    if isinstance(value, (int, float)) and float(value).is_integer() and int(value) in ID2LABEL:
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in LABEL2ID:
-            return LABEL2ID[text]
-        if text.isdigit() and int(text) in ID2LABEL:
-            return int(text)
+    kind = getattr(getattr(value, "dtype", None), "kind", None)  # numpy scalars
+    if isinstance(value, bool) or kind == "b":
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) or kind in ("i", "u", "f"):
+        number = float(value)
+        if number != number:  # NaN
+            return None
+        return str(int(number)) if number.is_integer() else repr(number)
+    text = str(value).strip()
+    if text.lower() in MISSING_WORDS:  # what pandas reads as NaN in a CSV, written out in a JSON file
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() and text.lstrip("+-").replace(".", "").isdigit() else text
+
+
+def _is_int(key: str) -> bool:
+    return key.lstrip("-").isdigit()
+
+
+def _map_keys(label_map: dict | None) -> dict[str, str]:
+    """``data.label_map`` with keys and values as :func:`raw_key` text, keys lower-cased."""
+    return {raw_key(k).lower(): raw_key(v) for k, v in (label_map or {}).items()
+            if raw_key(k) is not None and raw_key(v) is not None}
+
+
+def label_problems(section) -> list[str]:
+    """Problems of ``data.labels`` / ``data.label_map`` found without reading any data (recipe checks)."""
+    problems = []
+    names = [str(n).strip() for n in section.labels] if section.labels is not None else None
+    if names is not None:
+        lowered = [n.lower() for n in names]
+        if len(names) < 2:
+            problems.append(f"data.labels: expected at least 2 class names, found {section.labels}")
+        if any(not n for n in names):
+            problems.append(f"data.labels: class names must not be empty, found {section.labels}")
+        repeated = sorted({n for n in lowered if lowered.count(n) > 1})
+        if repeated:
+            problems.append(f"data.labels: {', '.join(repeated)} given more than once (names are compared "
+                            f"case-insensitively); list each class once, in class-id order")
+    seen: dict[str, object] = {}
+    for key, value in (section.label_map or {}).items():
+        text = raw_key(key)
+        if text is None or text.lower() in MISSING_WORDS:
+            problems.append(f"data.label_map: key {key!r} stands for a missing label; rows without a label are never "
+                            f"mapped to a class: give them their label, or set data.drop_missing: true to drop them")
+            continue
+        if text.lower() in seen:
+            problems.append(f"data.label_map: keys {seen[text.lower()]!r} and {key!r} are the same raw label")
+        seen[text.lower()] = key
+        target = raw_key(value)
+        if target is None:
+            problems.append(f"data.label_map: {key!r} maps to an empty class name")
+        elif names is not None and target.lower() not in [n.lower() for n in names] and not (
+                tuple(n.lower() for n in names) == BINARY_LABELS and target in ("0", "1")):
+            problems.append(f"data.label_map: {key!r} maps to {value!r}, which is not one of data.labels "
+                            f"{names}")
+    return problems
+
+
+def decide_labels(keys, given=None, where: str = "the training file") -> tuple[str, ...]:
+    """THE decision of a run's ordered class names (class id i = position i).
+
+    ``keys``: the training split's raw labels as :func:`raw_key` text after ``data.label_map`` (missing ones
+    left out); ``given``: ``data.labels``, which wins when set. Rules otherwise, on the distinct labels
+    (case-insensitive): only negative/positive, or only 0/1 (read as negative/positive) -> ``(negative, positive)``;
+    negative/neutral/positive -> ``(negative, neutral, positive)``; only integers -> the integers sorted
+    (``("1", "2", "3", "4", "5")``); any other names -> DataError asking for ``data.labels``.
+    """
+    if given is not None:
+        return tuple(str(n).strip() for n in given)
+    distinct = sorted({k.lower() for k in keys})
+    if set(distinct) <= set(BINARY_LABELS) or set(distinct) <= {"0", "1"}:  # never a mix: 1 of 1..5 is no positive
+        return BINARY_LABELS
+    if set(distinct) <= set(THREE_LABELS) and "neutral" in distinct:
+        return THREE_LABELS
+    if all(_is_int(k) for k in distinct):
+        return tuple(str(i) for i in sorted({int(k) for k in distinct}))
+    shown = ", ".join(sorted({k for k in keys}, key=str.lower)[:12])
+    raise DataError(
+        f"{where}: the class names cannot be inferred from its labels ({shown}): peftsent recognises "
+        f"negative/positive, negative/neutral/positive and integers (sorted) by themselves; name the classes "
+        f"in class-id order with data.labels, e.g. data.labels=[{', '.join(sorted({k for k in keys})[:5])}], "
+        f"or map the raw labels onto recognised names with data.label_map")
+
+
+def _class_id(key: str | None, lowered: list[str], numeric: bool = False) -> int | None:
+    """Class id of a raw key among the lower-cased class names: by name, or (``numeric``: the training file
+    names no class, so its labels are numbers) 0/1 for negative/positive."""
+    if key is None:
+        return None
+    if key.lower() in lowered:
+        return lowered.index(key.lower())
+    if numeric and tuple(lowered) == BINARY_LABELS and key in ("0", "1"):
+        return int(key)
     return None
 
 
-def _normalise_labels(labels, where: str, label_map: dict | None = None):
-    """Map 0/1 or negative/positive labels (after ``data.label_map``) to ints.
+def _labelled(raw: dict, where: dict, section) -> tuple[dict, tuple[str, ...], list[str]]:
+    """Raw labels of every split -> class ids, by the rules of :func:`decide_labels` and ``data.label_map``.
 
-    Raises DataError naming the bad rows by index and the ``data.label_map`` fix.
+    ``raw``: split -> frame of ``text`` and raw ``label``; ``where``: split -> file or dataset name for the
+    messages. Returns (frames with int ``label``, class names, problems): every empty text, missing label and
+    unknown label of every split, all found in one pass (rows from 0 after the header). With
+    ``data.drop_missing`` rows without a label are dropped and their count printed (stderr).
     """
-    lowered = {str(k).strip().lower(): v for k, v in (label_map or {}).items()}
-    bad_targets = [f"{k}: {v!r}" for k, v in lowered.items() if _label_id(v) is None]
-    if bad_targets:
-        raise DataError(f"data.label_map: {', '.join(bad_targets)}: each value must be negative/positive or 0/1")
-    ids = [_label_id(v, lowered) for v in labels]
-    bad = [(i, v) for i, (v, label) in enumerate(zip(labels, ids)) if label is None]
-    if bad:
-        found = sorted({str(v) for _, v in bad})[:5]
-        example = ", ".join(f"{v}: {'positive' if i else 'negative'}" for i, v in enumerate(found[:2]))
-        raise DataError(
-            f"{where}: {len(bad)} rows have labels outside {sorted(ID2LABEL)} "
-            f"(expected 0/1 or {'/'.join(ID2LABEL.values())}): {_describe_rows(bad)}; if these are other names "
-            f"for the two classes, map them in the recipe, e.g. data.label_map={{{example}}}"
-        )
-    return ids
+    import sys
+
+    mapping = _map_keys(section.label_map)
+    problems: list[str] = []
+    keys = {}
+    for split, frame in raw.items():
+        found = [raw_key(v) for v in frame["label"]]
+        keys[split] = [mapping.get(k.lower(), k) if k is not None else None for k in found]
+        bad_text = [(i, t) for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
+        if bad_text:
+            problems.append(f"{where[split]}: {len(bad_text)} reviews are empty or not text: "
+                            f"{_describe_rows(bad_text)} (rows counted from 0 after the header)")
+        missing = [i for i, k in enumerate(keys[split]) if k is None]
+        if missing and section.drop_missing:
+            print(f"peftsent: {where[split]}: dropped {len(missing)} rows without a label (data.drop_missing)",
+                  file=sys.stderr)
+        elif missing:
+            shown = ", ".join(map(str, missing[:20])) + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else "")
+            problems.append(f"{where[split]}: {len(missing)} rows have no label: rows {shown} (counted from 0 "
+                            f"after the header); give them their label, or drop them with "
+                            f"data.drop_missing=true (a missing label is never mapped to a class)")
+    try:
+        names = decide_labels([k for k in keys["train"] if k is not None], section.labels, where["train"])
+    except DataError as err:
+        rows: dict[str, list[int]] = {}
+        for i, k in enumerate(keys["train"]):
+            if k is not None:
+                rows.setdefault(k, []).append(i)
+        counts = "; ".join(f"{k}: {len(r)} rows" + (f" (row {', '.join(map(str, r))})" if len(r) <= 3 else "")
+                           for k, r in sorted(rows.items(), key=lambda kv: -len(kv[1]))[:12])
+        return {}, (), [*problems, f"{err} [labels found: {counts}]"]
+    lowered = [n.lower() for n in names]
+    numeric = not any(k is not None and k.lower() in lowered for k in keys["train"])  # 0/1 only where no names
+    frames = {}
+    for split, frame in raw.items():
+        ids = [_class_id(k, lowered, numeric) for k in keys[split]]
+        unknown = [(i, frame["label"].iloc[i]) for i, (k, c) in enumerate(zip(keys[split], ids))
+                   if k is not None and c is None]
+        if unknown:
+            values = sorted({str(v) for _, v in unknown})
+            example = ", ".join(f"{v}: {names[min(j, len(names) - 1)]}" for j, v in enumerate(values[:2]))
+            problems.append(
+                f"{where[split]}: {len(unknown)} rows have labels that are not among the classes "
+                f"({', '.join(names)}): {_describe_rows(unknown)}; name every class with data.labels, or map "
+                f"the raw labels onto the classes with data.label_map, e.g. data.label_map={{{example}}}")
+        keep = [k is not None or not section.drop_missing for k in keys[split]]  # rows keep their file numbers
+        frames[split] = frame.assign(label=ids)[keep].reset_index(drop=True) if not all(keep) else \
+            frame.assign(label=ids)
+    _print_merges(raw, keys, mapping, lowered, names)
+    return frames, names, problems
+
+
+def _print_merges(raw: dict, keys: dict, mapping: dict, lowered: list[str], names) -> None:
+    """Print (stderr) each class that ``data.label_map`` gives several distinct raw labels."""
+    import sys
+
+    if not mapping:
+        return
+    sources: dict[int, set[str]] = {}
+    for split, frame in raw.items():
+        for value in frame["label"]:
+            key = raw_key(value)
+            target = mapping.get(key.lower(), key) if key is not None else None
+            class_id = _class_id(target, lowered, True)
+            if class_id is not None:
+                sources.setdefault(class_id, set()).add(key.lower())
+    for class_id, found in sorted(sources.items()):
+        if len(found) > 1:
+            print(f"peftsent: data.label_map merges the raw labels {', '.join(sorted(found))} into class "
+                  f"'{names[class_id]}'", file=sys.stderr)
+
+
+def _joined(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems in the data:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def validate_splits(frames: dict) -> None:
-    """Check every split: non-empty, texts non-empty strings, labels in range, both classes in train.
+    """Check every split: non-empty, texts non-empty strings.
 
     Raises DataError naming the split and the bad rows by index.
     """
@@ -392,9 +561,6 @@ def validate_splits(frames: dict) -> None:
         bad_text = [(i, t) for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
         if bad_text:
             raise DataError(f"split '{split}': {len(bad_text)} reviews are empty or not text: {_describe_rows(bad_text)}")
-        bad_label = [(i, v) for i, v in enumerate(frame["label"]) if _label_id(v) is None]
-        if bad_label:
-            raise DataError(f"split '{split}': {len(bad_label)} labels outside {sorted(ID2LABEL)}: {_describe_rows(bad_label)}")
 
 
 def _subset(frame, n: int | None, seed: int):
@@ -411,51 +577,72 @@ def _subset(frame, n: int | None, seed: int):
 
 
 def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = True):
-    """Load, validate and subset a dataset: ``DatasetDict`` of ``text`` (str) and ``label`` (int 0/1).
+    """Load, validate and subset a dataset: ``DatasetDict`` of ``text`` (str) and ``label`` (int class id, a
+    ``datasets.ClassLabel`` naming the classes: :func:`label_names`).
 
-    ``section`` is a DataSection. Exact duplicate texts are dropped before any split is carved.
-    Raises DataError for missing data, bad columns, bad labels or texts (rows named by index),
-    texts with both labels, validation/test files repeating train reviews, an empty split, or
-    (``both_classes``, for anything that is scored or trained on) a split holding one class only.
+    ``section`` is a DataSection. The class names are decided once (:func:`decide_labels`) from
+    ``data.labels`` or the training split, and every split is checked against them. Exact duplicate texts
+    are dropped before any split is carved. Raises one DataError listing every problem of the data (empty
+    texts, missing or unknown labels, texts with two labels; rows named by index), and DataError for missing
+    data, bad columns, validation/test files repeating train reviews, an empty split, or (``both_classes``,
+    for anything that is scored or trained on) a class missing from train or a split holding one class only.
     """
     import datasets
 
-    problems = check_available(section)
+    problems = check_available(section) + label_problems(section)
     if problems:
         raise DataError("; ".join(problems))
-    if section.name in OFFLINE_DATASETS:
-        frames = _load_offline(OFFLINE_DATASETS[section.name])
-    elif section.name in HUB_DATASETS:
-        frames = _load_hub(section.name, section)
-    elif _is_saved_dataset(section.name) or _is_hub_dataset(section.name):
-        frames = _load_dataset(section)
-        for split, frame in frames.items():
-            frame["label"] = _normalise_labels(frame["label"], f"{section.name} {split}", section.label_map)
+    if section.name in OFFLINE_DATASETS or section.name in HUB_DATASETS or _is_saved_dataset(section.name) \
+            or _is_hub_dataset(section.name):
+        if section.name in OFFLINE_DATASETS:
+            raw = _load_offline(OFFLINE_DATASETS[section.name])
+        elif section.name in HUB_DATASETS:
+            raw = _load_hub(section.name, section)
+        else:
+            raw = _load_dataset(section)
+        frames, names, problems = _labelled(raw, {split: f"{section.name} {split}" for split in raw}, section)
+        if problems:
+            raise DataError(_joined(problems))
     else:
-        frames = _load_files(section)
+        frames, names = _load_files(section)
     validate_splits(frames)
     limits = {"train": section.max_train_samples, "validation": section.max_eval_samples, "test": section.max_test_samples}
     out = {}
     for split in splits:
         frame = _subset(frames[split], limits[split], section.sample_seed)
-        frame = frame.assign(label=[int(_label_id(v)) for v in frame["label"]])
-        out[split] = frame
+        out[split] = frame.assign(label=[int(v) for v in frame["label"]])
     if both_classes:
-        check_both_classes(out, section)
-    return datasets.DatasetDict({split: datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
+        check_both_classes(out, section, names)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(names))})
+    return datasets.DatasetDict({split: datasets.Dataset.from_pandas(frame[["text", "label"]], features=features,
+                                                                     preserve_index=False)
                                  for split, frame in out.items()})
 
 
-def check_both_classes(frames: dict, section) -> None:
-    """Every split (after subsetting) must hold reviews of both classes: ROC-AUC, F1 and model selection
-    are undefined otherwise. Raises one DataError naming each split, its counts and the fix."""
+def label_names(splits) -> tuple[str, ...]:
+    """The ordered class names of splits from :func:`load_splits` (or of one split, or its tokenized form)."""
+    split = next(iter(splits.values())) if hasattr(splits, "values") and not hasattr(splits, "features") else splits
+    feature = split.features.get("label") or split.features.get("labels")
+    if feature is None or not hasattr(feature, "names"):
+        return BINARY_LABELS
+    return tuple(feature.names)
+
+
+def check_both_classes(frames: dict, section, names=BINARY_LABELS) -> None:
+    """Every class must be in train, and every split (after subsetting) must hold at least two classes:
+    ROC-AUC, F1 and model selection are undefined otherwise. Raises one DataError naming each split, its
+    counts and the fix."""
     problems = []
     for split, frame in frames.items():
-        counts = {name: int((frame["label"] == i).sum()) for i, name in ID2LABEL.items()}
-        if min(counts.values()) == 0:
-            shown = ", ".join(f"{n} {name}" for name, n in counts.items())
-            limit = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}[split]
+        counts = {name: int((frame["label"] == i).sum()) for i, name in enumerate(names)}
+        limit = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}[split]
+        shown = ", ".join(f"{n} {name}" for name, n in counts.items())
+        if sum(1 for n in counts.values() if n) < 2:
             problems.append(f"split '{split}' holds one class only ({shown}; data.{limit}={getattr(section, limit)})")
+        elif split == "train" and min(counts.values()) == 0:
+            absent = [name for name, n in counts.items() if not n]
+            problems.append(f"split 'train' has no reviews of class {', '.join(absent)} ({shown}; "
+                            f"data.{limit}={getattr(section, limit)}): a class the model never sees cannot be learnt")
     if problems:
         raise DataError("; ".join(problems) + "; every split needs both classes (ROC-AUC, F1 and model selection "
                         "are undefined otherwise): use a file with both, a larger data.max_*_samples, or let "

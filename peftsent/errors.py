@@ -44,6 +44,10 @@ class MergeError(PeftsentError):
     """A merge cannot be done or its parity check failed (nothing was written)."""
 
 
+class ExportError(PeftsentError):
+    """An export cannot be done or its parity check failed (nothing was written)."""
+
+
 def did_you_mean(key: str, valid: Iterable[str]) -> str:
     """The hint an unknown-key message ends with: ``did you mean 'x'?`` for a close match, else the valid keys
     (up to 12) or a pointer to the reference."""

@@ -20,11 +20,11 @@ from peftsent.cli import (
     positive_int,
     run_cli,
 )
-from peftsent.data import SPLITS, load_splits, tokenize_splits
+from peftsent.data import SPLITS, label_names, load_splits, tokenize_splits
 from peftsent.errors import PeftsentError
 from peftsent.inference import predict_checked, window_stride
 from peftsent.loading import load_target, target_run
-from peftsent.metrics import format_table
+from peftsent.metrics import confusion_table, format_table, per_class_table
 from peftsent.predictions import (
     data_stem,
     predictions_name,
@@ -114,6 +114,9 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
                             label_column=label_column, encoding=encoding, label_map=label_map, labels=labels)
     splits = load_splits(section, splits=[split])  # checked (both classes, ...) before any model loads
     loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+    if [n.lower() for n in label_names(splits)] != [n.lower() for n in loaded.labels]:
+        # the model's classes are the label set: read the data's labels as them (DataError if they are not)
+        splits = load_splits(dataclasses.replace(section, labels=list(loaded.labels)), splits=[split])
     try:
         policy = loaded.policy.for_scoring(long_reviews, stride)
     except ValueError as err:
@@ -125,14 +128,14 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         batch_size = loaded.run.recipe().train["per_device_eval_batch_size"] if loaded.run is not None \
             else EVAL_BATCH_SIZE
     logits, labels, speed, inference = predict_checked(loaded.model, loaded.tokenizer, tokenized[split], batch_size,
-                                                       target_dtype(dtype, loaded.run), policy=policy,
+                                                       target_dtype(dtype, loaded.run, loaded.model), policy=policy,
                                                        texts=splits[split]["text"])
-    logits = loaded.canonical(logits)  # columns (negative, positive), by the model's id2label
+    logits = loaded.canonical(logits)  # columns in the model's canonical class order (loaded.labels)
     temperature = temperature_for(loaded)
     result = {
         "target": str(target), "data": section.name, "split": split, "max_length": loaded.max_length,
         "truncation": loaded.policy.truncation,
-        **score_logits(logits, labels, ece_bins, temperature), "temperature": temperature,
+        **score_logits(logits, labels, ece_bins, temperature, loaded.labels), "temperature": temperature,
         "long_reviews": inference["long_reviews"],
         "samples_per_second": speed, "inference": inference,
         "mostly_unknown_tokens": sum(map(mostly_unknown, unknown_shares(loaded.tokenizer, splits[split]["text"]))),
@@ -148,10 +151,12 @@ def evaluate(target: str, data: str | None = None, split: str = "test", batch_si
         # a full disk: none of the three files stays (a half report would look finished)
         with resource_errors(directory, f"writing the evaluation of {target}", cleanup=files):
             result["predictions"] = str(write_predictions(files[0], splits[split]["text"], tokenized[split], logits,
-                                                          temperature))
+                                                          temperature, loaded.labels))
             write_json(files[1], result)
             files[2].write_text(
                 f"# {target} on {section.name} ({split})\n\n{format_table({split: result})}\n"
+                + (f"\n{per_class_table(result)}\n\nConfusion matrix (reviews):\n\n"
+                   f"{confusion_table(result['confusion_matrix'], result['per_class'])}\n" if "per_class" in result else "")
                 + (f"\nTemperature {temperature:.4f} applied (calibration.json); uncalibrated ECE "
                    f"{result['uncalibrated']['ece']:.4f}, log-loss {result['uncalibrated']['log_loss']:.4f}.\n"
                    if temperature is not None else "")
@@ -183,15 +188,19 @@ def main(argv: list[str] | None = None) -> int:
                               label_map=args.label_map, labels=args.labels)
         print(f"{args.target} on {result['data']} ({args.split}), {result['count']} reviews:\n")
         print(format_table({args.split: result}))
-        tn, fp = result["confusion_matrix"][0]
-        fn, tp = result["confusion_matrix"][1]
-        print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
+        if "per_class" in result:  # more than two classes
+            print(f"\n{per_class_table(result)}\n\nconfusion matrix (reviews):\n"
+                  f"{confusion_table(result['confusion_matrix'], result['per_class'])}")
+        else:
+            tn, fp = result["confusion_matrix"][0]
+            fn, tp = result["confusion_matrix"][1]
+            print(f"\nconfusion matrix (rows true, columns predicted; negative, positive): [[{tn}, {fp}], [{fn}, {tp}]]")
         if result["temperature"] is not None:
             raw = result["uncalibrated"]
             print(f"temperature {result['temperature']:.3f} applied (calibration.json); uncalibrated: "
                   f"ece {raw['ece']:.4f}, log_loss {raw['log_loss']:.4f}")
         info, check = result["inference"], result["inference"]["agreement"]
-        print(f"inference: {result['samples_per_second']} reviews/s, {info['dtype']}"
+        print(f"inference: {result['samples_per_second']} reviews/s, {info.get('runtime', info['dtype'])}"
               f"{', adapter merged in memory' if info['merged'] else ''}; long reviews: {result['long_reviews']}")
         if check:
             print(f"agreement with float32 on {check['n']} reviews: {check['prediction_agreement']:.4f} of predictions, "

@@ -118,14 +118,15 @@ TOKENIZE_CHUNK = 256
 
 def window_logits(model, tokenizer, texts, max_length: int, stride: int | None = None,
                   batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32", merge: bool = False,
-                  progress: bool = False):
+                  progress: bool = False, adapter_names: list[str] | None = None):
     """Score every review over overlapping windows of ``max_length`` tokens and average their logits.
 
     Consecutive windows share ``stride`` tokens (the tokenizer's ``stride``, default ``max_length // 2``) and run
     from the review's start whatever the tokenizer's ``truncation_side``; a review that fits is one window, so it scores exactly as under truncation. ``dtype``: float32 or
     bfloat16 (see :func:`peftsent.speed.inference_precision`); ``merge``: fold a mergeable adapter
     into the base weights meanwhile (:func:`peftsent.speed.merged_in_memory`). Windows run sorted by length,
-    with a progress bar over batches when ``progress``.
+    with a progress bar over batches when ``progress``. ``adapter_names`` (one per review, None: the active adapter):
+    the peft adapter each review's windows run through, in one mixed batch (peft's ``adapter_names``).
     ``texts``: (n,) str. Returns (logits (n, num_labels) float32, windows per review (n,) int, reviews per
     second). Needs a fast tokenizer (``overflow_to_sample_mapping``).
     """
@@ -165,6 +166,8 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
                           unit="batch", disable=None if progress else True, leave=False):
             rows = order[start:start + batch_size]
             batch = collate([features[i] for i in rows]).to(device)
+            if adapter_names is not None:
+                batch["adapter_names"] = [adapter_names[i] for i in owner[rows]]
             logits = model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
             np.add.at(sums, owner[rows], logits)
     counts = np.bincount(owner, minlength=len(texts))
@@ -212,6 +215,8 @@ def predict_checked(model, tokenizer, dataset, batch_size: int = EVAL_BATCH_SIZE
         logits, labels, speed = predict_logits(model, tokenizer, dataset, batch_size, progress, dtype, merged, cap)
     report = {"dtype": dtype, "merged": merged, "agreement": None,
               "long_reviews": f"window (stride {stride})" if windows else "truncate"}
+    if getattr(model, "runtime", None) == "onnxruntime":  # an ONNX export (peftsent.onnx_runtime)
+        report["runtime"] = f"onnxruntime {model.precision}"
     if dtype != "float32":
         rows = len(dataset) if probe is None else min(probe, len(dataset))
         if rows:  # probe=0: the caller measures agreement itself

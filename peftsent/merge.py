@@ -22,7 +22,7 @@ from peftsent.errors import MergeError
 from peftsent.inference import predict_logits
 from peftsent.loading import load_target
 from peftsent.methods import method_spec
-from peftsent.metrics import format_table
+from peftsent.metrics import confusion_table, format_table, per_class_table
 from peftsent.modeling import merge_adapter
 from peftsent.registry import portable_name
 from peftsent.rundir import MERGED_DIR, open_run, resource_errors, staging, write_json
@@ -109,18 +109,20 @@ def model_card(recipe, metrics: dict, name: str, parity: Parity | None = None, t
     truncation = (f"truncation `{policy.truncation}`" + (
         " (a plain tokenizer cannot express it: `pipeline(..., truncation=True)` keeps the first tokens; "
         "`python -m peftsent.predict` applies head+tail)" if policy.truncation == "head+tail" else ""))
+    names = [str(n) for n in (recipe.data.labels or ("negative", "positive"))]
+    labels = ", ".join(f"`{n}`" for n in names)
     header = "\n".join([
         "---",
         f"base_model: {base}",
         f"library_name: {'transformers' if merged else 'peft'}",
         "pipeline_tag: text-classification",
         f"datasets: [{recipe.data.name}]",
-        "metrics: [accuracy, f1, roc_auc]",
+        f"metrics: [accuracy, {'f1' if len(names) == 2 else 'macro_f1'}, roc_auc]",
         f"tags: [sentiment-analysis, peftsent, {recipe.method_name}]",
         "---",
     ])
     if merged:
-        what = (f"A standalone sentiment classifier (labels: `negative`, `positive`) made by peftsent: the "
+        what = (f"A standalone sentiment classifier (labels: {labels}) made by peftsent: the "
                 f"{recipe.method_name} adapter of run `{name}` folded into its base model. No adapter files, no peft needed.")
         check = f"""
 ## Merge check
@@ -137,7 +139,7 @@ classify = pipeline("text-classification", model=model, tokenizer=tokenizer, tru
 classify("A wonderful, moving film.")
 ```"""
     else:
-        what = (f"A {recipe.method_name} adapter (labels: `negative`, `positive`) for `{base}`, trained by peftsent "
+        what = (f"A {recipe.method_name} adapter (labels: {labels}) for `{base}`, trained by peftsent "
                 f"in run `{name}`; the trained classification head is saved with it.")
         check = ""
         load = f"""```python
@@ -145,7 +147,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 base = AutoModelForSequenceClassification.from_pretrained(
-    "{base}", num_labels=2, id2label={{0: "negative", 1: "positive"}}, label2id={{"negative": 0, "positive": 1}})
+    "{base}", num_labels={len(names)}, id2label={{{", ".join(f'{i}: "{n}"' for i, n in enumerate(names))}}}, label2id={{{", ".join(f'"{n}": {i}' for i, n in enumerate(names))}}})
 model = PeftModel.from_pretrained(base, "PATH").eval()
 tokenizer = AutoTokenizer.from_pretrained("PATH")
 ```
@@ -164,10 +166,18 @@ or with peftsent (resolves `{base}` offline where it is embedded): `python -m pe
 {_scoring_line(metrics)}
 
 {format_table(shown)}
-{caveat}{check}
+{_per_class(shown.get("test"))}{caveat}{check}
 ## Load it
 {load}
 """
+
+
+def _per_class(test: dict | None) -> str:
+    """The test split's per-class table and confusion matrix on a card (more than two classes), else ''."""
+    if not test or "per_class" not in test:
+        return ""
+    return (f"\nTest split, per class:\n\n{per_class_table(test)}\n\nTest confusion matrix (reviews):\n\n"
+            f"{confusion_table(test['confusion_matrix'], test['per_class'])}\n")
 
 
 def write_adapter_card(adapter_dir: Path, recipe, metrics: dict) -> None:

@@ -15,7 +15,6 @@ from peftsent.methods import make_peft_config, method_spec
 from peftsent.methods.bottleneck import add_bottleneck_adapters
 from peftsent.registry import (
     ID2LABEL,
-    LABEL2ID,
     ModelSource,
     arch_spec,
     head_to_save,
@@ -73,8 +72,44 @@ def load_tokenizer(location: str):
         raise ModelError(f"no tokenizer could be loaded from {location}: {err}") from None
 
 
-def load_base_model(location: str, dtype=None, with_report: bool = False, **kwargs):
-    """``AutoModelForSequenceClassification`` with 2 labels and id2label = negative/positive.
+def label_config(labels=None) -> dict:
+    """``num_labels``, ``id2label`` and ``label2id`` of the ordered class names ``labels`` (default
+    negative/positive): the config keys every saved model carries."""
+    names = [str(n) for n in (labels or ID2LABEL.values())]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)}}
+
+
+#: the class names of an adapter directory (adapters carry no config.json): ``{"id2label": {"0": name, ...}}``
+ADAPTER_LABELS_FILE = "labels.json"
+
+
+def write_adapter_labels(directory, labels) -> None:
+    """Save the ordered class names beside an adapter's weights (:data:`ADAPTER_LABELS_FILE`)."""
+    import json
+    from pathlib import Path
+
+    config = label_config(labels)
+    text = json.dumps({"id2label": {str(i): n for i, n in config["id2label"].items()}}, indent=2) + "\n"
+    (Path(directory) / ADAPTER_LABELS_FILE).write_text(text)
+
+
+def adapter_labels(directory) -> list[str] | None:
+    """The ordered class names saved beside an adapter (:func:`write_adapter_labels`), or None (an adapter
+    written before labels were saved, or by another tool: its base model's two classes apply)."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / ADAPTER_LABELS_FILE
+    if not path.is_file():
+        return None
+    id2label = json.loads(path.read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def load_base_model(location: str, dtype=None, with_report: bool = False, labels=None, **kwargs):
+    """``AutoModelForSequenceClassification`` with a head of ``len(labels)`` classes and id2label = ``labels``
+    (the run's ordered class names, :func:`peftsent.data.label_names`; default negative/positive).
 
     ``dtype`` (e.g. ``torch.float32``) defaults to float32; ``kwargs`` go to
     ``from_pretrained`` (quantization_config, device_map). ``with_report``: return
@@ -87,7 +122,7 @@ def load_base_model(location: str, dtype=None, with_report: bool = False, **kwar
     try:
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                location, num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID,
+                location, **label_config(labels),
                 dtype=dtype or torch.float32, output_loading_info=True, **kwargs,
             )
     except (OSError, ValueError) as err:
@@ -192,44 +227,66 @@ def refuse_fresh_weights(names, location: str) -> None:
 # ---------------------------------------------------------------- label order
 
 
-def class_order(id2label: dict, label_order: str | None = None) -> tuple[int, int]:
-    """Indices of (negative, positive) among a model's classes, by its ``id2label`` names (case-insensitive).
+#: label sets whose classes have a fixed order whatever a model's head order (a hub model may put positive
+#: first): the canonical order every peftsent path uses; any other set keeps the model's own id order
+CANONICAL_ORDERS = (tuple(ID2LABEL.values()), ("negative", "neutral", "positive"))
 
-    ``label_order``: ``negative,positive`` style names of the classes in index order, accepted for
-    models whose names do not say (``LABEL_0``/``LABEL_1``); must agree with the names when they do.
-    Raises ModelError for other names, another number of classes, or a contradicting ``label_order``.
-    The one place class indices are mapped; logits are reordered by :func:`to_canonical`.
-    """
-    names = {int(i): str(n).strip().lower() for i, n in (id2label or {}).items()}
-    wanted = list(ID2LABEL.values())
-    fix = ("set config.json's id2label to the head's rows, e.g. {\"0\": \"negative\", \"1\": \"positive\"}")
-    if len(names) != len(ID2LABEL):
-        raise ModelError(f"the model has {len(names)} classes ({', '.join(names.values())}); peftsent scores "
-                         f"binary sentiment (negative, positive): use a two-class model")
-    by_name = {n: i for i, n in names.items()}
-    if set(by_name) == set(wanted):
-        order = tuple(by_name[n] for n in wanted)
-        if label_order is not None and _parse_order(label_order) != order:
-            raise ModelError(f"--label-order {label_order} contradicts the model's id2label {names}; drop --label-order")
-        return order
+
+def class_names(id2label: dict, label_order: str | None = None) -> tuple[str, ...]:
+    """The class names of a model in canonical order (:func:`class_order`): negative/positive and
+    negative/neutral/positive in that order, other label sets in the model's id order. Raises ModelError
+    as :func:`class_order` does."""
+    names = _model_names(id2label, label_order)
+    for canonical in CANONICAL_ORDERS:
+        if sorted(n.lower() for n in names) == sorted(canonical):
+            return canonical
+    return tuple(names)
+
+
+def _model_names(id2label: dict, label_order: str | None) -> list[str]:
+    names = [str(n) for _, n in sorted((int(i), n) for i, n in (id2label or {}).items())]
+    unnamed = all(n.lower().startswith("label_") for n in names)
     if label_order is not None:
-        return _parse_order(label_order)
-    hint = " or pass --label-order negative,positive (the names of classes 0 and 1)" if all(
-        n.startswith("label_") for n in names.values()) else ""
-    raise ModelError(f"the model's id2label {names} does not name the classes negative and positive; "
-                     f"{fix}{hint}")
+        given = [n.strip() for n in str(label_order).split(",")]
+        if len(given) != len(names):
+            raise ModelError(f"--label-order {label_order}: the model has {len(names)} classes; give {len(names)} "
+                             f"names in the order of its classes 0..{len(names) - 1}, e.g. --label-order "
+                             f"{','.join(CANONICAL_ORDERS[0] if len(names) == 2 else CANONICAL_ORDERS[1] if len(names) == 3 else map(str, range(len(names))))}")
+        if len({n.lower() for n in given}) != len(given):
+            raise ModelError(f"--label-order {label_order}: each class must be named once")
+        if not unnamed and [n.lower() for n in given] != [n.lower() for n in names]:
+            raise ModelError(f"--label-order {label_order} contradicts the model's id2label "
+                             f"{dict(enumerate(names))}; drop --label-order")
+        return given
+    if unnamed:
+        example = ",".join(CANONICAL_ORDERS[0] if len(names) == 2 else CANONICAL_ORDERS[1] if len(names) == 3
+                           else [f"name{i}" for i in range(len(names))])
+        raise ModelError(f"the model's id2label {dict(enumerate(names))} does not name its classes; set "
+                         f"config.json's id2label to the head's rows, e.g. {{\"0\": \"negative\", \"1\": "
+                         f"\"positive\"}}, or pass --label-order {example} (the names of classes 0..{len(names) - 1})")
+    return names
 
 
-def _parse_order(text: str) -> tuple[int, int]:
-    names = [n.strip().lower() for n in str(text).split(",")]
-    if sorted(names) != sorted(ID2LABEL.values()):
-        raise ModelError(f"--label-order {text}: expected the two names negative and positive in the order of "
-                         f"the model's classes 0, 1, e.g. --label-order negative,positive")
-    return tuple(names.index(n) for n in ID2LABEL.values())
+def class_order(id2label: dict, label_order: str | None = None) -> tuple[int, ...]:
+    """Indices of the model's classes in canonical order, by its ``id2label`` names (case-insensitive):
+    (negative, positive) and (negative, neutral, positive) are put in that order; any other label set (a
+    peftsent-made model's ``data.labels``, e.g. ``1``..``5``) keeps its id order.
+
+    ``label_order``: the names of the classes in index order (comma-separated), accepted for models whose
+    names do not say (``LABEL_0``, ``LABEL_1``, ...); must agree with the names when they do.
+    Raises ModelError for unnamed classes without ``label_order``, a ``label_order`` of another length, or a
+    contradicting ``label_order``. The one place class indices are mapped; logits are reordered by
+    :func:`to_canonical`.
+    """
+    names = [n.lower() for n in _model_names(id2label, label_order)]
+    for canonical in CANONICAL_ORDERS:
+        if sorted(names) == sorted(canonical):
+            return tuple(names.index(n) for n in canonical)
+    return tuple(range(len(names)))
 
 
-def to_canonical(logits, order: tuple[int, int]):
-    """``logits`` (n, 2) with columns reordered to (negative, positive): ``logits[:, order]``."""
+def to_canonical(logits, order: tuple[int, ...]):
+    """``logits`` (n, num_labels) with columns reordered to canonical class order: ``logits[:, order]``."""
     return logits[:, list(order)]
 
 
@@ -309,7 +366,7 @@ def check_method_on_meta(recipe, source: ModelSource) -> None:
 
     spec = method_spec(recipe.method_name)
     try:
-        config = AutoConfig.from_pretrained(source.location, num_labels=len(ID2LABEL))
+        config = AutoConfig.from_pretrained(source.location, **label_config(recipe.data.labels))
         with torch.device("meta"), quiet_transformers():
             model = AutoModelForSequenceClassification.from_config(config)
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -427,8 +484,11 @@ def head_modules_of(recipe) -> list[str]:
     return list(recipe.method.get("modules_to_save") or arch_spec(recipe.model_type).head_modules)
 
 
-def build_model(recipe, total_steps: int | None = None):
+def build_model(recipe, total_steps: int | None = None, labels=None):
     """Load tokenizer and base model, then wrap it. Returns (model, tokenizer, ParameterReport).
+
+    ``labels``: the run's ordered class names (the head's rows, ``id2label``); default ``data.labels`` of the
+    recipe, else negative/positive.
 
     Raises RecipeError if a weight the checkpoint does not provide would not be trained
     (:func:`check_fresh_weights_trained`).
@@ -440,7 +500,7 @@ def build_model(recipe, total_steps: int | None = None):
     tokenizer = load_tokenizer(source.location)
     spec = method_spec(recipe.method_name)
     quantized = {"quantization_config": quantization_config(recipe), "device_map": {"": 0}} if spec.needs_cuda else {}
-    base, fresh = load_base_model(source.location, with_report=True, **quantized,
+    base, fresh = load_base_model(source.location, with_report=True, labels=labels or recipe.data.labels, **quantized,
                                   **dropout_overrides(source.location, recipe.model.dropout))
     model = wrap_model(base, recipe, total_steps)
     check_fresh_weights_trained(model, fresh, recipe)

@@ -24,7 +24,6 @@ from peftsent.cli import add_inference_arguments, make_parser, positive_int, run
 from peftsent.errors import DataError
 from peftsent.inference import window_logits, window_stride
 from peftsent.loading import load_target
-from peftsent.registry import ID2LABEL as id2label
 from peftsent.rundir import resource_errors
 from peftsent.speed import (
     BatchPadding,
@@ -92,10 +91,26 @@ def inputs_of(values: list, kept: list | None = None) -> Inputs:
     return Inputs([t for t, _ in entries], [e for _, e in entries], kept or [{} for _ in values])
 
 
+#: characters JSON leaves raw in strings but many readers (str.splitlines, JavaScript) take for line breaks
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(record: dict) -> str:
+    """``record`` as one line of JSON: non-ASCII text kept readable (``ensure_ascii=False``), but U+0085, U+2028
+    and U+2029 escaped, so every reader splits the output into exactly one line per input."""
+    text = json.dumps(record, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
 def _lines(text: str) -> list[str]:
     """Lines of a text file or stream, a leading byte-order mark removed. A final newline ends the last line
-    (it does not start an empty one); every other line, blank or not, is an input."""
-    return text.removeprefix(BOM).splitlines()
+    (it does not start an empty one); every other line, blank or not, is an input. Only ``\n`` ends a line
+    (files and stdin are read with universal newlines, so ``\r\n`` arrives as ``\n``): ``str.splitlines`` would
+    also split at U+2028, form feeds and other separators that occur inside reviews."""
+    lines = text.removeprefix(BOM).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _records(file: Path, text: str) -> tuple[list, list[str]]:
@@ -188,13 +203,15 @@ def keep_columns_of(text: str | None, text_column: str) -> list[str]:
 SORT_WINDOW = 1024
 
 
-def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32"):
-    """Logits (len(texts), 2) float32 in the model's class order, in the order of ``texts``.
+def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dtype: str = "float32",
+                adapter_names: list[str] | None = None):
+    """Logits (len(texts), num_labels) float32 in the model's class order, in the order of ``texts``.
 
     Inputs go through the target's token policy (``Loaded.encode``, as in training and eval); batches
     run sorted by token count, padded by :class:`peftsent.speed.BatchPadding` as in training, in ``dtype``
     (see :func:`peftsent.speed.inference_precision`),
-    on the model's device.
+    on the model's device. ``adapter_names`` (one per text): the peft adapter each text runs through, in one
+    mixed batch (peft's ``adapter_names``; see :func:`peftsent.loading.add_adapter`); None: the active adapter.
     """
     import numpy as np
     import torch
@@ -209,26 +226,30 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
         for start in range(0, len(texts), batch_size):
             picked = order[start:start + batch_size]
             batch = collate([rows[i] for i in picked]).to(device)
-            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, 2)
+            if adapter_names is not None:
+                batch["adapter_names"] = [adapter_names[i] for i in picked]
+            out[picked] = loaded.model(**batch).logits.float().cpu().numpy()  # (batch, num_labels)
     return out
 
 
-def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None):
-    """Logits (len(texts), 2) float32 in the model's class order: :func:`text_logits` when ``policy``
+def policy_logits(loaded, texts: list[str], batch_size: int, dtype: str, policy=None,
+                  adapter_names: list[str] | None = None):
+    """Logits (len(texts), num_labels) float32 in the model's class order: :func:`text_logits` when ``policy``
     (a :meth:`peftsent.tokenization.TokenPolicy.for_scoring` result; default the target's own) truncates,
-    :func:`peftsent.inference.window_logits` when it scores windows."""
+    :func:`peftsent.inference.window_logits` when it scores windows. ``adapter_names``: see :func:`text_logits`."""
     policy = policy or loaded.policy
     if policy.long_reviews == "window":
         return window_logits(loaded.model, loaded.tokenizer, texts, policy.max_length, policy.stride, batch_size,
-                             dtype)[0]
-    return text_logits(loaded, texts, batch_size, dtype)
+                             dtype, adapter_names=adapter_names)[0]
+    return text_logits(loaded, texts, batch_size, dtype, adapter_names)
 
 
 def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, long_reviews: str = "auto",
                   stride: int | None = None, dtype: str = "float32") -> Iterator[dict]:
-    """Yield one prediction per text, in input order: label name, its probability and both class probabilities.
+    """Yield one prediction per text, in input order: label name, its probability and every class's probability
+    by name (``{"label", "score", "probabilities": {name: p}}``; the probabilities sum to 1).
 
-    Classes are named by the model's id2label, mapped to negative/positive (``Loaded.canonical``). A run's
+    Classes are named by the model's id2label, in canonical order (``Loaded.canonical``, ``Loaded.labels``). A run's
     temperature (calibration.json) divides the logits. ``long_reviews`` / ``stride``: as the target scores
     long reviews (``auto``), or ``truncate`` / ``window`` (:meth:`peftsent.tokenization.TokenPolicy.for_scoring`,
     :func:`peftsent.inference.window_logits`). Texts are batched by length within windows of
@@ -246,8 +267,8 @@ def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, l
             logits = logits / temperature
             for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
                 best = max(range(len(probs)), key=probs.__getitem__)
-                yield {"text": text, "label": id2label[best], "score": round(probs[best], 6),
-                       "probabilities": {id2label[i]: round(p, 6) for i, p in enumerate(probs)}}
+                yield {"text": text, "label": loaded.labels[best], "score": round(probs[best], 6),
+                       "probabilities": {loaded.labels[i]: round(p, 6) for i, p in enumerate(probs)}}
 
 
 def unknown_warning(share: float) -> str | None:
@@ -297,7 +318,7 @@ def report_agreement(loaded, texts: list[str], batch_size: int, dtype: str, prob
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m peftsent.predict", "Label reviews as negative or positive.", EPILOG)
+    parser = make_parser("python -m peftsent.predict", "Label reviews with the model's classes (e.g. negative or positive).", EPILOG)
     parser.add_argument("target", help="run directory, merged/model directory, adapter directory or hub id")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to label")
     parser.add_argument("--file", help="txt (one review per line), csv (one per row) or jsonl (one per line) file")
@@ -345,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if policy.long_reviews == "window":  # a bad stride fails before any output
 
             stride = window_stride(loaded.tokenizer, policy.max_length, policy.stride)
-        dtype = target_dtype(args.dtype, loaded.run)
+        dtype = target_dtype(args.dtype, loaded.run, loaded.model)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
         check = report_agreement(loaded, texts, args.batch_size, dtype, policy=policy) if texts else None
@@ -356,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(stride {stride}; --long-reviews truncate for one cut)", file=sys.stderr)
         with resource_errors(args.target, f"labelling {len(texts)} reviews with {args.target}"):  # memory
             for line in output_lines(loaded, inputs, args.batch_size, args.long_reviews, args.stride, dtype):
-                print(json.dumps(line, ensure_ascii=False), flush=True)
+                print(json_line(line), flush=True)
         unlabelled = len(inputs.texts) - len(texts)
         if unlabelled:  # on stderr: standard output keeps one line per input
             print(f"{unlabelled} of {len(inputs.texts)} inputs had no text to label: their lines carry an "

@@ -2,13 +2,15 @@
 
 One JSON Lines file per (model, dataset, split) scored, one object per review::
 
-    {"index": 17, "gold": 1, "predicted": 0, "p_positive": 0.31, "logits": [0.42, -0.38],
+    {"index": 17, "gold": 1, "predicted": 0, "p_positive": 0.31,
+     "probabilities": {"negative": 0.69, "positive": 0.31}, "logits": [0.42, -0.38],
      "temperature": 1.42, "n_tokens": 611, "truncated": true, "text": "..."}
 
 - ``index``: row of the review in the split as loaded (after any seeded subset)
-- ``gold`` / ``predicted``: label ids (0 negative, 1 positive)
-- ``p_positive``: probability of the positive class as served: ``softmax(logits / T)[1]``
-  when a temperature applies (``temperature``), else ``softmax(logits)[1]``
+- ``gold`` / ``predicted``: class ids in the run's label set (``data.labels``; binary: 0 negative, 1 positive)
+- ``probabilities``: probability of each class (by name) as served: ``softmax(logits / T)`` when a
+  temperature applies (``temperature``), else ``softmax(logits)``; ``p_positive``: the positive class's,
+  written for two classes only
 - ``logits``: the model's raw logits (before any temperature), so a later fit needs no model
 - ``n_tokens``: tokens of the whole review (special tokens included), before truncation;
   ``truncated``: n_tokens > the max length the model saw
@@ -26,16 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from peftsent.calibration import before_after, fit_temperature, scale, write_calibration
+from peftsent.data import label_names as label_names_of
 from peftsent.data import load_splits, tokenize_splits
 from peftsent.errors import DataError
 from peftsent.inference import AGREEMENT_PROBE, predict_checked
 from peftsent.metrics import classification_metrics, softmax
-from peftsent.modeling import class_order, to_canonical
+from peftsent.modeling import class_names, class_order, to_canonical
 from peftsent.recipe import DataSection
 from peftsent.rundir import ADAPTER_DIR, MODEL_DIR
 from peftsent.speed import run_dtype
 
-COLUMNS = ("index", "gold", "predicted", "p_positive", "logits", "temperature", "n_tokens", "truncated", "text")
+COLUMNS = ("index", "gold", "predicted", "logits", "temperature", "n_tokens", "truncated", "text")
 
 
 def data_stem(name: str) -> str:
@@ -51,17 +54,23 @@ def predictions_name(stem: str) -> str:
     return f"predictions-{stem}.jsonl"
 
 
-def write_predictions(path: Path, texts, tokenized, logits, temperature: float | None = None) -> Path:
+def write_predictions(path: Path, texts, tokenized, logits, temperature: float | None = None,
+                      label_names=None) -> Path:
     """Write one JSON line per review. ``texts``: (n,) str; ``tokenized``: the split from
-    :func:`peftsent.data.tokenize_splits` (labels, n_tokens, truncated); ``logits``: (n, 2) raw."""
+    :func:`peftsent.data.tokenize_splits` (labels, n_tokens, truncated); ``logits``: (n, num_labels) raw, in
+    the class order of ``label_names`` (default: the split's, :func:`peftsent.data.label_names`)."""
     logits = np.asarray(logits, dtype=np.float64)
+    names = list(label_names or label_names_of(tokenized))
     probs = softmax(scale(logits, temperature))
     columns = {k: tokenized[k] for k in ("labels", "n_tokens", "truncated")}
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for i, text in enumerate(texts):
-            row = {"index": i, "gold": int(columns["labels"][i]), "predicted": int(probs[i].argmax()),
-                   "p_positive": round(float(probs[i, 1]), 6), "logits": [round(float(v), 6) for v in logits[i]],
+            row = {"index": i, "gold": int(columns["labels"][i]), "predicted": int(probs[i].argmax())}
+            if len(names) == 2:
+                row["p_positive"] = round(float(probs[i, 1]), 6)
+            row |= {"probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[i])},
+                    "logits": [round(float(v), 6) for v in logits[i]],
                    "temperature": temperature, "n_tokens": int(columns["n_tokens"][i]),
                    "truncated": bool(columns["truncated"][i]), "text": text}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -85,7 +94,7 @@ def read_predictions(path: Path):
 
 
 def logits_array(frame) -> np.ndarray:
-    """Raw logits of a predictions frame: (n, 2) float64."""
+    """Raw logits of a predictions frame: (n, num_labels) float64."""
     return np.asarray(frame["logits"].tolist(), dtype=np.float64)
 
 
@@ -94,7 +103,7 @@ def logits_array(frame) -> np.ndarray:
 
 def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperature: float | None,
            dtype: str = "float32", inference: dict | None = None, policy=None, texts=None):
-    """(raw logits (n, 2), labels (n,), reviews/s, metrics as served: see :func:`score_logits`).
+    """(raw logits (n, num_labels), labels (n,), reviews/s, metrics as served: see :func:`score_logits`).
 
     ``dtype``: the run's inference precision (:func:`peftsent.speed.run_dtype`), adapter merged in memory
     where it merges; its agreement with float32 goes into ``inference`` when given. ``policy`` / ``texts``:
@@ -105,8 +114,9 @@ def _score(model, tokenizer, tokenized, batch_size: int, ece_bins: int, temperat
                                                     policy=policy, texts=texts)
     if inference is not None:
         inference.update(report)
-    logits = to_canonical(logits, class_order(model.config.id2label))  # columns (negative, positive)
-    return logits, labels, speed, score_logits(logits, labels, ece_bins, temperature)
+    logits = to_canonical(logits, class_order(model.config.id2label))  # columns in the run's class order
+    names = class_names(model.config.id2label)
+    return logits, labels, speed, score_logits(logits, labels, ece_bins, temperature, names)
 
 
 def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tuple[dict, dict, object]:
@@ -141,13 +151,13 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
         results["calibration"] = {"temperature": temperature, "fitted_on": fitted_on, **report}
     for split in names:
         logits, labels = scored[split][:2]
-        results[split] = score_logits(logits, labels, bins, temperature)
+        results[split] = score_logits(logits, labels, bins, temperature, recipe.data.labels)
         files.append((predictions_name(f"{data_stem(recipe.data.name)}-{split}"), splits[split]["text"],
                       tokenized[split], logits))
     also = {}
     for name in recipe.eval.also:
         section = dataclasses.replace(DataSection(name=name), max_test_samples=recipe.data.max_test_samples,
-                                      sample_seed=recipe.data.sample_seed)
+                                      sample_seed=recipe.data.sample_seed, labels=recipe.data.labels)
         other = load_splits(section, splits=["test"])
         encoded = tokenize_splits(other, tokenizer, policy)["test"]
         logits, _, _, also[name] = _score(model, tokenizer, encoded, batch, bins, temperature, dtype, None, policy,
@@ -169,10 +179,11 @@ def final_evaluation(model, tokenizer, recipe, splits, tokenized, policy) -> tup
     return results, timing, write
 
 
-def score_logits(logits, labels, ece_bins: int = 15, temperature: float | None = None) -> dict:
-    """Metrics of ``logits / T`` (peftsent.metrics); with a temperature, the uncalibrated ECE and
-    log-loss stay under ``uncalibrated`` (accuracy, F1 and ROC-AUC do not depend on T)."""
-    metrics = classification_metrics(labels, scale(logits, temperature), ece_bins)
+def score_logits(logits, labels, ece_bins: int = 15, temperature: float | None = None, label_names=None) -> dict:
+    """Metrics of ``logits / T`` (peftsent.metrics; ``label_names``: the classes of the logits' columns);
+    with a temperature, the uncalibrated ECE and log-loss stay under ``uncalibrated`` (accuracy, F1 and
+    ROC-AUC do not depend on T)."""
+    metrics = classification_metrics(labels, scale(logits, temperature), ece_bins, label_names)
     if temperature is not None:
         raw = classification_metrics(labels, logits, ece_bins)
         metrics["uncalibrated"] = {k: raw[k] for k in ("ece", "log_loss")}

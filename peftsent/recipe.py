@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from peftsent.data import also_problems
+from peftsent.data import also_problems, label_problems
 from peftsent.errors import ModelError, RecipeError, did_you_mean
 from peftsent.methods import METHODS, make_peft_config, method_spec, supported_methods
 from peftsent.metrics import SELECTION_METRICS, greater_is_better
@@ -93,7 +93,7 @@ class DataSection:
     text_column: str = "text"
     """column holding the review text (local files, hub and saved datasets)"""
     label_column: str = "label"
-    """column holding the label: 0/1 or negative/positive (local files)"""
+    """column holding the label (local files): class names or integers, read by the rules of ``labels``"""
     labels: list[str | int] | None = None
     """the ordered class names, e.g. ``[negative, neutral, positive]`` or ``["1", "2", "3", "4", "5"]``; index i
     of the list is class id i (``id2label``). null: inferred from the training file
@@ -115,9 +115,13 @@ class DataSection:
     """seeded, stratified subset of test (None: all)"""
     sample_seed: int = 0
     """seed of the subsets and carved splits; fixed so every recipe sees the same reviews"""
-    label_map: dict[str, str] | None = None
-    """raw label -> ``negative`` / ``positive`` (or 0 / 1), e.g. ``{pos: positive, neg: negative}``
-    (IMDb's archive folders); compared as text, case-insensitive"""
+    label_map: dict[str | int | float | bool, str | int] | None = None
+    """raw label -> class name, e.g. ``{pos: positive, neg: negative}`` (IMDb's archive folders) or
+    ``{-1: negative, 0: neutral, 1: positive}``; keys as YAML writes them (text, numbers, booleans), compared
+    case-insensitively. A map that merges several raw labels into one class is printed; missing labels cannot
+    be mapped (see ``drop_missing``)"""
+    drop_missing: bool = False
+    """drop rows with no label (empty, NaN, null) and print how many; by default they are an error listing them"""
     allow_overlap: bool = False
     """accept validation_file / test_file reviews whose text is also in the train file (leaked reviews;
     by default an error that counts them)"""
@@ -448,6 +452,7 @@ def _check_values(recipe: Recipe, problems: list[str]) -> None:
         value = getattr(recipe.data, key)
         if value is not None and value < 2:
             problems.append(f"data.{key}: expected at least 2 (one per class) or null, found {value}")
+    problems.extend(label_problems(recipe.data))
     for key in ("validation_size", "test_size"):
         value = getattr(recipe.data, key)
         if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):

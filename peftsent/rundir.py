@@ -530,8 +530,11 @@ def _staged_state(stage: Path, recipe, resume: bool, overwrite: bool,
     if not staged_file.is_file():
         raise RunDirError(f"--resume: {stage} has no {RECIPE_FILE}, so it cannot be checked against this recipe; "
                           f"{nothing}; start again with --overwrite")
-    differences = _recipe_differences(yaml.safe_load(staged_file.read_text()) or {},
-                                      yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
+    staged, current = yaml.safe_load(staged_file.read_text()) or {}, yaml.safe_load(yaml.safe_dump(recipe.to_dict()))
+    if (staged.get("data") or {}).get("labels") is None:  # staged before the label set was saved: the data decides it
+        (current.get("data") or {}).pop("labels", None)
+        (staged.get("data") or {}).pop("labels", None)
+    differences = _recipe_differences(staged, current)
     if differences:
         raise RunDirError("--resume: the staged run was started with another recipe (" + "; ".join(differences)
                           + f"); resume with the same recipe and overrides, or start again with --overwrite; {nothing}")

@@ -20,6 +20,7 @@ import contextlib
 import time
 
 from peftsent import training_args
+from peftsent.errors import ModelError
 
 DTYPES = ("auto", "bfloat16", "float32")
 
@@ -102,10 +103,19 @@ def run_dtype(recipe) -> str:
     return "bfloat16" if bf16 else "float32"
 
 
-def target_dtype(requested: str, run=None) -> str:
+def target_dtype(requested: str, run=None, model=None) -> str:
     """The one decision of inference precision: ``requested`` (auto, bfloat16, float32); ``auto`` is the run's
     own (:func:`run_dtype`) when the target belongs to a run (``run``: a rundir.Run or None), else
-    :func:`resolve_dtype`'s (bfloat16 where the device has native bf16). Raises ValueError for other values."""
+    :func:`resolve_dtype`'s (bfloat16 where the device has native bf16). ``model``: the loaded model; an ONNX
+    export (``runtime`` ``onnxruntime``, :mod:`peftsent.onnx_runtime`) runs at the precision it was exported in,
+    so ``auto`` is ``float32`` there (the graph's int8 weights are the graph's own). Raises ValueError for other
+    values, ModelError for ``bfloat16`` on an ONNX export."""
+    if getattr(model, "runtime", None) == "onnxruntime":
+        resolve_dtype(requested)  # ValueError for an unknown value
+        if requested == "bfloat16":
+            raise ModelError(f"--dtype bfloat16: an ONNX export runs at the precision it was exported in "
+                             f"({model.precision} weights, see its export.json); use --dtype auto")
+        return "float32"
     if requested == "auto" and run is not None:
         return run_dtype(run.recipe())
     return resolve_dtype(requested)

@@ -9,26 +9,27 @@ import time
 from pathlib import Path
 
 from peftsent import __version__, metrics, modeling
-from peftsent.baseline import compare_line, tfidf_baseline
+from peftsent.baseline import BASELINE_PREDICTIONS, compare_line, paired_predictions, tfidf_baseline
 from peftsent.calibration import describe as describe_calibration
 from peftsent.cli import make_parser, run_cli
 from peftsent.data import (
     check_available,
     data_fingerprint,
+    label_names,
     load_splits,
     tokenize_splits,
 )
-from peftsent.errors import ModelError, RecipeError
+from peftsent.errors import DataError, ModelError, RecipeError
 from peftsent.loading import attach_adapter
 from peftsent.merge import write_adapter_card
 from peftsent.methods import method_spec
 from peftsent.methods.adalora import adalora_callback
 from peftsent.methods.bottleneck import save_bottleneck
-from peftsent.metrics import format_table
-from peftsent.modeling import check_method_on_meta
+from peftsent.metrics import BINARY_ONLY_METRICS, confusion_table, format_table, per_class_table
+from peftsent.modeling import check_method_on_meta, write_adapter_labels
 from peftsent.predictions import final_evaluation
 from peftsent.recipe import load_recipe
-from peftsent.registry import ID2LABEL, portable_name, resolve_model
+from peftsent.registry import portable_name, resolve_model
 from peftsent.rundir import (
     ADAPTER_DIR,
     METRICS_FILE,
@@ -161,6 +162,8 @@ def _save_weights(trainer, tokenizer, recipe, work: Path) -> None:
             config = json.loads((target / "adapter_config.json").read_text())
             config["base_model_name_or_path"] = base
             (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if spec.config_class:  # an adapter has no config.json: its class names go beside it
+        write_adapter_labels(target, recipe.data.labels)
     tokenizer.save_pretrained(target)
 
 
@@ -200,7 +203,7 @@ def _reload_checkpoint(recipe, checkpoint: str):
     if not method_spec(recipe.method_name).is_peft:
         return None
 
-    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint))
+    return attach_adapter(resolve_model(recipe.model.name).location, Path(checkpoint), labels=recipe.data.labels)
 
 
 #: beside transformers' ``rng_state*.pth`` in every checkpoint: torch's global RNG state (CPU, and each CUDA
@@ -292,7 +295,7 @@ def _make_trainer(recipe, args, model, tokenizer, tokenized, policy, callbacks=(
     return RunTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=BatchPadding(tokenizer, policy.max_length), processing_class=tokenizer,
-        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins), callbacks=[*_callbacks(recipe), *callbacks],
+        compute_metrics=metrics.trainer_metrics(recipe.eval.ece_bins, recipe.data.labels), callbacks=[*_callbacks(recipe), *callbacks],
         compute_loss_func=weighted_loss(weights) if weights is not None else None,
     )
 
@@ -404,6 +407,49 @@ def _baseline(recipe, splits) -> dict | None:
     return tfidf_baseline(splits, recipe.eval.ece_bins, ("validation", "test") if recipe.eval.test else ("validation",))
 
 
+def _with_baseline_predictions(write_files, predicted: dict):
+    def write(work: Path) -> None:
+        write_files(work)
+        write_json(work / BASELINE_PREDICTIONS, predicted)
+
+    return write
+
+
+def _check_also_labels(recipe) -> None:
+    """Each ``eval.also`` dataset's labels must be the run's classes (read as them), checked before training
+    rather than at the end of it: raises RecipeError naming the dataset and the problem."""
+    import dataclasses
+
+    if not recipe.eval.also or [n.lower() for n in recipe.data.labels] == ["negative", "positive"]:
+        return  # the named datasets are binary: nothing to check for a binary run
+    problems = []
+    for name in recipe.eval.also:
+        section = dataclasses.replace(type(recipe.data)(name=name), labels=recipe.data.labels,
+                                      max_test_samples=recipe.data.max_test_samples, sample_seed=recipe.data.sample_seed)
+        try:
+            load_splits(section, splits=["test"])
+        except DataError as err:
+            problems.append(f"eval.also: {name} cannot be scored with this run's classes "
+                            f"({', '.join(recipe.data.labels)}): {err}")
+    if problems:
+        raise RecipeError(problems, recipe.source)
+
+
+def with_labels(recipe, labels):
+    """``recipe`` with ``data.labels`` set to the run's class names (decided by :func:`peftsent.data.load_splits`),
+    so the resolved recipe.yaml, the model head and every later command read the same label set. Raises
+    RecipeError if the selection metric is a binary one (precision, recall, f1 of the positive class) and
+    there are more than two classes."""
+    import dataclasses
+
+    metric = str(recipe.train.get("metric_for_best_model")).removeprefix("eval_")
+    if len(labels) > 2 and metric in BINARY_ONLY_METRICS:
+        raise RecipeError(f"train.metric_for_best_model: {metric} is the positive class's {metric} of two classes; "
+                          f"this data has {len(labels)} ({', '.join(labels)}): use macro_f1 (or accuracy)",
+                          recipe.source)
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, labels=list(labels)))
+
+
 def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list = ()) -> Path:
     """Fine-tune ``recipe`` and write its run directory; returns the directory.
 
@@ -421,7 +467,9 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
 
     preflight(recipe, overwrite)
     splits = load_splits(recipe.data)
-    names = [str(name) for name in (recipe.data.labels or ID2LABEL.values())]  # the run's class names, in id order
+    recipe = with_labels(recipe, label_names(splits))
+    _check_also_labels(recipe)
+    names = list(recipe.data.labels)  # the run's class names, in id order (decided by load_splits)
     weights = class_weights(recipe.train["class_weights"], splits["train"]["label"], names)
     args = make_training_args(recipe, output_dir=str(stage_path(recipe.run_dir)))
     with run_stage(recipe, args.distributed_state or PartialState(), overwrite, resume,
@@ -446,6 +494,7 @@ def train(recipe, overwrite: bool = False, resume: bool = False, callbacks: list
             results, write_files = _final_evaluation(trainer, recipe, tokenizer, splits, tokenized, policy, timing)
             if baseline is not None:
                 results["baseline"] = baseline
+                write_files = _with_baseline_predictions(write_files, baseline.pop("predicted"))
             results["resumed_from"] = stage.resume_from_checkpoint and Path(stage.resume_from_checkpoint).name
             results["class_weights"] = {"setting": recipe.train["class_weights"],
                                         "weights": dict(zip(names, weights)) if weights is not None else None}
@@ -496,13 +545,19 @@ def main(argv: list[str] | None = None) -> int:
         shown.update({f"{name} (test)": result for name, result in summary.get("also", {}).items()})  # eval.also
         print(f"\nrun directory: {run_dir}\n")
         print(format_table(shown))
+        if "per_class" in summary.get("test", {}):  # more than two classes
+            print(f"\ntest, per class:\n{per_class_table(summary['test'])}\n\ntest confusion matrix (reviews):\n"
+                  f"{confusion_table(summary['test']['confusion_matrix'], summary['test']['per_class'])}")
         if "calibration" in summary:
             print(describe_calibration(summary["calibration"]))
         timing = summary["timing"]
         print(f"\ntrain time {timing['train_seconds']} s (+ {timing['validation_seconds']} s of validation while "
               f"training); peak RSS {summary['memory']['peak_rss_mib']} MiB")
         if "baseline" in summary:
-            print(compare_line(summary))
+            split = "test" if "test" in summary and "test" in summary["baseline"] else "validation"
+            resolved = load_recipe(run_dir / RECIPE_FILE, for_training=False)
+            print(compare_line(summary, resolved.train["metric_for_best_model"],
+                               paired_predictions(run_dir, resolved.data.name, split)))
         return 0
 
     return run_cli(body, "peftsent.train")

@@ -484,13 +484,17 @@ def _shown(url: str) -> str:
 
 def _trial_rows(study, spec: TuneSpec) -> list[dict]:
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    # the metrics of the run's label set (binary: precision/recall/f1; more classes: weighted_f1, per-grade ones)
+    shown = [m for m in SCALAR_METRICS if any(m in t.user_attrs.get("validation", {}) for t in trials)] or \
+        [m for m in SCALAR_METRICS if m not in ("weighted_f1", "mae", "off_by_one")]
+    for t in trials:
         wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         row = {"number": t.number, "state": t.state.name, f"objective: validation {spec.metric}": t.value}
         by_key = {p.key: p for p in spec.params}
         row.update({f"param {k}": yaml_text(by_key[k].decode(v)) if k in by_key else v for k, v in t.params.items()})
         validation = t.user_attrs.get("validation", {})
-        row.update({f"val {m}": validation.get(m) for m in SCALAR_METRICS})
+        row.update({f"val {m}": validation.get(m) for m in shown})
         steps = sorted(t.intermediate_values)
         row["last reported step"] = steps[-1] if steps else None
         row["train seconds"] = t.user_attrs.get("train_seconds")

@@ -60,6 +60,30 @@ def make_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
     return rows
 
 
+#: cue words of each class of :func:`make_class_reviews` (2, 3 or 5 classes, negative to positive)
+CLASS_CUES = {
+    2: (NEGATIVE, POSITIVE),
+    3: (NEGATIVE, ["not", "really", "very"], POSITIVE),
+    5: (["worst", "hated"], ["bad", "boring"], ["not", "really"], ["good", "great"], ["best", "loved"]),
+}
+#: the class names of :func:`make_class_reviews` files: what peftsent infers from them
+CLASS_NAMES = {2: ("negative", "positive"), 3: ("negative", "neutral", "positive"), 5: ("1", "2", "3", "4", "5")}
+
+
+def make_class_reviews(n: int, n_classes: int, seed: int = 0) -> list[tuple[str, object]]:
+    """``n`` synthetic reviews over 2, 3 or 5 classes (as many of each), labelled as people write them:
+    negative/positive, negative/neutral/positive, or star ratings 1..5 (integers)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % n_classes
+        filler = rng.sample(WORDS[:10], 6)
+        name = CLASS_NAMES[n_classes][label]
+        rows.append((" ".join(filler[:3] + [rng.choice(CLASS_CUES[n_classes][label])] + filler[3:]),
+                     int(name) if name.isdigit() else name))
+    return rows
+
+
 def write_csv(path: Path, rows, header=("text", "label")) -> Path:
     import csv
 

@@ -47,7 +47,8 @@ def test_training_keeps_predictions_of_every_split_scored(run, data):
     metrics = json.loads((run / "metrics.json").read_text())
     for stem, count in (("reviews-validation", 16), ("reviews-test", 16), ("other-test", metrics["also"][str(data[1])]["count"])):
         frame = read_predictions(run / f"predictions-{stem}.jsonl")
-        assert list(frame.columns) == list(COLUMNS) and len(frame) == count
+        assert set(COLUMNS) <= set(frame.columns) and len(frame) == count
+        assert list(frame["probabilities"].iloc[0]) == ["negative", "positive"]
         assert (frame["truncated"] == (frame["n_tokens"] > 32)).all() and frame["truncated"].any()
         assert ((frame["p_positive"] > 0.5) == (frame["predicted"] == 1)).all()
     accuracy = (read_predictions(run / "predictions-reviews-test.jsonl").eval("gold == predicted")).mean()

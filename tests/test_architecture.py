@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "peftsent"
 #: third-party libraries that take seconds to import: only inside functions, so ``--help`` stays instant
 HEAVY = ("torch", "transformers", "peft", "datasets", "sklearn", "matplotlib", "optuna", "pandas", "accelerate",
-         "scipy", "onnxruntime", "optimum", "fastapi", "uvicorn", "psycopg", "bitsandbytes")
+         "scipy", "onnx", "onnxruntime", "optimum", "fastapi", "uvicorn", "psycopg", "bitsandbytes")
 
 
 def _modules():

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline", "analyze"]
+CLIS = ["train", "eval", "merge", "predict", "compare", "methods", "tune", "baseline", "analyze", "export"]
 
 
 def _run(*args, **kwargs):
@@ -74,7 +74,7 @@ def test_sigterm_during_training_leaves_only_a_resumable_stage(tiny_models, revi
 
 # ---------------------------------------------------------------- the peftsent console script
 
-VERBS = ["train", "merge", "eval", "predict", "compare", "methods", "analyze", "tune", "baseline"]
+VERBS = ["train", "merge", "eval", "predict", "compare", "methods", "analyze", "tune", "baseline", "export", "serve"]
 
 
 def test_console_script_is_declared():

@@ -26,7 +26,8 @@ def test_bad_labels_are_reported_by_row(tmp_path):
     rows[7] = (rows[7][0], 5)
     with pytest.raises(DataError) as info:
         load_splits(_section(write_csv(tmp_path / "bad.csv", rows)))
-    assert "row 3: 'neutral'" in str(info.value) and "row 7: '5'" in str(info.value) or "row 7: 5" in str(info.value)
+    assert "neutral: 1 rows (row 3)" in str(info.value) and "5: 1 rows (row 7)" in str(info.value)
+    assert "data.labels" in str(info.value)
 
 
 def test_label_names_are_accepted(tmp_path):

@@ -203,7 +203,7 @@ def test_swapped_classifiers_score_alike(arch, classifiers, long_csv, tmp_path):
 def test_unnamed_or_other_classes_are_refused(classifiers, tiny_models, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from peftsent.eval import main
+    from peftsent.eval import evaluate, main
     from peftsent.loading import load_target
 
     root = classifiers["bert"]
@@ -215,8 +215,11 @@ def test_unnamed_or_other_classes_are_refused(classifiers, tiny_models, tmp_path
         other = tmp_path / f"m{len(id2label)}"
         AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], id2label=id2label).save_pretrained(other)
         AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(other)
-        with pytest.raises(ModelError, match="does not name the classes|3 classes"):
-            load_target(str(other), allow_random_weights=True)
+        # any label set loads, named by id2label; scoring it on data of other classes is refused
+        assert load_target(str(other), allow_random_weights=True).labels == tuple(id2label.values())
+        with pytest.raises(DataError, match="not among the classes"):
+            evaluate(str(other), data=str(write_csv(tmp_path / "d2.csv", make_reviews(40))), out=str(tmp_path / "e"),
+                     allow_random_weights=True)
     data = write_csv(tmp_path / "d.csv", make_reviews(40))
     assert main([str(root / "unnamed"), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert "--label-order" in capsys.readouterr().err
@@ -340,7 +343,7 @@ def test_duplicates_are_removed_before_carving(tmp_path):
     assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["validation"])
     conflicting = rows * 3
     conflicting[61] = (conflicting[61][0], 1 - conflicting[61][1])  # a second copy of review 1, relabelled
-    with pytest.raises(DataError, match=r"1 texts appear with both labels: rows 1, 61, 121"):
+    with pytest.raises(DataError, match=r"1 texts appear with two different labels: rows 1, 61, 121"):
         load_splits(DataSection(name=str(write_csv(tmp_path / "c.csv", conflicting)), validation_size=10, test_size=10))
 
 

@@ -129,3 +129,26 @@ def test_predict_warns_on_mostly_unknown_tokens(run, capsys):
     from peftsent.tokenization import UNKNOWN_SHARE
 
     assert UNKNOWN_SHARE == 0.5
+
+
+def test_only_newlines_separate_inputs(run, tmp_path, capsys):
+    """U+2028, U+0085 and form feeds occur inside real reviews; str.splitlines would cut a review there."""
+    lines = ["good film\u2028 really", "bad\x0c film", "great\x85 movie", "awful"]
+    (tmp_path / "r.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main([str(run), "--file", str(tmp_path / "r.txt")]) == 0
+    assert [g["text"] for g in _lines(capsys)] == lines
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in lines),
+                                      encoding="utf-8")
+    assert main([str(run), "--file", str(tmp_path / "r.jsonl")]) == 0
+    assert [g["text"] for g in _lines(capsys)] == lines
+
+
+def test_baseline_pairing_reads_predictions_with_line_separators_in_reviews(tmp_path):
+    from peftsent.baseline import paired_predictions
+    from peftsent.predictions import data_stem, predictions_name
+
+    rows = [{"index": 0, "text": "fine\u2028film", "gold": 1, "predicted": 1},
+            {"index": 1, "text": "dull\x0cfilm", "gold": 0, "predicted": 1}]
+    name = predictions_name(f"{data_stem('reviews.csv')}-test")
+    (tmp_path / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert paired_predictions(tmp_path, "reviews.csv", "test", [1, 0]) == ([1, 0], [1, 1], [1, 0])

@@ -88,7 +88,9 @@ def test_every_shipped_recipe_trains_on_every_architecture(path, arch, tiny_mode
     run = train_module.train(recipe)
     _TRAINED[key] = run
     saved = load_recipe(run / "recipe.yaml")
-    assert saved.to_dict() == recipe.to_dict(), "the saved recipe does not re-load to the one that trained"
+    assert saved.data.labels == ["negative", "positive"]  # the label set the run decided is saved with it
+    assert saved.to_dict() == train_module.with_labels(recipe, saved.data.labels).to_dict(), \
+        "the saved recipe does not re-load to the one that trained"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))

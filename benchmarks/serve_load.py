@@ -1,0 +1,318 @@
+"""``peftsent serve`` under load against the server a user writes first, side by side in one run.
+
+    python benchmarks/serve_load.py runs/quick/lora                        # the full run (minutes)
+    python benchmarks/serve_load.py runs/quick/lora --requests 48 --soak 500 --clients 1 4 16   # short
+
+Everything runs on 127.0.0.1: each server is a subprocess on a free port, the clients are bounded closed loops
+(each client sends one IMDb test review per request and waits for the answer; the level ends after
+``--requests`` requests), so the run ends by itself. Needs ``pip install "peftsent[serve]" httpx``.
+
+1. **peftsent vs naive**, at each of ``--clients`` concurrent clients: requests/s, p50/p95/p99 latency (ms) and the
+   agreement of the labels with ``peftsent predict`` (in process, same reviews, the run's own precision), for
+   - ``peftsent serve RUN`` (micro-batches; the run's precision, token policy and temperature), and
+   - the naive server: FastAPI calling ``transformers.pipeline("text-classification")`` once per request on the
+     merged model (``RUN/merged``, made with ``peftsent merge`` if absent), float32, truncation at 512 tokens.
+2. **three adapters on one base vs one**: ``peftsent serve a=RUN b=ADAPTER2 c=ADAPTER3`` (``--adapters``; default
+   the run's adapter three times, loaded as three adapters) with requests spread over a, b, c, against
+   ``peftsent serve RUN`` alone, at the largest client count: requests/s and the server's peak RSS (VmHWM).
+3. **soak**: ``--soak`` requests at the largest client count against ``peftsent serve RUN``; RSS after the first
+   tenth and at the end.
+
+Prints a markdown table (and ``--json FILE``); the targets of issue 22 (on 2 cores at 16 clients: >= 4x the naive
+requests/s with p99 <= 2 s; three adapters >= 0.7x one adapter's requests/s at <= 1.2x its peak RSS; soak RSS
+growth <= 10 %) are printed beside the measurements. Exit status 0 either way: this measures, it does not gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NAIVE_SERVER = '''
+import sys
+from fastapi import FastAPI
+from pydantic import BaseModel
+from transformers import pipeline
+import uvicorn
+
+pipe = pipeline("text-classification", model=sys.argv[1], device="cpu", dtype="float32")
+app = FastAPI()
+
+
+class Request(BaseModel):
+    texts: list[str]
+
+
+@app.post("/v1/predict")
+def predict(request: Request):
+    out = pipe(request.texts, truncation=True, max_length=512)
+    return {"predictions": [{"label": o["label"], "score": o["score"]} for o in out]}
+
+
+@app.get("/health")
+def health():
+    return {"status": "ok"}
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server subprocess on 127.0.0.1, ready once /health answers."""
+
+    def __init__(self, command: list[str], log: Path):
+        import httpx
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.log = log
+        self.process = subprocess.Popen([sys.executable, *command(self.port)], env=env, cwd=ROOT,
+                                        stdout=log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited with {self.process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"server not ready in 600 s: {log}")
+
+    def memory_mib(self) -> dict:
+        """VmRSS and VmHWM (peak) of the server process, MiB."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+        return fields
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def load(url: str, texts: list[str], clients: int, requests: int, models: list[str] | None = None) -> dict:
+    """``clients`` closed-loop clients send ``requests`` requests in all (one text each, cycling through
+    ``texts`` and ``models``): requests/s, latency percentiles (ms), errors and the labels by text index."""
+    import httpx
+
+    lock, next_index = threading.Lock(), [0]
+    latencies, labels, errors = [], {}, [0]
+
+    def client():
+        with httpx.Client(timeout=120) as session:
+            while True:
+                with lock:
+                    index = next_index[0]
+                    if index >= requests:
+                        return
+                    next_index[0] += 1
+                payload = {"texts": [texts[index % len(texts)]]}
+                if models:
+                    payload["model"] = models[index % len(models)]
+                started = time.perf_counter()
+                try:
+                    answer = session.post(f"{url}/v1/predict", json=payload)
+                    answer.raise_for_status()
+                except httpx.HTTPError:
+                    with lock:
+                        errors[0] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append(elapsed)
+                    labels[index % len(texts)] = answer.json()["predictions"][0]["label"]
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    ms = sorted(1000 * x for x in latencies) or [float("nan")]
+
+    def pct(q):
+        return ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]
+
+    return {"clients": clients, "requests": len(latencies), "errors": errors[0], "seconds": round(wall, 2),
+            "requests_per_s": round(len(latencies) / wall, 2), "p50_ms": round(pct(.5)), "p95_ms": round(pct(.95)),
+            "p99_ms": round(pct(.99)), "labels": labels}
+
+
+def _agreement(labels: dict, reference: list[str]) -> float:
+    keys = sorted(labels)
+    return round(sum(labels[k].lower() == reference[k].lower() for k in keys) / max(len(keys), 1), 4)
+
+
+def reference_labels(target: str, texts: list[str]) -> list[str]:
+    """``peftsent predict``'s labels of ``texts`` (its own default precision and scoring), in process."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.speed import target_dtype
+
+    loaded = load_target(target)
+    dtype = target_dtype("auto", loaded.run)
+    return [p["label"] for p in predict_texts(loaded, texts, dtype=dtype)]
+
+
+def test_reviews(target: str, n: int) -> list[str]:
+    """The first ``n`` reviews of the run's test split (its own data section), IMDb's for the quick recipes."""
+    from peftsent.data import load_splits
+    from peftsent.eval import _data_section
+    from peftsent.loading import target_run
+
+    section = _data_section(target_run(target), None, "text", "label", None)
+    split = load_splits(section, splits=["test"])["test"]
+    return list(split["text"][:n])
+
+
+def _merged(run: str, scratch: Path) -> str:
+    merged = Path(run) / "merged"
+    if (merged / "config.json").is_file():
+        return str(merged)
+    from peftsent.merge import merge
+
+    return str(merge(run, scratch / "merged")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a finished LoRA run directory (e.g. runs/quick/lora)")
+    parser.add_argument("--merged", help="the merged model the naive server loads (default: RUN/merged, made if absent)")
+    parser.add_argument("--adapters", nargs=2, metavar="TARGET", help="the 2nd and 3rd adapter on the same base "
+                        "(default: the run's own adapter, loaded twice more under other names)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients per level")
+    parser.add_argument("--requests", type=int, default=200, help="requests per level (default: 200)")
+    parser.add_argument("--reviews", type=int, default=200, help="distinct test reviews cycled through (default: 200)")
+    parser.add_argument("--soak", type=int, default=5000, help="requests of the soak (default: 5000; 0: none)")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="peftsent serve --max-batch-size")
+    parser.add_argument("--max-wait-ms", type=float, default=10, help="peftsent serve --max-wait-ms")
+    parser.add_argument("--skip-naive", action="store_true", help="only peftsent's server")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    args.run = str(Path(args.run).resolve())  # the servers run from the repository root
+    args.merged = args.merged and str(Path(args.merged).resolve())
+    args.adapters = args.adapters and [str(Path(a).resolve()) for a in args.adapters]
+
+    import tempfile
+
+    from peftsent import __version__
+
+    scratch = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    texts = test_reviews(args.run, args.reviews)
+    print(f"{len(texts)} test reviews; peftsent {__version__}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
+    reference = reference_labels(args.run, texts)
+    top = max(args.clients)
+    serve = ["-m", "peftsent.serve", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
+             str(args.max_wait_ms)]
+    results = {"version": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "cpus": os.cpu_count(), "load_average_start": round(os.getloadavg()[0], 1), "levels": []}
+
+    servers = {"peftsent": lambda port: [*serve, args.run, "--port", str(port)]}
+    if not args.skip_naive:
+        merged = args.merged or _merged(args.run, scratch)
+        (scratch / "naive.py").write_text(NAIVE_SERVER)
+        servers["naive"] = lambda port: [str(scratch / "naive.py"), merged, str(port)]
+    for name, command in servers.items():
+        server = Server(command, scratch / f"{name}.log")
+        try:
+            load(server.url, texts, 1, 4)  # warm-up
+            for clients in args.clients:
+                row = load(server.url, texts, clients, args.requests)
+                row.update(server=name, agreement=_agreement(row.pop("labels"), reference), **server.memory_mib())
+                results["levels"].append(row)
+                print(json.dumps(row), file=sys.stderr)
+            if name == "peftsent":
+                one = next(r for r in results["levels"] if r["server"] == name and r["clients"] == top)
+                results["one_adapter"] = {"requests_per_s": one["requests_per_s"], "peak_rss_mib": one["VmHWM"]}
+                if args.soak:
+                    first = max(1, args.soak // 10)
+                    load(server.url, texts, top, first)
+                    before = server.memory_mib()["VmRSS"]
+                    soak = load(server.url, texts, top, args.soak - first)
+                    after = server.memory_mib()["VmRSS"]
+                    results["soak"] = {"requests": args.soak, "rss_after_first_tenth_mib": round(before),
+                                       "rss_end_mib": round(after), "growth": round(after / before - 1, 4),
+                                       "errors": soak["errors"], "requests_per_s": soak["requests_per_s"]}
+                    print(json.dumps(results["soak"]), file=sys.stderr)
+        finally:
+            server.stop()
+
+    adapters = args.adapters or [args.run, args.run]
+    three = Server(lambda port: [*serve, f"a={args.run}", f"b={adapters[0]}", f"c={adapters[1]}", "--port",
+                                 str(port)], scratch / "three.log")
+    try:
+        load(three.url, texts, 1, 4, ["a", "b", "c"])
+        row = load(three.url, texts, top, args.requests, ["a", "b", "c"])
+        results["three_adapters"] = {"requests_per_s": row["requests_per_s"], "peak_rss_mib": three.memory_mib()["VmHWM"],
+                                     "p99_ms": row["p99_ms"], "errors": row["errors"]}
+    finally:
+        three.stop()
+    results["load_average_end"] = round(os.getloadavg()[0], 1)
+    print(report(results, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def report(results: dict, args) -> str:
+    """The markdown table and the targets."""
+    lines = [f"peftsent {results['version']}, {results['date']}, {results['cpus']} CPUs, load average "
+             f"{results['load_average_start']} -> {results['load_average_end']}; {args.requests} requests per level, "
+             f"one review each",
+             "", "| server | clients | requests/s | p50 ms | p95 ms | p99 ms | agreement with predict | errors | "
+             "peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["levels"]:
+        lines.append(f"| {r['server']} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
+                     f"{r['p99_ms']} | {r['agreement']} | {r['errors']} | {r['VmHWM']:.0f} |")
+    top = max(args.clients)
+    ours = next((r for r in results["levels"] if r["server"] == "peftsent" and r["clients"] == top), None)
+    naive = next((r for r in results["levels"] if r["server"] == "naive" and r["clients"] == top), None)
+    lines.append("")
+    if ours and naive:
+        lines.append(f"at {top} clients: peftsent / naive requests/s = {ours['requests_per_s'] / naive['requests_per_s']:.2f}x "
+                     f"(target >= 4x), peftsent p99 {ours['p99_ms']} ms (target <= 2000)")
+    one, three = results.get("one_adapter"), results.get("three_adapters")
+    if one and three:
+        lines.append(f"three adapters / one: requests/s {three['requests_per_s'] / one['requests_per_s']:.2f}x "
+                     f"(target >= 0.7x), peak RSS {three['peak_rss_mib'] / one['peak_rss_mib']:.2f}x (target <= 1.2x): "
+                     f"{three['requests_per_s']} vs {one['requests_per_s']} requests/s, "
+                     f"{three['peak_rss_mib']:.0f} vs {one['peak_rss_mib']:.0f} MiB")
+    soak = results.get("soak")
+    if soak:
+        lines.append(f"soak of {soak['requests']} requests: RSS {soak['rss_after_first_tenth_mib']} -> "
+                     f"{soak['rss_end_mib']} MiB ({100 * soak['growth']:+.1f} %, target <= +10 %), "
+                     f"{soak['errors']} errors")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,619 @@
+"""``peftsent serve TARGET [NAME=TARGET ...]``: an HTTP server that labels reviews, micro-batched across clients.
+
+Endpoints (FastAPI on uvicorn; ``pip install "peftsent[serve]"``):
+
+- ``POST /v1/predict`` ``{"texts": ["...", ...], "model": NAME}`` -> ``{"model": NAME, "predictions": [{"label",
+  "score", "probabilities"}, ...]}``, one prediction per text in order: the same numbers as ``peftsent predict``
+  (the token policy, long-review scoring and calibration temperature of each target; class names from the model's
+  ``id2label``). ``model`` may be left out when one model is served (else: the first one).
+- ``GET /v1/models``: the served models; ``GET /health``; ``GET /metrics`` (Prometheus text format: requests,
+  texts, batch sizes, latency, errors); ``GET /``: a page to paste a review into.
+
+Requests are micro-batched: one worker thread owns the models and scores up to ``--max-batch-size`` texts,
+waiting at most ``--max-wait-ms`` after the first text for others to join. LoRA adapters on the same base share
+one base model in memory (:func:`peftsent.loading.add_adapter`) and run in one mixed batch (peft's
+``adapter_names``), so an extra adapter costs its own weights, not a model. Merged and other model directories,
+full runs, other adapters and hub ids load on their own.
+
+Bad requests are 4xx answers that name the problem (400 invalid JSON, 404 unknown model, 413 too many or too long
+texts or too large a body, 422 a missing or wrong field or an empty text); SIGTERM (or Ctrl+C) stops taking
+connections, answers the requests in flight and exits 0.
+"""
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftsent import __version__
+from peftsent.calibration import temperature_for
+from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
+from peftsent.errors import DataError, PeftsentError
+from peftsent.loading import add_adapter, load_target, shared_adapter_source
+from peftsent.predict import policy_logits
+from peftsent.speed import can_merge, inference_precision, target_dtype
+from peftsent.tokenization import check_scoring_request
+
+#: texts one forward pass of the worker scores at most (a request with more runs alone, in batches of this size)
+DEFAULT_MAX_BATCH_SIZE = 32
+#: milliseconds the worker waits after a batch's first text for other requests' texts to join it
+DEFAULT_MAX_WAIT_MS = 10
+#: texts one request may hold
+DEFAULT_MAX_TEXTS = 64
+#: characters one text may have (the longest IMDb review has 13,704)
+DEFAULT_MAX_CHARS = 20_000
+#: the name of a target given without NAME=
+DEFAULT_NAME = "default"
+#: the characters a model name may use
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+EPILOG = """examples:
+  peftsent serve runs/quick/lora
+  peftsent serve runs/quick/lora/merged --port 8080
+  peftsent serve lora=runs/quick/lora dora=runs/quick/dora full=runs/quick/full --max-batch-size 64
+
+  curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\
+       -d '{"texts": ["A wonderful film.", "Dull and far too long."], "model": "default"}'
+  {"model": "default", "predictions": [{"label": "positive", "score": 0.97, "probabilities": {...}}, ...]}
+
+LoRA runs on the same base share one base model and run in mixed batches. Open http://HOST:PORT/ to try a review.
+"""
+
+
+class RequestError(Exception):
+    """A bad request: ``status`` (4xx) and a message that names the problem; the server answers and goes on."""
+
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class Served:
+    """One served model: a loaded target and how its texts are scored."""
+
+    name: str
+    target: str
+    loaded: object
+    """:class:`peftsent.loading.Loaded`; adapters on one base share ``loaded.model``"""
+    policy: object
+    """the :class:`peftsent.tokenization.TokenPolicy` texts are scored under (``--long-reviews``, ``--stride``)"""
+    dtype: str
+    """inference precision (:func:`peftsent.speed.target_dtype`)"""
+    temperature: float
+    """the calibration temperature logits are divided by (1.0: none)"""
+    adapter: str | None = None
+    """its adapter's name inside a shared ``PeftModel``; None for a model of its own"""
+    shared_with: list = field(default_factory=list)
+    """the names of the served models on the same base model (itself included)"""
+    held: object = None
+    """the precision context its model stays in for the server's life (see :func:`_prepare`), kept referenced"""
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in the order of ``loaded.canonical``'s columns (``Loaded.labels``, from the model's id2label)."""
+        return list(self.loaded.labels)
+
+    def batch_key(self) -> tuple:
+        """Texts of served models with equal keys run in the same forward passes."""
+        return id(self.loaded.model), id(self.loaded.tokenizer), self.policy, self.dtype
+
+    def describe(self) -> dict:
+        """The model's entry in ``GET /v1/models``."""
+        return {"name": self.name, "target": self.target, "kind": self.loaded.kind, "labels": self.labels,
+                "max_length": self.policy.max_length, "long_reviews": self.policy.long_reviews,
+                "temperature": self.temperature, "dtype": self.dtype, "shares_base_with": self.shared_with}
+
+
+def parse_targets(args: list[str]) -> list[tuple[str, str]]:
+    """``TARGET`` / ``NAME=TARGET`` arguments -> (name, target) pairs; one bare target is named ``default``.
+
+    An argument that is an existing path is a target even if it holds ``=``. Raises DataError for a bad or
+    repeated name, or two targets without names.
+    """
+    pairs, problems = [], []
+    for arg in args:
+        name, sep, target = arg.partition("=")
+        if not sep or Path(arg).expanduser().exists():
+            name, target = DEFAULT_NAME, arg
+        elif not NAME_PATTERN.fullmatch(name) or not target:
+            problems.append(f"'{arg}': expected NAME=TARGET with a NAME of letters, digits, '_', '.', '-' "
+                            f"(up to 64) and a TARGET")
+            continue
+        pairs.append((name, target))
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        problems.append(f"model name(s) {', '.join(map(repr, repeated))} given twice; name every target: NAME=TARGET "
+                        f"(a target without a name is called '{DEFAULT_NAME}')")
+    if problems:
+        raise DataError("; ".join(problems))
+    return pairs
+
+
+def _adapter_key(name: str) -> str:
+    """A peft adapter name for a served name (peft keeps its own names; '.' would split module paths)."""
+    return "served_" + name.replace(".", "_").replace("-", "_")
+
+
+def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews: str = "auto",
+                stride: int | None = None, label_order: str | None = None,
+                allow_random_weights: bool = False) -> dict[str, Served]:
+    """Load every (name, target); LoRA adapters on the same base share one base model.
+
+    ``dtype``, ``long_reviews``, ``stride``, ``label_order``, ``allow_random_weights``: as in ``peftsent predict``.
+    A base serving a single adapter has it merged into its weights (as predict does); several adapters stay
+    unmerged and run in mixed batches. Returns name -> Served in the given order. Raises a PeftsentError subclass
+    (ModelError, RunDirError, DataError) for a target that cannot be loaded or scored so.
+    """
+    served: dict[str, Served] = {}
+    bases: dict[str, Served] = {}  # base location -> the first served adapter on it
+    for name, target in pairs:
+        source = shared_adapter_source(target)
+        first = bases.get(source[1]) if source else None
+        if first is not None:
+            adapter = _adapter_key(name)
+            loaded = add_adapter(first.loaded, target, adapter, label_order, allow_random_weights)
+        else:
+            loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+            adapter = loaded.model.active_adapter if source else None
+        try:
+            policy = loaded.policy.for_scoring(long_reviews, stride)
+        except ValueError as err:
+            raise DataError(f"{name}={target}: {err}") from None
+        entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run),
+                       temperature_for(loaded) or 1.0, adapter)
+        served[name] = entry
+        if source and first is None:
+            bases[source[1]] = entry
+    for entry in served.values():
+        entry.shared_with = [other.name for other in served.values() if other.loaded.model is entry.loaded.model]
+    _prepare(served)
+    return served
+
+
+def _prepare(served: dict[str, Served]) -> None:
+    """Eval mode; a base with one adapter gets it merged (one matmul per layer, as predict); a base with several
+    keeps them apart and mixes them per row (:func:`_mix_any_head`). A model every name of which runs in bfloat16
+    enters :func:`peftsent.speed.inference_precision` once, for good: the same bf16 weights every batch would
+    round to, without casting the whole model at every batch."""
+    import torch
+
+    models = {id(entry.loaded.model): entry for entry in served.values()}
+    for entry in models.values():
+        model = entry.loaded.model
+        if not isinstance(model, torch.nn.Module):  # an exported model (ONNX Runtime): scored as loading gives it
+            continue
+        model.eval()
+        if torch.cuda.is_available():
+            model.to("cuda")
+        if len(entry.shared_with) == 1 and can_merge(model):
+            model.merge_adapter()
+        elif len(entry.shared_with) > 1:
+            _mix_any_head(model)
+        if {served[name].dtype for name in entry.shared_with} == {"bfloat16"}:
+            entry.held = inference_precision(model, "bfloat16")
+            entry.held.__enter__()
+
+
+def _mix_any_head(model) -> None:
+    """Let every module a peft model keeps per adapter (the classification head, BERT's pooler) run a mixed batch.
+
+    peft's ``ModulesToSaveWrapper._mixed_batch_forward`` refuses modules other than Linear, Embedding and Conv
+    (BERT's ``pooler``, RoBERTa's ``classifier`` are modules of their own), though their input is batch-first
+    too: this instance-level replacement does what peft does for a Linear, per adapter's rows, for any module.
+    """
+    import types
+
+    from peft.utils import ModulesToSaveWrapper
+
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module._mixed_batch_forward = types.MethodType(_mixed_head_forward, module)
+
+
+def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
+    """Rows of ``input`` (batch first) through the copy of the module of their adapter; results in row order."""
+    import torch
+
+    outputs, rows = [], []
+    for adapter in dict.fromkeys(adapter_names):
+        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
+        module = self.original_module if adapter == "__base__" else self.modules_to_save[adapter]
+        outputs.append(module(input[picked], *args, **kwargs))
+        rows += picked
+    return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows))]
+
+
+def score(jobs: list[tuple[Served, list[str]]], batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> list[list[dict]]:
+    """Predictions for a micro-batch: ``jobs`` are (served model, texts) pairs; returns one list of predictions
+    per job, one dict per text: ``label``, ``score`` and ``probabilities`` (by class name), rounded to 6 places
+    as ``peftsent predict`` prints them.
+
+    Texts of models sharing a base (and token policy and precision) run in the same forward passes, each row
+    through its own adapter (``adapter_names``). Logits are divided by each model's temperature before the softmax.
+    """
+    import torch
+
+    rows = [(entry, text, job) for job, (entry, texts) in enumerate(jobs) for text in texts]
+    groups: dict[tuple, list[int]] = {}
+    for index, (entry, _, _) in enumerate(rows):
+        groups.setdefault(entry.batch_key(), []).append(index)
+    results: list[list[dict]] = [[] for _ in jobs]
+    predictions: list[dict | None] = [None] * len(rows)
+    with torch.inference_mode():
+        for indices in groups.values():
+            first = rows[indices[0]][0]
+            names = [rows[i][0].adapter for i in indices]
+            mixed = len(first.shared_with) > 1
+            logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype,
+                                   first.policy, adapter_names=names if mixed else None)
+            for i, row in zip(indices, logits):
+                predictions[i] = _prediction(rows[i][0], row)
+    for (_, _, job), prediction in zip(rows, predictions):
+        results[job].append(prediction)
+    return results
+
+
+def _prediction(entry: Served, logits) -> dict:
+    """One text's logits (num_labels,) -> label, score and probabilities, as ``peftsent predict`` prints them."""
+    import torch
+
+    canonical = torch.as_tensor(entry.loaded.canonical(logits[None, :]))[0] / entry.temperature
+    probs = torch.softmax(canonical, dim=-1).tolist()
+    names = entry.labels
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {"label": names[best], "score": round(probs[best], 6),
+            "probabilities": {names[i]: round(p, 6) for i, p in enumerate(probs)}}
+
+
+@dataclass
+class _Job:
+    served: Served
+    texts: list[str]
+    future: asyncio.Future
+
+
+class Batcher:
+    """Collects requests' texts into micro-batches that one worker thread scores (the only thread that touches a
+    model). A batch closes at ``max_batch_size`` texts or ``max_wait_ms`` after its first text; a request whose
+    client went away before its batch ran is dropped, one that leaves later is answered into the void."""
+
+    def __init__(self, max_batch_size: int, max_wait_ms: float, metrics: "Metrics"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.metrics = metrics
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="peftsent-model")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish the batches queued so far, then stop the worker."""
+        await self.queue.put(None)
+        if self.task is not None:
+            await self.task
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, served: Served, texts: list[str]) -> list[dict]:
+        """Predictions for ``texts`` once their batch has run."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(served, texts, future))
+        return await future
+
+    async def _next_batch(self, carried: _Job | None) -> tuple[list[_Job], _Job | None, bool]:
+        """(jobs of one batch, a job carried over to the next, whether the queue was told to stop)."""
+        loop = asyncio.get_running_loop()
+        first = carried or await self.queue.get()
+        if first is None:
+            return [], None, True
+        jobs, size, deadline = [first], len(first.texts), loop.time() + self.max_wait
+        while size < self.max_batch_size:
+            try:
+                job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                break
+            if job is None:
+                return jobs, None, True
+            if size + len(job.texts) > self.max_batch_size:
+                return jobs, job, False
+            jobs.append(job)
+            size += len(job.texts)
+        return jobs, None, False
+
+    async def _run(self) -> None:
+        loop, carried, stopping = asyncio.get_running_loop(), None, False
+        while not stopping or carried is not None:
+            jobs, carried, told = await self._next_batch(carried)
+            stopping = stopping or told
+            jobs = [job for job in jobs if not job.future.done()]  # cancelled: the client left
+            if not jobs:
+                continue
+            self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
+            pairs = [(job.served, job.texts) for job in jobs]
+            try:
+                results = await loop.run_in_executor(self.executor, score, pairs, self.max_batch_size)
+            except Exception as err:  # a failing forward pass fails its requests, not the server
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            for job, result in zip(jobs, results):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+
+class Metrics:
+    """The Prometheus metrics of one server (a registry of its own, so servers in one process do not mix)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("peftsent_requests", "predict requests answered, by model and HTTP status",
+                                ["model", "status"], registry=self.registry)
+        self.texts = Counter("peftsent_texts", "texts labelled, by model", ["model"], registry=self.registry)
+        self.errors = Counter("peftsent_errors", "predict requests refused or failed, by reason", ["reason"],
+                              registry=self.registry)
+        self.latency = Histogram("peftsent_request_latency_seconds", "predict request latency, seconds from the "
+                                 "request's arrival to its answer", registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30))
+        self.batch_size = Histogram("peftsent_batch_size", "texts per micro-batch the worker scored",
+                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+@dataclass
+class Limits:
+    """What one request may hold (documented in ``--help`` and docs/deploy.md)."""
+
+    max_texts: int = DEFAULT_MAX_TEXTS
+    max_chars: int = DEFAULT_MAX_CHARS
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body read: every text at its longest in 4-byte UTF-8, JSON-escaped, plus slack."""
+        return self.max_texts * (self.max_chars * 6 + 16) + 4096
+
+
+def parse_request(body: bytes, models: dict[str, Served], limits: Limits) -> tuple[Served, list[str]]:
+    """A predict request body -> (served model, texts). Raises RequestError naming the problem."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(400, "invalid_json", f"the body is not valid JSON ({err}); expected "
+                           '{"texts": ["a review", ...], "model": "NAME"}') from None
+    if not isinstance(payload, dict):
+        raise RequestError(422, "invalid_field", f"expected a JSON object {{\"texts\": [...], \"model\": ...}}, "
+                           f"got {type(payload).__name__}")
+    unknown = sorted(set(payload) - {"texts", "model"})
+    if unknown:
+        raise RequestError(422, "invalid_field", f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                           f"expected 'texts' and optionally 'model'")
+    if "texts" not in payload:
+        raise RequestError(422, "missing_field", "missing field 'texts': a list of reviews to label")
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not texts:
+        raise RequestError(422, "invalid_field", f"'texts' must be a non-empty list of strings, got "
+                           f"{json.dumps(texts)[:80]}")
+    if len(texts) > limits.max_texts:
+        raise RequestError(413, "too_many_texts", f"{len(texts)} texts in one request; at most {limits.max_texts} "
+                           f"(split the request, or start the server with a larger --max-texts)")
+    not_text = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    empty = [i for i, text in enumerate(texts) if isinstance(text, str) and not text.strip()]
+    long = [i for i, text in enumerate(texts) if isinstance(text, str) and len(text) > limits.max_chars]
+    if not_text or empty:
+        where = (f"not strings at indices {not_text[:10]}" if not_text else "") + \
+                ("; " if not_text and empty else "") + (f"empty at indices {empty[:10]}" if empty else "")
+        raise RequestError(422, "empty_text" if empty and not not_text else "invalid_field",
+                           f"'texts' must hold non-empty strings: {where}")
+    if long:
+        raise RequestError(413, "text_too_long", f"texts at indices {long[:10]} are longer than {limits.max_chars} "
+                           f"characters (the longest has {max(len(texts[i]) for i in long)}); shorten them, or start "
+                           f"the server with a larger --max-chars")
+    name = payload.get("model", next(iter(models)))
+    if not isinstance(name, str) or name not in models:
+        raise RequestError(404, "unknown_model", f"unknown model {json.dumps(name)}; served: {', '.join(models)}")
+    return models[name], texts
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The request body, refused (413) once it passes ``limit`` bytes, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "body_too_large", f"the body has {declared} bytes; at most {limit} "
+                           f"(--max-texts x --max-chars)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body_too_large", f"the body passed {limit} bytes (--max-texts x --max-chars)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+               max_wait_ms: float = DEFAULT_MAX_WAIT_MS, limits: Limits | None = None):
+    """The FastAPI application serving ``models`` (from :func:`load_models`); the batcher starts and stops with it."""
+    import contextlib
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    limits = limits or Limits()
+    metrics = Metrics()
+    state: dict = {"batcher": None}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state["batcher"] = Batcher(max_batch_size, max_wait_ms, metrics)
+        state["batcher"].start()
+        yield
+        await state["batcher"].stop()
+
+    app = FastAPI(title="peftsent", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"models": [entry.describe() for entry in models.values()],
+                "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars}}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):  # a real annotation (no postponed evaluation here): FastAPI reads it
+        started, name = time.perf_counter(), "-"
+        try:
+            entry, texts = parse_request(await _read_body(request, limits.max_body_bytes), models, limits)
+            name = entry.name
+            predictions = await state["batcher"].submit(entry, texts)
+        except RequestError as err:
+            metrics.errors.labels(err.reason).inc()
+            metrics.requests.labels(name, str(err.status)).inc()
+            return JSONResponse({"error": str(err)}, status_code=err.status)
+        except Exception as err:  # a failed batch: this request fails, the server goes on
+            metrics.errors.labels("internal").inc()
+            metrics.requests.labels(name, "500").inc()
+            return JSONResponse({"error": f"scoring failed: {type(err).__name__}: {err}"}, status_code=500)
+        metrics.requests.labels(name, "200").inc()
+        metrics.texts.labels(name).inc(len(texts))
+        metrics.latency.observe(time.perf_counter() - started)
+        return {"model": name, "predictions": predictions}
+
+    return app
+
+
+def serve(pairs: list[tuple[str, str]], host: str = "127.0.0.1", port: int = 8000,
+          max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+          limits: Limits | None = None, **load) -> int:
+    """Load ``pairs`` (see :func:`load_models`, ``load``: its options) and serve them until SIGTERM / SIGINT.
+
+    Returns 0 after a signal: the listening socket closes, requests in flight are answered, the worker finishes.
+    """
+    import uvicorn
+
+    models = load_models(pairs, **load)
+    app = create_app(models, max_batch_size, max_wait_ms, limits)
+    for name, entry in models.items():
+        print(f"serving {name}: {entry.target} ({entry.loaded.kind}, {entry.dtype}, "
+              f"{entry.policy.long_reviews}, temperature {entry.temperature:g})", file=sys.stderr)
+    print(f"peftsent serve: http://{host}:{port}/ (POST /v1/predict, GET /v1/models /health /metrics)",
+          file=sys.stderr, flush=True)
+    # uvicorn re-raises a captured SIGTERM/SIGINT once it has shut down gracefully, so the handler in place
+    # before it runs decides the exit status: these keep it 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m peftsent.serve", "Serve models over HTTP with micro-batching.", EPILOG)
+    parser.add_argument("targets", nargs="+", metavar="[NAME=]TARGET",
+                        help="run directory, merged/model directory, adapter directory or hub id, optionally named "
+                             f"(a target without a name is '{DEFAULT_NAME}'); LoRA runs on one base share it")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; "
+                        "0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help=f"texts per micro-batch (default: {DEFAULT_MAX_BATCH_SIZE})")
+    parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
+                        help=f"milliseconds a batch waits for more texts after its first (default: "
+                             f"{DEFAULT_MAX_WAIT_MS})")
+    parser.add_argument("--max-texts", type=positive_int, default=DEFAULT_MAX_TEXTS,
+                        help=f"texts one request may hold; more: 413 (default: {DEFAULT_MAX_TEXTS})")
+    parser.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS,
+                        help=f"characters one text may have; more: 413 (default: {DEFAULT_MAX_CHARS})")
+    add_inference_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        pairs = parse_targets(args.targets)
+        if args.max_wait_ms < 0:
+            raise DataError(f"--max-wait-ms {args.max_wait_ms}: expected milliseconds >= 0")
+        if not 0 <= args.port <= 65535:
+            raise DataError(f"--port {args.port}: expected a TCP port in 0..65535")
+        try:
+            check_scoring_request(args.long_reviews, args.stride)  # before any model loads
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        try:
+            import fastapi  # noqa: F401
+            import prometheus_client  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError as err:
+            raise PeftsentError(f"serve needs {err.name}: pip install 'peftsent[serve]'") from None
+        return serve(pairs, args.host, args.port, args.max_batch_size, args.max_wait_ms,
+                     Limits(args.max_texts, args.max_chars), dtype=args.dtype, long_reviews=args.long_reviews,
+                     stride=args.stride, label_order=args.label_order,
+                     allow_random_weights=args.allow_random_weights)
+
+    return run_cli(body, "peftsent.serve")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>peftsent</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+ textarea { width: 100%; height: 9rem; font: inherit; padding: .5rem; box-sizing: border-box; }
+ button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; }
+ #label { font-size: 1.6rem; font-weight: bold; margin: 1rem 0 .5rem; }
+ .row { display: flex; align-items: center; gap: .6rem; margin: .25rem 0; }
+ .name { width: 8rem; } .bar { height: 1rem; background: #4a7bd0; } .value { width: 5rem; text-align: right; }
+ #error { color: #b00020; white-space: pre-wrap; }
+</style></head>
+<body>
+<h1>peftsent</h1>
+<p>Paste a review and press <em>Label</em>.</p>
+<label>Model <select id="model"></select></label>
+<textarea id="text" placeholder="A wonderful film, with a story that stays with you."></textarea>
+<button id="submit">Label</button>
+<div id="result" hidden><div id="label"></div><div id="probabilities"></div></div>
+<div id="error"></div>
+<script>
+const $ = (id) => document.getElementById(id);
+fetch("/v1/models").then((r) => r.json()).then((body) => {
+  for (const m of body.models) { const o = document.createElement("option"); o.value = o.textContent = m.name; $("model").append(o); }
+});
+$("submit").addEventListener("click", async () => {
+  $("error").textContent = ""; $("result").hidden = true;
+  const response = await fetch("/v1/predict", {method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({texts: [$("text").value], model: $("model").value})});
+  const body = await response.json();
+  if (!response.ok) { $("error").textContent = body.error; return; }
+  const p = body.predictions[0];
+  $("label").textContent = p.label + " (" + p.score.toFixed(3) + ")";
+  $("probabilities").replaceChildren(...Object.entries(p.probabilities).map(([name, value]) => {
+    const row = document.createElement("div"); row.className = "row";
+    row.innerHTML = '<span class="name"></span><span class="bar"></span><span class="value"></span>';
+    row.children[0].textContent = name; row.children[1].style.width = (value * 20) + "rem";
+    row.children[2].textContent = value.toFixed(4); return row;
+  }));
+  $("result").hidden = false;
+});
+</script>
+</body></html>
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

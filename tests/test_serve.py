@@ -1,0 +1,307 @@
+"""``peftsent serve`` over real HTTP on 127.0.0.1: a server subprocess, httpx clients, a headless browser."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from peftsent.merge import merge
+from peftsent.predict import main as predict_main
+from peftsent.recipe import resolve_recipe
+from peftsent.serve import main as serve_main
+from peftsent.train import train
+
+from conftest import tiny_recipe
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = ["a great movie, loved it", "awful and boring plot", "the acting was not very good but the story was the best",
+         "good", "the worst film, hated the actor"]
+LIMITS = ["--max-texts", "8", "--max-chars", "500"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_models, reviews_csv, tmp_path_factory):
+    """Two LoRA runs on one tiny RoBERTa base (adapters initialised away from identity, so they differ; its
+    classification head is a module of its own, which peft's mixed batches refuse) and the first one's merged
+    directory."""
+    root = tmp_path_factory.mktemp("serve-runs")
+    lora = {"name": "lora", "init_lora_weights": False}
+    a = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, root / "a", lora, seed=1)))
+    b = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, root / "b", lora, seed=2,
+                                         learning_rate=0.05)))
+    merged, _ = merge(a)
+    return {"a": a, "b": b, "m": Path(merged)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(args: list[str], log: Path):
+    """A ``python -m peftsent.serve`` subprocess on a free port, once /health answers: (process, base url)."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    handle = log.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "peftsent.serve", *args, "--port", str(port)],
+                               stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"serve did not answer /health in 120 s:\n{log.read_text()}")
+
+
+def _stop(process) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    """One server: runs a and b sharing their base, and the merged directory; 300 ms batching window."""
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    process, url = _start([f"a={runs['a']}", f"b={runs['b']}", f"m={runs['m']}", "--dtype", "float32",
+                           "--max-wait-ms", "300", *LIMITS], log)
+    yield url
+    assert _stop(process) == 0, log.read_text()
+
+
+def _predict_cli(target, texts, capsys) -> list[dict]:
+    capsys.readouterr()
+    assert predict_main([str(target), *texts, "--dtype", "float32"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _close(served: list[dict], expected: list[dict]) -> None:
+    """Same labels and probabilities within 2e-6 (mixed batches run the adapter unmerged: float32 rounding)."""
+    assert [p["label"] for p in served] == [p["label"] for p in expected]
+    for got, want in zip(served, expected):
+        assert got["probabilities"].keys() == want["probabilities"].keys()
+        for name, value in want["probabilities"].items():
+            assert got["probabilities"][name] == pytest.approx(value, abs=2e-6)
+        assert got["score"] == got["probabilities"][got["label"]]
+
+
+def _post(url, payload, **kwargs):
+    return httpx.post(f"{url}/v1/predict", json=payload, timeout=60, **kwargs)
+
+
+def _batches(url) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("peftsent_batch_size_count")))
+
+
+def test_mixed_batch_of_two_adapters_agrees_with_predict(server, runs, capsys):
+    """Requests for a and b arriving together run in one forward pass on the shared base, each row through its
+    own adapter, and give predict's numbers for each run (temperature included)."""
+    before = _batches(server)
+    answers, threads = {}, []
+    for key in ("a", "b", "a2", "b2"):
+        def ask(key=key):
+            answers[key] = _post(server, {"texts": TEXTS, "model": key[0]})
+        threads.append(threading.Thread(target=ask))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(answer.status_code == 200 for answer in answers.values()), {k: v.text for k, v in answers.items()}
+    assert _batches(server) - before < 4  # at least two requests shared a batch
+    expected = {name: _predict_cli(runs[name], TEXTS, capsys) for name in ("a", "b")}
+    assert expected["a"] != expected["b"]  # the two adapters differ, so mixing them up would show
+    for key, answer in answers.items():
+        body = answer.json()
+        assert body["model"] == key[0]
+        _close(body["predictions"], expected[key[0]])
+    models = {m["name"]: m for m in httpx.get(f"{server}/v1/models", timeout=10).json()["models"]}
+    assert models["a"]["shares_base_with"] == ["a", "b"] and models["m"]["shares_base_with"] == ["m"]
+    assert models["a"]["labels"] == ["negative", "positive"]
+
+
+def test_merged_dir_and_single_adapter_agree_with_predict(server, runs, capsys, tmp_path):
+    _close(_post(server, {"texts": TEXTS, "model": "m"}).json()["predictions"], _predict_cli(runs["m"], TEXTS, capsys))
+    process, url = _start([str(runs["a"]), "--dtype", "float32", "--max-wait-ms", "1500"],
+                          tmp_path / "single.log")  # merged in memory; a batch waits 1.5 s for company
+    try:
+        body = _post(url, {"texts": TEXTS}).json()  # one model: "model" may be left out
+        assert body["model"] == "default"
+        _close(body["predictions"], _predict_cli(runs["a"], TEXTS, capsys))
+        # SIGTERM with a request in flight (waiting for its batch): it is answered, then the server exits 0
+        # and takes no more requests
+        slow = {}
+        thread = threading.Thread(target=lambda: slow.update(answer=_post(url, {"texts": TEXTS})))
+        thread.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=60)
+        assert slow["answer"].status_code == 200
+        _close(slow["answer"].json()["predictions"], body["predictions"])
+        assert process.wait(timeout=60) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=5)
+    finally:
+        _stop(process)
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    ({"model": "a"}, 422, "missing field 'texts'"),
+    ({"texts": "one review", "model": "a"}, 422, "non-empty list"),
+    ({"texts": ["fine"], "model": "nope"}, 404, 'unknown model "nope"; served: a, b, m'),
+    ({"texts": ["fine", "  "], "model": "a"}, 422, "empty at indices [1]"),
+    ({"texts": ["fine", 3], "model": "a"}, 422, "not strings at indices [1]"),
+    ({"texts": ["fine"] * 9, "model": "a"}, 413, "9 texts in one request; at most 8"),
+    ({"texts": ["fine", "good " * 101], "model": "a"}, 413, "longer than 500 characters"),
+    ({"texts": ["fine"], "modle": "a"}, 422, "unknown field(s) 'modle'"),
+])
+def test_bad_requests_are_4xx_naming_the_problem(server, payload, status, words):
+    if isinstance(payload, bytes):
+        answer = httpx.post(f"{server}/v1/predict", content=payload, timeout=30,
+                            headers={"content-type": "application/json"})
+    else:
+        answer = _post(server, payload)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["error"]
+    assert _post(server, {"texts": ["fine"], "model": "a"}).status_code == 200  # the server goes on
+
+
+def test_too_large_body_is_refused_before_reading(server):
+    answer = httpx.post(f"{server}/v1/predict", content=b"x" * 10_000_000, timeout=30,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "at most" in answer.json()["error"]
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    """16 clients at once over three models: each answer is the one its text gets alone."""
+    alone = {(m, t): _post(server, {"texts": [t], "model": m}).json()["predictions"][0]
+             for m in ("a", "b", "m") for t in TEXTS[:3]}
+    jobs = [(m, t) for m, t in alone] * 2
+    answers = [None] * len(jobs)
+
+    def ask(i):
+        answers[i] = _post(server, {"texts": [jobs[i][1]], "model": jobs[i][0]})
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for job, answer in zip(jobs, answers):
+        assert answer.status_code == 200
+        _close(answer.json()["predictions"], [alone[job]])
+
+
+def test_a_client_that_leaves_does_not_stall_the_batch(server):
+    # one leaves in the middle of its body, one before its answer comes
+    with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 1000\r\n\r\n{\"texts\": [\"go")
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server}/v1/predict", json={"texts": TEXTS * 1, "model": "b"}, timeout=0.05)
+    started = time.monotonic()
+    answer = _post(server, {"texts": TEXTS, "model": "a"})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == len(TEXTS)
+    assert time.monotonic() - started < 30
+
+
+def test_metrics_health_and_models(server):
+    _post(server, {"texts": ["fine"], "model": "a"})
+    _post(server, {"texts": [""], "model": "a"})
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    for name in ('peftsent_requests_total{model="a",status="200"}', 'peftsent_errors_total{reason="empty_text"}',
+                 "peftsent_batch_size_bucket", "peftsent_request_latency_seconds_bucket", 'peftsent_texts_total'):
+        assert name in text
+    assert httpx.get(f"{server}/health", timeout=10).json() == {"status": "ok", "models": ["a", "b", "m"]}
+    limits = httpx.get(f"{server}/v1/models", timeout=10).json()["limits"]
+    assert limits == {"max_texts": 8, "max_chars": 500}
+
+
+def test_adapters_on_one_base_share_it_in_memory(runs):
+    """A second adapter adds its own weights (LoRA matrices and head) to the model the first loaded, not a model."""
+    from peftsent.serve import load_models, score
+
+    alone = {name: load_models([(name, str(runs[name]))], dtype="float32")[name] for name in ("a", "b")}
+    both = load_models([("a", str(runs["a"])), ("b", str(runs["b"]))], dtype="float32")
+    assert both["a"].loaded.model is both["b"].loaded.model
+    def count(model, own_only=False):
+        return sum(p.numel() for name, p in model.named_parameters()
+                   if not own_only or "lora_" in name or ".modules_to_save." in name)
+
+    adapter_b = count(alone["b"].loaded.model, own_only=True)  # its LoRA matrices and head
+    assert adapter_b > 0
+    assert count(both["a"].loaded.model) == count(alone["a"].loaded.model) + adapter_b
+    mixed = score([(both["a"], TEXTS), (both["b"], TEXTS[::-1])])
+    separate = [score([(alone["a"], TEXTS)])[0], score([(alone["b"], TEXTS[::-1])])[0]]
+    for got, want in zip(mixed, separate):
+        _close(got, want)
+
+
+def test_user_errors_exit_2_before_serving(runs, capsys):
+    assert serve_main([f"x={runs['a']}", f"x={runs['b']}"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert serve_main([str(runs["a"]), str(runs["b"])]) == 2
+    assert "'default' given twice" in capsys.readouterr().err
+    assert serve_main(["bad name=x"]) == 2
+    assert "expected NAME=TARGET" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+def test_page_labels_a_pasted_review_in_a_browser(server, tmp_path):
+    """A person's view: open /, pick a model, paste a review, press Label, read the label and probabilities."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("needs Debian's chromium (apt-get install -y chromium) for the headless browser test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    expected = _post(server, {"texts": [TEXTS[0]], "model": "b"}).json()["predictions"][0]
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server}/")
+            page.wait_for_selector("#model option[value=b]", state="attached")
+            page.select_option("#model", "b")
+            page.fill("#text", TEXTS[0])
+            page.click("#submit")
+            page.wait_for_selector("#result", state="visible", timeout=30_000)
+            label = page.inner_text("#label")
+            rows = page.inner_text("#probabilities")
+            page.screenshot(path=str(tmp_path / "serve-page.png"))
+            page.screenshot(path="/tmp/serve-page.png")
+            page.fill("#text", "   ")
+            page.click("#submit")
+            page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+            error = page.inner_text("#error")
+        finally:
+            browser.close()
+    assert label == f"{expected['label']} ({expected['score']:.3f})"
+    for name, value in expected["probabilities"].items():
+        assert name in rows and f"{value:.4f}" in rows
+    assert "empty at indices [0]" in error
