@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     name, isa = cpu_isa()
     print(f"CPU: {name}; {torch.get_num_threads()} threads (torch and ONNX Runtime); "
           + " ".join(f"{flag}={'yes' if present else 'no'}" for flag, present in isa.items()))
-    section = _data_section(target_run(args.run_dir), None, "text", "label", args.max_samples)
+    section = _data_section(target_run(args.run_dir), None, args.max_samples)
     splits = load_splits(section, splits=[args.split])
     texts = splits[args.split]["text"]
     with tempfile.TemporaryDirectory(prefix="export-speed-") as scratch:
