@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from peftsent.loading import load_target, target_run
     from peftsent.speed import resolve_dtype
 
-    section = _data_section(target_run(args.target), None, "text", "label", args.max_samples)
+    section = _data_section(target_run(args.target), None, args.max_samples)
     splits = load_splits(section, splits=[args.split])
     loaded = load_target(args.target)
     tokenized = tokenize_splits(splits, loaded.tokenizer, loaded.policy)[args.split]

@@ -187,7 +187,7 @@ def test_reviews(target: str, n: int) -> list[str]:
     from peftsent.eval import _data_section
     from peftsent.loading import target_run
 
-    section = _data_section(target_run(target), None, "text", "label", None)
+    section = _data_section(target_run(target), None, None)
     split = load_splits(section, splits=["test"])["test"]
     return list(split["text"][:n])
 
