@@ -266,9 +266,15 @@ def predict_texts(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, l
             logits = torch.as_tensor(loaded.canonical(policy_logits(loaded, chunk, batch_size, dtype, policy)))
             logits = logits / temperature
             for text, probs in zip(chunk, torch.softmax(logits, dim=-1).tolist()):
-                best = max(range(len(probs)), key=probs.__getitem__)
-                yield {"text": text, "label": loaded.labels[best], "score": round(probs[best], 6),
-                       "probabilities": {loaded.labels[i]: round(p, 6) for i, p in enumerate(probs)}}
+                yield {"text": text, **labelled(loaded.labels, probs)}
+
+
+def labelled(labels: list[str], probs: list[float]) -> dict:
+    """``{"label", "score", "probabilities": {name: p}}`` of one text's class probabilities (in ``labels``' order),
+    rounded to 6 digits: THE output of ``predict`` and ``serve``."""
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {"label": labels[best], "score": round(probs[best], 6),
+            "probabilities": {labels[i]: round(p, 6) for i, p in enumerate(probs)}}
 
 
 def unknown_warning(share: float) -> str | None:

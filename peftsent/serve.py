@@ -34,7 +34,7 @@ from peftsent.calibration import temperature_for
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError, PeftsentError
 from peftsent.loading import add_adapter, load_target, shared_adapter_source
-from peftsent.predict import policy_logits
+from peftsent.predict import labelled, policy_logits
 from peftsent.speed import can_merge, inference_precision, target_dtype
 from peftsent.tokenization import check_scoring_request
 
@@ -264,11 +264,7 @@ def _prediction(entry: Served, logits) -> dict:
     import torch
 
     canonical = torch.as_tensor(entry.loaded.canonical(logits[None, :]))[0] / entry.temperature
-    probs = torch.softmax(canonical, dim=-1).tolist()
-    names = entry.labels
-    best = max(range(len(probs)), key=probs.__getitem__)
-    return {"label": names[best], "score": round(probs[best], 6),
-            "probabilities": {names[i]: round(p, 6) for i, p in enumerate(probs)}}
+    return labelled(entry.labels, torch.softmax(canonical, dim=-1).tolist())
 
 
 @dataclass
