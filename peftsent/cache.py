@@ -16,7 +16,8 @@ The key (:func:`cache_key`) is a BLAKE2b hash of
 - the token policy: the caller's description (e.g. ``max_length``), the source
   text of the tokenizing function and the peftsent version.
 
-Where: ``$PEFTSENT_CACHE/tokenized`` (default ``~/.cache/peftsent/tokenized``).
+Where: ``$PEFTSENT_CACHE/tokenized`` (default ``~/.cache/peftsent/tokenized``); local data files converted
+to Arrow (:func:`files_root`) beside it in ``files``.
 ``PEFTSENT_CACHE=off`` turns caching off (every call tokenizes in memory).
 Files are written to a temporary name and renamed by ``datasets``, so two
 processes filling the same entry cannot leave a half-written file behind.
@@ -43,6 +44,25 @@ def cache_root() -> Path | None:
         return None
     base = Path(value).expanduser() if value else Path.home() / ".cache" / "peftsent"
     return base / "tokenized"
+
+
+_SCRATCH: list = []  # the process's temporary directory when caching is off (removed at exit)
+
+
+def files_root() -> Path:
+    """Directory of the Arrow files local data files are converted into (``$PEFTSENT_CACHE/files``, default
+    ``~/.cache/peftsent/files``); with ``PEFTSENT_CACHE=off``, a temporary directory removed when the process
+    exits. Created if missing."""
+    import tempfile
+
+    root = cache_root()
+    if root is None:
+        if not _SCRATCH:
+            _SCRATCH.append(tempfile.TemporaryDirectory(prefix="peftsent-files-"))
+        return Path(_SCRATCH[0].name)
+    path = root.parent / "files"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def data_fingerprint(dataset) -> str:

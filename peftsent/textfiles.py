@@ -11,6 +11,10 @@ Every path that reads a user's CSV / JSON / JSONL / text file (the recipe's ``da
   is, guessed by ``charset-normalizer``.
 
 Parquet files are binary and carry their own encoding; they are read as they are.
+
+Large files are never decoded whole: :func:`check_decodes` streams the bytes through an incremental decoder
+(1 MiB at a time) and :func:`table_chunks` hands the parsed rows over in frames of ``CHUNK_ROWS`` rows
+(pandas' own chunked readers), so a 3-million-review file costs one chunk of memory at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ DEFAULT_ENCODING = "utf-8"
 PREFERRED_GUESSES = ("cp1252", "latin_1", "utf_16")
 #: bytes around the failing position given to charset-normalizer (a guess, not a proof: seconds at most)
 GUESS_WINDOW = 200_000
+#: rows per frame that :func:`table_chunks` yields
+CHUNK_ROWS = 50_000
+#: bytes read at a time by :func:`check_decodes`
+DECODE_BLOCK = 1 << 20
 
 
 def check_encoding(encoding: str, key: str = "data.encoding") -> list[str]:
@@ -80,16 +88,83 @@ def read_text(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str = "da
         raise decode_error(path, data, err, encoding, key) from None
 
 
-def decode_error(path, data: bytes, err: UnicodeDecodeError, encoding: str, key: str) -> DataError:
-    """The DataError of a file that is not ``encoding`` text: where it fails, and the likely encoding."""
+def decode_error(path, data: bytes, err: UnicodeDecodeError, encoding: str, key: str,
+                 offset: int = 0, lines_before: int = 0) -> DataError:
+    """The DataError of a file that is not ``encoding`` text: where it fails, and the likely encoding.
+
+    ``data``: the file's bytes, or a block of them that starts at byte ``offset`` of the file after
+    ``lines_before`` newlines (``err`` positions are relative to ``data``)."""
     start = max(err.start - GUESS_WINDOW // 2, 0)
     guess = guess_encoding(data[start:start + GUESS_WINDOW])
-    line = data.count(b"\n", 0, err.start) + 1
+    line = lines_before + data.count(b"\n", 0, err.start) + 1
     byte = data[err.start:err.start + 1].hex()
     fix = (f"it looks like {guess} text: set {key}={guess}" if guess and guess != codecs.lookup(encoding).name
            else f"name its encoding with {key} (e.g. cp1252 or latin-1 for a spreadsheet export), or save it as UTF-8")
-    return DataError(f"{path} is not {encoding} text: byte 0x{byte} at offset {err.start} (line {line}) does not "
-                     f"decode ({err.reason}); {fix}")
+    return DataError(f"{path} is not {encoding} text: byte 0x{byte} at offset {offset + err.start} (line {line}) "
+                     f"does not decode ({err.reason}); {fix}")
+
+
+def check_decodes(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str = "data.encoding") -> None:
+    """Decode ``path`` with ``encoding`` block by block (:data:`DECODE_BLOCK` bytes; memory stays flat for any
+    file size). Raises DataError if it cannot be read, or as :func:`read_text` where it does not decode."""
+    codec = _codec(encoding, key)
+    decoder = codecs.getincrementaldecoder(codec)()
+    offset = lines = 0  # bytes and newlines before the current block
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                block = handle.read(DECODE_BLOCK)
+                try:
+                    decoder.decode(block, final=not block)
+                except UnicodeDecodeError as err:
+                    data = bytes(err.object)  # bytes the decoder held back from the last block, then this block
+                    held = len(data) - len(block)
+                    shift = max(err.start - GUESS_WINDOW, 0)
+                    window = data[shift:err.start + GUESS_WINDOW]
+                    moved = UnicodeDecodeError(err.encoding, window, err.start - shift, err.end - shift, err.reason)
+                    raise decode_error(path, window, moved, encoding, key, offset - held + shift,
+                                       lines - data[:held].count(b"\n") + data.count(b"\n", 0, shift)) from None
+                if not block:
+                    return
+                offset += len(block)
+                lines += block.count(b"\n")
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_ENCODING,
+                 key: str = "data.encoding", hint: str = ""):
+    """The rows of a CSV / JSON / JSONL / parquet file as ``pandas.DataFrame`` chunks of at most
+    :data:`CHUNK_ROWS` rows and the file's columns, parsed as :func:`read_table` parses them (a JSON list of
+    records, which cannot be streamed, comes as one chunk). Call :func:`check_decodes` first: a decoding error
+    met here carries no position. ``columns``: the columns parquet reads (the others are never loaded).
+    Raises DataError where the file does not parse (the parser's message, then ``hint``)."""
+    import io
+
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    codec = _codec(encoding, key)
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(path)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            if len(present) < len(columns):  # the caller names what is missing from the column list
+                yield pd.DataFrame(columns=parquet.schema_arrow.names)
+                return
+            for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=present):
+                yield batch.to_pandas()
+            return
+        if suffix == ".csv":
+            yield from pd.read_csv(path, encoding=codec, chunksize=CHUNK_ROWS)
+        elif suffix == ".jsonl":
+            yield from pd.read_json(path, encoding=codec, lines=True, chunksize=CHUNK_ROWS)
+        else:
+            yield pd.read_json(io.StringIO(read_text(path, encoding, key)))
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"cannot read {path} as {suffix[1:]}: {err}{hint}") from None
 
 
 def read_table(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str = "data.encoding", hint: str = ""):

@@ -135,16 +135,18 @@ def test_the_small_class_warning_starts_under_20_percent(capsys):
 
 
 def test_stratified_splits_and_subsets_keep_three_class_proportions():
-    import pandas as pd
+    import collections
+
+    import numpy as np
 
     from peftsent.data import _split_off, _subset
 
-    frame = pd.DataFrame({"text": [f"review {i}" for i in range(300)], "label": [0] * 150 + [1] * 90 + [2] * 60})
-    rest, part = _split_off(frame, 50, seed=0)
-    assert part["label"].value_counts().to_dict() == {0: 25, 1: 15, 2: 10}
-    assert len(rest) == 250
-    subset = _subset(frame, 100, seed=0)
-    assert subset["label"].value_counts().to_dict() == {0: 50, 1: 30, 2: 20}
+    rows, labels = np.arange(300), np.array([0] * 150 + [1] * 90 + [2] * 60)  # row numbers and their class ids
+    rest, part = _split_off(rows, labels, 50, seed=0)
+    assert collections.Counter(labels[part].tolist()) == {0: 25, 1: 15, 2: 10}
+    assert len(rest) == 250 and sorted([*rest, *part]) == list(range(300))
+    subset = _subset(rows, labels, 100, seed=0)
+    assert collections.Counter(labels[subset].tolist()) == {0: 50, 1: 30, 2: 20}
 
 
 # ---------------------------------------------------------------- files as people have them
@@ -342,8 +344,8 @@ def test_tweet_eval_recipe_loads_a_saved_copy_with_its_class_names(tmp_path):
     assert recipe.data.labels == TWEET_NAMES and check_available(recipe.data) == []
     frames = _load_dataset(recipe.data)
     assert {split: len(f) for split, f in frames.items()} == {"train": 30, "validation": 9, "test": 12}
-    assert frames["train"]["label"].tolist()[:4] == ["negative", "neutral", "positive", "negative"]
-    assert frames["test"]["text"][0] == "test review 0 bad"
+    assert frames["train"].raw_labels()[:4] == ["negative", "neutral", "positive", "negative"]
+    assert frames["test"].texts()[0] == "test review 0 bad"
     # a saved copy has no configurations: the recipe's own config is refused, with the fix
     kept = load_recipe(ROOT / "recipes/tweet_eval.yaml", [f"data.name={saved}"])
     assert "a dataset saved with save_to_disk has no configurations" in check_available(kept.data)[0]
@@ -357,8 +359,8 @@ def test_sst5_recipe_loads_a_saved_copy_by_its_label_text_column(tmp_path):
     assert recipe.data.labels == SST5_NAMES and recipe.data.label_column == "label_text"
     frames = _load_dataset(recipe.data)
     assert {split: len(f) for split, f in frames.items()} == {"train": 40, "validation": 10, "test": 15}
-    assert set(frames["train"]["label"]) == set(SST5_NAMES)
-    assert list(frames["validation"].columns) == ["text", "label"]
+    assert set(frames["train"].raw_labels()) == set(SST5_NAMES)
+    assert frames["validation"].table.dataset.column_names == ["text", "label"]
 
 
 @pytest.mark.parametrize("recipe_name,make,names", [("tweet_eval", _saved_tweet_eval, TWEET_NAMES),
@@ -421,9 +423,9 @@ def test_data_config_is_passed_to_load_dataset(tmp_path, datasets_cache):
     assert check_available(recipe.data) == []
     frames = _load_dataset(recipe.data)
     assert {split: len(f) for split, f in frames.items()} == {"train": 24, "validation": 6, "test": 9}
-    assert all(t.startswith("sentiment ") for f in frames.values() for t in f["text"])
+    assert all(t.startswith("sentiment ") for f in frames.values() for t in f.texts())
     other = _load_dataset(dataclasses.replace(recipe.data, config="emotion"))
-    assert all(t.startswith("emotion ") for t in other["train"]["text"])
+    assert all(t.startswith("emotion ") for t in other["train"].texts())
     with pytest.raises(DataError, match="configuration 'sentimnt'.*could not be loaded.*sentiment"):
         _load_dataset(dataclasses.replace(recipe.data, config="sentimnt"))
 
