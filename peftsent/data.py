@@ -185,13 +185,26 @@ class _Table:
     After the scan: ``digests`` (n,) ``S16`` BLAKE2b of each text (exact-duplicate test), ``codes`` (n,) int32
     index of each row's raw label in ``values`` (the distinct raw labels, None for a missing one, sorted as
     the raw values sort, so stratifying on codes is stratifying on the raw labels), ``bad`` (row numbers
-    whose text is empty or not a string, with the value).
+    whose text is empty or not a string, with the value). ``path``: the Arrow stream file a local file was
+    converted into (:func:`_file_table`), read in sequence with plain reads where the whole table is read
+    (scan, writing splits), so its pages are not left mapped into the process (they would count as its RSS).
     """
 
-    def __init__(self, dataset, class_names=None):
+    def __init__(self, dataset, class_names=None, path: Path | None = None):
         self.dataset = dataset
         self.class_names = class_names
+        self.path = path
         self.scan()
+
+    def batches(self):
+        """The table in order, as ``pyarrow`` record batches (of about :data:`SCAN_ROWS` rows)."""
+        if self.path is None:
+            yield from self.dataset.with_format("arrow").iter(batch_size=SCAN_ROWS)
+            return
+        import pyarrow as pa
+
+        with pa.OSFile(str(self.path), "rb") as source:
+            yield from pa.ipc.open_stream(source)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -204,7 +217,7 @@ class _Table:
         digests, codes, seen = [], [], {}
         self.bad: list[tuple[int, object]] = []
         start = 0
-        for batch in self.dataset.with_format("arrow").iter(batch_size=SCAN_ROWS):
+        for batch in self.batches():
             texts = batch.column("text").to_pylist()
             digests.append(np.array([hashlib.blake2b(t.encode("utf-8", "surrogatepass") if isinstance(t, str)
                                                      else b"\x00", digest_size=16).digest() for t in texts],
@@ -439,7 +452,7 @@ def _file_table(path: str, section) -> _Table:
             os.replace(partial, target)  # whole or not at all: two processes converting the same file both finish
         finally:
             partial.unlink(missing_ok=True)
-    return _Table(datasets.Dataset.from_file(str(target)))
+    return _Table(datasets.Dataset.from_file(str(target)), path=target)
 
 
 def _label_text(value) -> str | None:
@@ -759,16 +772,28 @@ def _check_not_empty(parts: dict) -> None:
 
 def _materialize(part: _Rows, labels, features, split: str):
     """The rows of ``part`` as a ``datasets.Dataset`` of ``text`` and ``label`` (``features``; ``labels``: (n,)
-    class ids of those rows). A file-backed table writes it next to its Arrow file (once: the name is a hash
-    of table, rows and labels), so a split of millions of reviews never sits in memory."""
+    class ids of those rows, in their order). A file-backed table is read once in sequence and the rows are
+    written in file order to an Arrow file beside it (once: the name is a hash of table, rows and labels),
+    then put back in their order by an indices mapping (``Dataset.select``): a split of millions of reviews
+    never sits in memory. Other tables (in memory, or the hub's memory-mapped files): ``select`` then ``map``."""
     import hashlib
 
     import datasets
+    import numpy as np
 
     digest = hashlib.blake2b(digest_size=16)
     for piece in (part.table.dataset._fingerprint.encode(), part.rows.tobytes(), labels.astype("int64").tobytes(),
                   repr(features).encode()):
         digest.update(piece)
+    if part.table.path is not None:
+        order = np.argsort(part.rows, kind="stable")
+        target = part.table.path.with_name(f"{part.table.path.stem}-{digest.hexdigest()}.arrow")
+        if not target.is_file():
+            _write_rows(part.table, part.rows[order], labels[order], features, target)
+        written = datasets.Dataset.from_file(str(target))
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return written if np.array_equal(order, np.arange(len(order))) else written.select(inverse)
     selected = part.table.dataset.select(part.rows)
 
     def put(batch, indices):
@@ -783,6 +808,30 @@ def _materialize(part: _Rows, labels, features, split: str):
     finally:
         if quiet:
             datasets.enable_progress_bars()
+
+
+def _write_rows(table: _Table, rows, labels, features, target: Path) -> None:
+    """Write ``rows`` (sorted row numbers of a file-backed ``table``) and their class ids ``labels`` to the
+    Arrow stream file ``target`` (through a temporary name: whole or not at all)."""
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    start = 0
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for batch in table.batches():
+                lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
+                if hi > lo:
+                    texts = batch.column("text").take(pa.array(rows[lo:hi] - start))
+                    writer.write_batch(pa.record_batch([texts, pa.array(labels[lo:hi], pa.int64())], schema=schema))
+                start += batch.num_rows
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_splits(section, splits: Iterable[str] = SPLITS, both_classes: bool = True):
