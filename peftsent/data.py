@@ -194,7 +194,41 @@ class _Table:
         self.dataset = dataset
         self.class_names = class_names
         self.path = path
-        self.scan()
+        if not self._read_scan():
+            self.scan()
+            self._write_scan()
+
+    def _scan_files(self) -> tuple[Path, Path]:
+        return self.path.with_suffix(".scan.npz"), self.path.with_suffix(".scan.json")
+
+    def _read_scan(self) -> bool:
+        """A file-backed table's scan, saved beside its Arrow file by an earlier load: True if there was one."""
+        import json
+
+        import numpy as np
+
+        if self.path is None or not all(f.is_file() for f in self._scan_files()):
+            return False
+        arrays, extra = self._scan_files()
+        with np.load(arrays) as saved:
+            self.digests, self.codes = saved["digests"], saved["codes"]
+        found = json.loads(extra.read_text())
+        self.values, self.bad = found["values"], [tuple(pair) for pair in found["bad"]]
+        return True
+
+    def _write_scan(self) -> None:
+        import json
+        import os
+
+        import numpy as np
+
+        if self.path is None:
+            return
+        arrays, extra = self._scan_files()
+        partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, digests=self.digests, codes=self.codes)
+        extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
+        os.replace(partial, arrays)  # the arrays last: both present means both whole
 
     def batches(self):
         """The table in order, as ``pyarrow`` record batches (of about :data:`SCAN_ROWS` rows)."""

@@ -117,13 +117,17 @@ def check_decodes(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str =
                 try:
                     decoder.decode(block, final=not block)
                 except UnicodeDecodeError as err:
-                    data = bytes(err.object)  # bytes the decoder held back from the last block, then this block
-                    held = len(data) - len(block)
-                    shift = max(err.start - GUESS_WINDOW, 0)
-                    window = data[shift:err.start + GUESS_WINDOW]
-                    moved = UnicodeDecodeError(err.encoding, window, err.start - shift, err.end - shift, err.reason)
-                    raise decode_error(path, window, moved, encoding, key, offset - held + shift,
-                                       lines - data[:held].count(b"\n") + data.count(b"\n", 0, shift)) from None
+                    held = len(err.object) - len(block)  # bytes the decoder held back from the last block
+                    where = offset - held + err.start  # the bad byte's offset in the file
+                    lines_before = lines - bytes(err.object[:held]).count(b"\n") + \
+                        bytes(err.object[:err.start]).count(b"\n")  # newlines in the file before the bad byte
+                    start = max(where - GUESS_WINDOW // 2, 0)  # the bytes around it, for the guess
+                    handle.seek(start)
+                    window = handle.read(GUESS_WINDOW)
+                    moved = UnicodeDecodeError(err.encoding, window, where - start, where - start + err.end - err.start,
+                                               err.reason)
+                    line_start = lines_before - window.count(b"\n", 0, where - start)
+                    raise decode_error(path, window, moved, encoding, key, start, line_start) from None
                 if not block:
                     return
                 offset += len(block)

@@ -1,0 +1,141 @@
+"""Corpora larger than memory: a local file is read in chunks into a memory-mapped Arrow file, splits move row
+numbers, not reviews, and the splits are the same as before (issue 23)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_reviews
+
+#: data fingerprints of the embedded splits as peftsent 0.x (the pandas path, b46d5f4) carved and subset them
+EMBEDDED_FINGERPRINTS = {
+    ("imdb-offline", None): "580b267657acd542d966f93138327229f1d831a5296302a4ef2679a2d6eca476",
+    ("imdb-offline", 3000): "ee9e06c155b3374e7d9fa7b3a7cc7b81b8d20dddabe80b4842747004af0d52c5",
+    ("rotten_tomatoes-offline", None): "cf032f9464c0417f1c9ced76bf3649fa33a1377938df199f5021587959aa5b0e",
+}
+
+
+@pytest.mark.parametrize("name,train", list(EMBEDDED_FINGERPRINTS))
+def test_embedded_splits_and_subsets_are_the_reviews_they_always_were(name, train):
+    from peftsent.data import data_fingerprint, load_splits
+    from peftsent.recipe import DataSection
+
+    splits = load_splits(DataSection(name=name, max_train_samples=train))
+    assert data_fingerprint(splits) == EMBEDDED_FINGERPRINTS[(name, train)]
+
+
+def _star_file(path, n: int = 120, kind: str = "csv"):
+    """Star ratings 1-5 with a repeated text (same label), as a CSV / JSONL / parquet file."""
+    import pandas as pd
+
+    rows = make_reviews(n, seed=3)
+    frame = pd.DataFrame({"review": [f"{t} number {i}" for i, (t, _) in enumerate(rows)],
+                          "stars": [1 + i % 5 for i in range(n)]})
+    frame.loc[::9, "review"] = frame["review"].iloc[0]
+    frame.loc[::9, "stars"] = frame["stars"].iloc[0]
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    elif kind == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+def _section(path, **keys):
+    from peftsent.recipe import DataSection
+
+    return DataSection(name=str(path), text_column="review", label_column="stars", validation_size=20,
+                       test_size=20, **keys)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_a_file_read_in_small_chunks_gives_the_same_splits(kind, tmp_path, monkeypatch):
+    """Chunk and batch sizes are memory knobs, never results: 7-row chunks, 5-row scans, same splits."""
+    import peftsent.data
+    import peftsent.textfiles
+    from peftsent.data import data_fingerprint, load_splits
+
+    path = _star_file(tmp_path / f"stars.{kind}", kind=kind)
+    whole = load_splits(_section(path, max_train_samples=50))
+    monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(peftsent.data, "SCAN_ROWS", 5)
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))  # convert again, in chunks
+    chunked = load_splits(_section(path, max_train_samples=50))
+    assert data_fingerprint(chunked) == data_fingerprint(whole)
+    assert {s: len(d) for s, d in chunked.items()} == {"train": 50, "validation": 20, "test": 20}
+    assert peftsent.data.label_names(chunked) == ("1", "2", "3", "4", "5")
+
+
+def test_a_local_file_is_never_read_whole_into_pandas(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from peftsent.data import load_splits
+
+    calls = []
+    read_csv = pd.read_csv
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("chunksize"))
+        return read_csv(*args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_csv", recording)
+    load_splits(_section(_star_file(tmp_path / "stars.csv")))
+    assert calls and all(size is not None for size in calls), calls
+
+
+def test_splits_of_a_file_live_on_disk_and_the_conversion_is_reused(tmp_path, monkeypatch):
+    """The splits are memory-mapped Arrow files (cache_files), the file is converted and scanned once, and a
+    changed file is converted again."""
+    import peftsent.data
+    from peftsent.data import load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    first = load_splits(_section(path))
+    assert all(split.cache_files for split in first.values())
+    assert all(str(tmp_path / "cache") in split.cache_files[0]["filename"] for split in first.values())
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the converted Arrow file was not reused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(peftsent.data, "table_chunks", no_reading)
+        patched.setattr(peftsent.data._Table, "scan", no_reading)  # hashes and raw labels saved beside it
+        again = load_splits(_section(path))
+    assert again["train"]["text"] == first["train"]["text"]
+    path.write_text(path.read_text().replace("number 1,", "number one,"))  # a changed file is read again
+    changed = load_splits(_section(path))
+    assert any("number one" in t for s in changed.values() for t in s["text"])
+
+
+def test_a_bad_byte_deep_in_a_file_is_named_by_offset_and_line(tmp_path, monkeypatch):
+    """The file is decoded block by block: the byte's offset and line are the file's, across block ends."""
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    monkeypatch.setattr(peftsent.textfiles, "DECODE_BLOCK", 16)
+    body = "review,stars\n" + "".join(f"good film {i},5\nbad film {i},1\n" for i in range(30)) + "caf\u00e9 noir,3\n"
+    data = body.encode("cp1252")
+    path = tmp_path / "late.csv"
+    path.write_bytes(data)
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    offset = data.index(b"\xe9")
+    line = data.count(b"\n", 0, offset) + 1
+    assert line == 62 and f"byte 0xe9 at offset {offset} (line {line})" in str(err.value)
+    assert "set data.encoding=cp1252" in str(err.value)
+
+
+def test_a_text_repeated_with_two_labels_names_at_most_ten_rows_of_it(tmp_path):
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "clash.csv"
+    path.write_text("review,stars\n" + "".join(f"same words,{1 + i % 2}\n" for i in range(40))
+                    + "".join(f"other review {i},{1 + i % 2}\n" for i in range(40)))
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    message = str(err.value)
+    assert "1 texts appear with two different labels: rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 (and 30 more)" in message
