@@ -139,7 +139,7 @@ def check_decodes(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str =
 def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_ENCODING,
                  key: str = "data.encoding", hint: str = ""):
     """The rows of a CSV / JSON / JSONL / parquet file as ``pandas.DataFrame`` chunks of at most
-    :data:`CHUNK_ROWS` rows and the file's columns, parsed as :func:`read_table` parses them (a JSON list of
+    :data:`CHUNK_ROWS` rows and the file's columns, parsed by pandas' readers (a JSON list of
     records, which cannot be streamed, comes as one chunk). Call :func:`check_decodes` first: a decoding error
     met here carries no position. ``columns``: the columns parquet reads (the others are never loaded).
     Raises DataError where the file does not parse (the parser's message, then ``hint``)."""
@@ -167,25 +167,5 @@ def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_E
             yield from pd.read_json(path, encoding=codec, lines=True, chunksize=CHUNK_ROWS)
         else:
             yield pd.read_json(io.StringIO(read_text(path, encoding, key)))
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DataError(f"cannot read {path} as {suffix[1:]}: {err}{hint}") from None
-
-
-def read_table(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str = "data.encoding", hint: str = ""):
-    """A CSV / JSON (list of records) / JSONL / parquet file as a ``pandas.DataFrame``, text decoded by
-    :func:`read_text`. Raises DataError for a file that does not decode (see there) or does not parse (the
-    parser's message, then ``hint``)."""
-    import io
-
-    import pandas as pd
-
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        text = read_text(path, encoding, key)
-        if suffix == ".csv":
-            return pd.read_csv(io.StringIO(text))
-        return pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise DataError(f"cannot read {path} as {suffix[1:]}: {err}{hint}") from None
