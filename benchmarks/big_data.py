@@ -202,6 +202,9 @@ def main() -> int:
         for label, tree in trees.items():
             if tree != str(ROOT) and (stage == "subset-cold" or (stage == "tokenize" and not args.baseline_tokenize)):
                 continue
+            # every path tokenizes for itself: the tokenized splits of the same reviews (same data fingerprint)
+            # would otherwise come from the cache the path before it filled
+            subprocess.run(["rm", "-rf", str(work / "cache" / "tokenized")], check=True)
             _print_row(stage if stage != "subset" else "subset (max_train_samples=200)", label,
                        _measure([*me, "--stage", name, "--file", path], {**env, "PYTHONPATH": tree}))
     return 0
