@@ -528,10 +528,12 @@ def _known(split: _Rows, ids, section) -> _Rows:
 
 def _conflicting_texts(split: _Rows, ids) -> str | None:
     """The problem of texts that appear with two classes (rows named, from 0 after the header), or None.
-    ``ids``: class id of each table row (negative: no class)."""
+    ``ids``: class id of each table row (negative: no class). A missing text (reported with the empty ones) is
+    no text: it repeats nothing."""
     import numpy as np
 
-    rows = split.rows[ids[split.rows] >= 0]
+    missing = np.array([row for row, text in split.table.bad if text is None], dtype=np.int64)
+    rows = split.rows[(ids[split.rows] >= 0) & ~np.isin(split.rows, missing)]
     digests, classes = split.table.digests[rows], ids[rows]
     pairs = np.unique(np.rec.fromarrays([digests, classes]))
     found, counts = np.unique(pairs["f0"], return_counts=True)

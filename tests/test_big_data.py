@@ -139,3 +139,19 @@ def test_a_text_repeated_with_two_labels_names_at_most_ten_rows_of_it(tmp_path):
         load_splits(_section(path))
     message = str(err.value)
     assert "1 texts appear with two different labels: rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 (and 30 more)" in message
+
+
+def test_missing_texts_with_different_labels_are_reported_not_a_traceback(tmp_path):
+    """Two empty text cells (NaN) are no text repeated with two labels: one DataError naming the empty texts,
+    as before (the pandas path grouped texts without the missing ones)."""
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "holes.csv"
+    path.write_text("review,stars\n" + "".join(f"review number {i},{1 + i % 2}\n" for i in range(40))
+                    .replace("review number 4,1", ",1").replace("review number 9,2", ",2"))
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: 2 reviews are empty or not text: row 4: ") and "row 9: " in message
+    assert "two different labels" not in message
