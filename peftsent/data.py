@@ -469,7 +469,7 @@ def _file_table(path: str, section) -> _Table:
         rows = 0
         try:
             with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-                for chunk in table_chunks(path, columns, section.encoding):
+                for chunk in table_chunks(path, columns, section.encoding, text=section.text_column):
                     missing = [c for c in columns if c not in chunk.columns]
                     if missing:
                         role = {section.text_column: "text_column", section.label_column: "label_column"}

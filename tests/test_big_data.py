@@ -155,3 +155,24 @@ def test_missing_texts_with_different_labels_are_reported_not_a_traceback(tmp_pa
     message = str(err.value)
     assert message.startswith(f"{path}: 2 reviews are empty or not text: row 4: ") and "row 9: " in message
     assert "two different labels" not in message
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_chunk_whose_texts_are_all_digits_reads_them_as_texts(kind, tmp_path, monkeypatch):
+    """pandas infers a column's type per chunk: a chunk of texts such as "1984" must not become numbers (not
+    text) when the same texts among words are texts."""
+    import pandas as pd
+
+    import peftsent.textfiles
+    from peftsent.data import data_fingerprint, load_splits
+
+    frame = pd.DataFrame({"review": [f"review number {i}" for i in range(60)], "stars": [1 + i % 2 for i in range(60)]})
+    frame.loc[7:13, "review"] = [str(1900 + i) for i in range(7, 14)]
+    path = tmp_path / f"years.{kind}"
+    frame.to_csv(path, index=False) if kind == "csv" else frame.to_json(path, orient="records", lines=True)
+    whole = load_splits(_section(path))
+    monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", 7)  # rows 7-13: one chunk of digits only
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    chunked = load_splits(_section(path))
+    assert data_fingerprint(chunked) == data_fingerprint(whole)
+    assert "1907" in [t for split in chunked.values() for t in split["text"]]
