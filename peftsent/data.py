@@ -466,27 +466,37 @@ def _file_table(path: str, section) -> _Table:
         columns = [section.text_column, section.label_column]
         schema = pa.schema([("text", pa.string()), ("label", pa.string())])
         partial = root / f"{key}.{os.getpid()}.partial"
-        rows = 0
+        rows, seen = 0, {}  # seen: the file's columns so far, in order (JSON lines name their keys line by line)
+        per_line = Path(path).suffix.lower() == ".jsonl"  # else every chunk has the columns of the file
         try:
             with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
                 for chunk in table_chunks(path, columns, section.encoding, text=section.text_column):
-                    missing = [c for c in columns if c not in chunk.columns]
-                    if missing:
-                        role = {section.text_column: "text_column", section.label_column: "label_column"}
-                        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
-                        raise DataError(f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
-                                        f"columns are: {', '.join(map(str, chunk.columns))}; {fixes}")
+                    seen.update(dict.fromkeys(chunk.columns))
+                    if not per_line:
+                        _check_columns(path, seen, section)
+                    chunk = chunk.reindex(columns=columns)  # a key no line of this chunk has: missing values
                     texts = [t if isinstance(t, str) else None for t in chunk[section.text_column].tolist()]
                     labels = [_label_text(v) for v in chunk[section.label_column].tolist()]
                     writer.write_batch(pa.record_batch([pa.array(texts, pa.string()), pa.array(labels, pa.string())],
                                                        schema=schema))
                     rows += len(texts)
+            _check_columns(path, seen, section)
             if rows == 0:
                 raise DataError(f"{path} has a header but no reviews")
             os.replace(partial, target)  # whole or not at all: two processes converting the same file both finish
         finally:
             partial.unlink(missing_ok=True)
     return _Table(datasets.Dataset.from_file(str(target)), path=target)
+
+
+def _check_columns(path: str, columns: dict, section) -> None:
+    """Raises DataError if the text or label column is not among ``columns`` (the file's), naming the fix."""
+    missing = [c for c in (section.text_column, section.label_column) if c not in columns]
+    if missing:
+        role = {section.text_column: "text_column", section.label_column: "label_column"}
+        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
+        raise DataError(f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
+                        f"columns are: {', '.join(map(str, columns))}; {fixes}")
 
 
 def _label_text(value) -> str | None:

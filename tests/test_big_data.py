@@ -176,3 +176,28 @@ def test_a_chunk_whose_texts_are_all_digits_reads_them_as_texts(kind, tmp_path, 
     chunked = load_splits(_section(path))
     assert data_fingerprint(chunked) == data_fingerprint(whole)
     assert "1907" in [t for split in chunked.values() for t in split["text"]]
+
+
+def test_a_jsonl_key_absent_from_a_whole_chunk_is_a_missing_value_not_a_missing_column(tmp_path, monkeypatch):
+    """JSON lines name their keys line by line: a chunk of lines without ``stars`` holds rows without a label
+    (the same error whatever the chunk size); a key no line has is a missing column, an empty file included."""
+    import json
+
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "late.jsonl"
+    path.write_text("".join(json.dumps({"review": f"review number {i}", **({"stars": 1 + i % 2} if i >= 10 else {})})
+                            + "\n" for i in range(60)))
+    messages = []
+    for rows in (50_000, 7):
+        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
+        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
+        with pytest.raises(DataError) as err:
+            load_splits(_section(path))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "10 rows have no label: rows 0, 1, 2" in messages[1]
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="column 'review', 'stars' not found; columns are: ;"):
+        load_splits(_section(tmp_path / "empty.jsonl"))
