@@ -440,7 +440,7 @@ def _load_dataset(section) -> dict:
 def _file_table(path: str, section) -> _Table:
     """A local file as a memory-mapped Arrow table of ``text`` (string) and raw ``label`` (its text, or null),
     converted once and kept in the cache (:func:`peftsent.cache.files_root`), keyed by the file's path, size,
-    modification time, encoding and columns. Parsing is pandas' (chunked: :func:`peftsent.textfiles.table_chunks`),
+    modification and status change times, inode, encoding and columns. Parsing is pandas' (chunked: :func:`peftsent.textfiles.table_chunks`),
     so a file reads as it always has; a label is kept as text, the way the label rules read it anyway
     (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a file that does not decode, does
     not parse, lacks a column or has no reviews."""
@@ -455,7 +455,10 @@ def _file_table(path: str, section) -> _Table:
         raise DataError(f"data.text_column and data.label_column are both '{section.text_column}'; "
                         f"name two different columns")
     stat = Path(path).stat()
-    key = hashlib.blake2b(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, section.encoding,
+    # the status change time and inode too: a same-size file copied or restored with its mtime (cp -p, rsync -t,
+    # touch -r) keeps size and mtime; the kernel sets ctime on every write and rename, and nothing sets it back
+    key = hashlib.blake2b(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                                      stat.st_ino, section.encoding,
                                       section.text_column, section.label_column, FILE_TABLE_FORMAT,
                                       __version__]).encode(), digest_size=16).hexdigest()
     root = files_root()

@@ -201,3 +201,25 @@ def test_a_jsonl_key_absent_from_a_whole_chunk_is_a_missing_value_not_a_missing_
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="column 'review', 'stars' not found; columns are: ;"):
         load_splits(_section(tmp_path / "empty.jsonl"))
+
+
+def test_a_file_rewritten_with_the_same_size_and_modification_time_is_read_again(tmp_path, monkeypatch):
+    """``cp -p``, ``rsync -t`` and ``touch -r`` keep size and mtime: the conversion must still follow the
+    content (the status change time cannot be set back)."""
+    import os
+
+    from peftsent.data import load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "same.csv"
+    path.write_text("review,stars\n" + "".join(f"aaa review {i},{1 + i % 2}\n" for i in range(60)))
+    before = os.stat(path)
+    assert all(t.startswith("aaa") for t in load_splits(_section(path))["train"]["text"])
+    replacement = tmp_path / "new.csv"
+    replacement.write_text(path.read_text().replace("aaa", "bbb"))
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, path)  # a file replaced while cached
+    assert all(t.startswith("bbb") for t in load_splits(_section(path))["train"]["text"])
+    path.write_text(path.read_text().replace("bbb", "ccc"))  # edited in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert all(t.startswith("ccc") for t in load_splits(_section(path))["train"]["text"])
