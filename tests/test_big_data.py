@@ -223,3 +223,15 @@ def test_a_file_rewritten_with_the_same_size_and_modification_time_is_read_again
     path.write_text(path.read_text().replace("bbb", "ccc"))  # edited in place
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert all(t.startswith("ccc") for t in load_splits(_section(path))["train"]["text"])
+
+
+def test_a_cache_directory_that_cannot_be_made_is_one_error_naming_peftsent_cache(tmp_path, monkeypatch):
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = _star_file(tmp_path / "stars.csv")
+    monkeypatch.setenv("PEFTSENT_CACHE", str(path / "cache"))  # under a file: no directory can be made there
+    with pytest.raises(DataError, match="PEFTSENT_CACHE to a writable directory, or PEFTSENT_CACHE=off"):
+        load_splits(_section(path))
+    monkeypatch.setenv("PEFTSENT_CACHE", "off")  # a temporary directory instead
+    assert len(load_splits(_section(path))["test"]) == 20
