@@ -226,8 +226,10 @@ class _Table:
             return
         arrays, extra = self._scan_files()
         partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")
+        partial_extra = extra.with_name(f"{extra.stem}.{os.getpid()}.partial.json")
         np.savez(partial, digests=self.digests, codes=self.codes)
-        extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
+        partial_extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
+        os.replace(partial_extra, extra)  # each whole or absent, for a process reading them meanwhile
         os.replace(partial, arrays)  # the arrays last: both present means both whole
 
     def batches(self):

@@ -235,3 +235,31 @@ def test_a_cache_directory_that_cannot_be_made_is_one_error_naming_peftsent_cach
         load_splits(_section(path))
     monkeypatch.setenv("PEFTSENT_CACHE", "off")  # a temporary directory instead
     assert len(load_splits(_section(path))["test"]) == 20
+
+
+def test_a_load_while_another_process_writes_the_same_scan_reads_a_whole_one(tmp_path, monkeypatch):
+    """Ranks of a distributed run load the same file at once: each scans it and saves the scan; one that
+    finds a saved scan while another rewrites it must never read half a file."""
+    import pathlib
+
+    import peftsent.data
+    from peftsent.data import _file_table, load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    first = load_splits(_section(path))
+    table = _file_table(str(path), _section(path))  # a second process, about to save the scan it made
+    write_text, during = pathlib.Path.write_text, []
+
+    def interrupted(self, data, *args, **kwargs):  # what write_text does, with a third process loading midway
+        with self.open("w") as handle:
+            handle.write(data[:5])
+            handle.flush()
+            during.append(load_splits(_section(path)))
+            handle.write(data[5:])
+        return len(data)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", interrupted)
+    table._write_scan()
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    assert during and peftsent.data.data_fingerprint(during[0]) == peftsent.data.data_fingerprint(first)
