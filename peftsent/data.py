@@ -271,7 +271,8 @@ class _Table:
         except TypeError:  # numbers and text mixed
             order = [present[i] for i in sorted(range(len(present)), key=lambda i: str(shown[i]))]
         self.values = order + [v for v in first if self.raw(v) is None]
-        recode = np.array([self.values.index(v) for v in first], dtype=np.int32)
+        position = {v: i for i, v in enumerate(self.values)}  # not values.index: a label per row is common
+        recode = np.array([position[v] for v in first], dtype=np.int32)
         self.codes = recode[np.concatenate(codes)] if codes else np.zeros(0, dtype=np.int32)
 
     def raw(self, value):

@@ -263,3 +263,25 @@ def test_a_load_while_another_process_writes_the_same_scan_reads_a_whole_one(tmp
     table._write_scan()
     monkeypatch.setattr(pathlib.Path, "write_text", write_text)
     assert during and peftsent.data.data_fingerprint(during[0]) == peftsent.data.data_fingerprint(first)
+
+
+def test_a_label_column_of_distinct_values_is_scanned_in_linear_time(tmp_path, monkeypatch):
+    """Text and label columns swapped (or free text as labels): one raw label per row must still be one pass,
+    then the label error (it was quadratic in the distinct labels: hours for a million rows)."""
+    import time
+
+    from peftsent.data import _file_table, load_splits
+    from peftsent.errors import DataError
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    seconds = {}
+    for kind, label in (("two", lambda i: 1 + i % 2), ("distinct", lambda i: f"free text number {i}")):
+        path = tmp_path / f"{kind}.csv"
+        path.write_text("review,stars\n" + "".join(f"review number {i},{label(i)}\n" for i in range(20_000)))
+        table = _file_table(str(path), _section(path))
+        start = time.perf_counter()
+        table.scan()
+        seconds[kind] = time.perf_counter() - start
+    assert seconds["distinct"] < 5 * seconds["two"] + 0.5, seconds
+    with pytest.raises(DataError, match="the class names cannot be inferred"):
+        load_splits(_section(path))
