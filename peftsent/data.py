@@ -753,11 +753,12 @@ def _labelled(raw: dict, section) -> tuple[tuple[str, ...], dict, list[str]]:
     try:
         names = decide_labels(train_keys, section.labels, raw["train"].where)
     except DataError as err:
-        per_key: dict[str, list[int]] = {}
-        for code, (k, n) in enumerate(zip(keys["train"], counts["train"])):
-            if k is not None and n:
-                per_key.setdefault(k, []).append(code)
         part = raw["train"]
+        found, first = np.unique(part.table.codes[part.rows], return_index=True)
+        per_key: dict[str, list[int]] = {}  # in order of first appearance: ties below are listed in file order
+        for code in found[np.argsort(first)].tolist():
+            if keys["train"][code] is not None:
+                per_key.setdefault(keys["train"][code], []).append(code)
         described = []
         for k, codes in sorted(per_key.items(), key=lambda kv: -int(counts["train"][kv[1]].sum()))[:12]:
             n = int(counts["train"][codes].sum())

@@ -285,3 +285,16 @@ def test_a_label_column_of_distinct_values_is_scanned_in_linear_time(tmp_path, m
     assert seconds["distinct"] < 5 * seconds["two"] + 0.5, seconds
     with pytest.raises(DataError, match="the class names cannot be inferred"):
         load_splits(_section(path))
+
+
+def test_labels_found_with_the_same_count_are_listed_in_file_order_as_before(tmp_path):
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "names.csv"
+    path.write_text("review,stars\n" + "".join(f"review {i},{label}\n" for i, label in
+                                               enumerate(["zeta", "alpha", "zeta", "alpha", "mid", "mid", "beta"])))
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    assert str(err.value).endswith("[labels found: zeta: 2 rows (row 0, 2); alpha: 2 rows (row 1, 3); "
+                                   "mid: 2 rows (row 4, 5); beta: 1 rows (row 6)]")
