@@ -174,7 +174,7 @@ def check_available(section) -> list[str]:
 #: rows per Arrow batch when a table is scanned (hashes, empty texts, raw labels)
 SCAN_ROWS = 20_000
 #: bumped when the Arrow file written for a local file changes shape (old files are then ignored)
-FILE_TABLE_FORMAT = 1
+FILE_TABLE_FORMAT = 2  # 2: texts as written, JSONL keys absent from a chunk (conversions by 1 are not reused)
 
 
 class _Table:
