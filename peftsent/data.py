@@ -227,10 +227,14 @@ class _Table:
         arrays, extra = self._scan_files()
         partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")
         partial_extra = extra.with_name(f"{extra.stem}.{os.getpid()}.partial.json")
-        np.savez(partial, digests=self.digests, codes=self.codes)
-        partial_extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
-        os.replace(partial_extra, extra)  # each whole or absent, for a process reading them meanwhile
-        os.replace(partial, arrays)  # the arrays last: both present means both whole
+        try:
+            np.savez(partial, digests=self.digests, codes=self.codes)
+            partial_extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
+            os.replace(partial_extra, extra)  # each whole or absent, for a process reading them meanwhile
+            os.replace(partial, arrays)  # the arrays last: both present means both whole
+        finally:
+            partial.unlink(missing_ok=True)
+            partial_extra.unlink(missing_ok=True)
 
     def batches(self):
         """The table in order, as ``pyarrow`` record batches (of about :data:`SCAN_ROWS` rows)."""

@@ -298,3 +298,22 @@ def test_labels_found_with_the_same_count_are_listed_in_file_order_as_before(tmp
         load_splits(_section(path))
     assert str(err.value).endswith("[labels found: zeta: 2 rows (row 0, 2); alpha: 2 rows (row 1, 3); "
                                    "mid: 2 rows (row 4, 5); beta: 1 rows (row 6)]")
+
+
+def test_a_scan_that_cannot_be_saved_leaves_no_partial_file_in_the_cache(tmp_path, monkeypatch):
+    import numpy as np
+
+    from peftsent.data import _file_table
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    savez = np.savez
+
+    def disk_full(file, **arrays):
+        savez(file, **arrays)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError):
+        _file_table(str(path), _section(path))
+    assert not [p.name for p in (tmp_path / "cache" / "files").iterdir() if "partial" in p.name]
