@@ -171,4 +171,20 @@ def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_E
         else:
             yield pd.read_json(io.StringIO(read_text(path, encoding, key)), dtype=as_written)
     except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DataError(f"cannot read {path} as {suffix[1:]}: {err}{hint}") from None
+        found = _bad_json_line(path, codec) if suffix == ".jsonl" and isinstance(err, ValueError) else None
+        raise DataError(f"cannot read {path} as {suffix[1:]}: {found or err}{hint}") from None
+
+
+def _bad_json_line(path, codec: str) -> str | None:
+    """The first line of a JSON Lines file that is not JSON, described by its line number in the file (pandas
+    names a position in the chunk it was parsing); None if every line parses."""
+    import json
+
+    with open(path, encoding=codec, newline="\n") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    return f"line {number} is not JSON ({err.msg}, column {err.colno}): {line.strip()[:80]!r}"
+    return None

@@ -317,3 +317,26 @@ def test_a_scan_that_cannot_be_saved_leaves_no_partial_file_in_the_cache(tmp_pat
     with pytest.raises(OSError):
         _file_table(str(path), _section(path))
     assert not [p.name for p in (tmp_path / "cache" / "files").iterdir() if "partial" in p.name]
+
+
+def test_a_broken_jsonl_line_is_named_by_its_line_whatever_the_chunk_size(tmp_path, monkeypatch):
+    """pandas reports a JSON error at a position in the chunk it parses (a different number for every chunk
+    size, and none a person can find in the file): the message names the file's line."""
+    import json
+
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    lines = [json.dumps({"review": f"review number {i}", "stars": 1 + i % 2}) for i in range(60)]
+    lines[40] = '{"review": "unclosed, "stars": 1}'
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    messages = []
+    for rows in (50_000, 7):
+        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
+        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
+        with pytest.raises(DataError) as err:
+            load_splits(_section(path))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and f"cannot read {path} as jsonl: line 41 is not JSON" in messages[0]
