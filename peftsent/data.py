@@ -447,10 +447,10 @@ def _load_dataset(section) -> dict:
 def _file_table(path: str, section) -> _Table:
     """A local file as a memory-mapped Arrow table of ``text`` (string) and raw ``label`` (its text, or null),
     converted once and kept in the cache (:func:`peftsent.cache.files_root`), keyed by the file's path, size,
-    modification and status change times, inode, encoding and columns. Parsing is pandas' (chunked: :func:`peftsent.textfiles.table_chunks`),
-    so a file reads as it always has; a label is kept as text, the way the label rules read it anyway
-    (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a file that does not decode, does
-    not parse, lacks a column or has no reviews."""
+    modification and status change times, inode, encoding and columns. Parsing is pandas' (chunked:
+    :func:`peftsent.textfiles.table_chunks`), so a file reads as it always has; a label is kept as text, the
+    way the label rules read it anyway (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a
+    file that does not decode, does not parse, lacks a column or has no reviews."""
     import hashlib
     import json
     import os
