@@ -177,6 +177,14 @@ SCAN_ROWS = 20_000
 FILE_TABLE_FORMAT = 2  # 2: texts as written, JSONL keys absent from a chunk (conversions by 1 are not reused)
 
 
+def _partial(path: Path, suffix: str = "") -> Path:
+    """A temporary name beside ``path`` that no other writer uses, renamed to ``path`` once whole. Not the pid
+    alone: containers on several nodes sharing one cache directory run their workers under the same pids."""
+    import uuid
+
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial{suffix}")
+
+
 class _Table:
     """A raw table and what one pass over it finds (:meth:`scan`), per row, in table order.
 
@@ -225,8 +233,7 @@ class _Table:
         if self.path is None:
             return
         arrays, extra = self._scan_files()
-        partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")
-        partial_extra = extra.with_name(f"{extra.stem}.{os.getpid()}.partial.json")
+        partial, partial_extra = _partial(arrays, ".npz"), _partial(extra, ".json")
         try:
             np.savez(partial, digests=self.digests, codes=self.codes)
             partial_extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
@@ -475,7 +482,7 @@ def _file_table(path: str, section) -> _Table:
             check_decodes(path, section.encoding)  # the byte, line and likely encoding of a bad one
         columns = [section.text_column, section.label_column]
         schema = pa.schema([("text", pa.string()), ("label", pa.string())])
-        partial = root / f"{key}.{os.getpid()}.partial"
+        partial = _partial(target)
         rows, seen = 0, {}  # seen: the file's columns so far, in order (JSON lines name their keys line by line)
         per_line = Path(path).suffix.lower() == ".jsonl"  # else every chunk has the columns of the file
         try:
@@ -876,7 +883,7 @@ def _write_rows(table: _Table, rows, labels, features, target: Path) -> None:
     import pyarrow as pa
 
     schema = features.arrow_schema
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial = _partial(target)
     start = 0
     try:
         with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:

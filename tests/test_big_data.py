@@ -340,3 +340,33 @@ def test_a_broken_jsonl_line_is_named_by_its_line_whatever_the_chunk_size(tmp_pa
             load_splits(_section(path))
         messages.append(str(err.value))
     assert messages[0] == messages[1] and f"cannot read {path} as jsonl: line 41 is not JSON" in messages[0]
+
+
+def test_two_hosts_with_the_same_pid_converting_one_file_on_a_shared_cache(tmp_path, monkeypatch):
+    """Containers on several nodes often run their workers under the same process id: a temporary name made
+    of the pid alone is one file for both, written twice at once and renamed into place half-overwritten."""
+    import os
+
+    import peftsent.data
+    import peftsent.textfiles
+    from peftsent.data import _file_table, data_fingerprint, load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    alone = data_fingerprint(load_splits(_section(path)))
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "shared"))
+    monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", 30)
+    monkeypatch.setattr(os, "getpid", lambda: 7)  # the same pid on both nodes
+    chunks, other = peftsent.data.table_chunks, []
+
+    def with_the_other_node(*args, **kwargs):
+        for i, chunk in enumerate(chunks(*args, **kwargs)):
+            yield chunk
+            if i == 0 and not other:  # the other node converts the same file meanwhile
+                other.append("converting")
+                _file_table(str(path), _section(path))
+
+    monkeypatch.setattr(peftsent.data, "table_chunks", with_the_other_node)
+    _file_table(str(path), _section(path))
+    monkeypatch.setattr(peftsent.data, "table_chunks", chunks)
+    assert data_fingerprint(load_splits(_section(path))) == alone
