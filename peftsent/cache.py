@@ -32,6 +32,7 @@ import os
 from pathlib import Path
 
 from peftsent import __version__
+from peftsent.errors import DataError
 
 #: environment variable naming the cache root ("off" disables the cache)
 CACHE_ENV = "PEFTSENT_CACHE"
@@ -52,7 +53,7 @@ _SCRATCH: list = []  # the process's temporary directory when caching is off (re
 def files_root() -> Path:
     """Directory of the Arrow files local data files are converted into (``$PEFTSENT_CACHE/files``, default
     ``~/.cache/peftsent/files``); with ``PEFTSENT_CACHE=off``, a temporary directory removed when the process
-    exits. Created if missing."""
+    exits. Created if missing. Raises DataError if it cannot be made or written to, naming the fix."""
     import tempfile
 
     root = cache_root()
@@ -61,7 +62,15 @@ def files_root() -> Path:
             _SCRATCH.append(tempfile.TemporaryDirectory(prefix="peftsent-files-"))
         return Path(_SCRATCH[0].name)
     path = root.parent / "files"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(path, os.W_OK) else "not writable"
+    except OSError as err:
+        problem = err.strerror or str(err)
+    if problem:
+        raise DataError(f"cannot write converted data files into {path} ({CACHE_ENV}="
+                        f"{os.environ.get(CACHE_ENV) or 'unset, so ~/.cache/peftsent'}): {problem}; set {CACHE_ENV} "
+                        f"to a writable directory, or {CACHE_ENV}=off to convert into a temporary directory per run")
     return path
 
 

@@ -174,7 +174,15 @@ def check_available(section) -> list[str]:
 #: rows per Arrow batch when a table is scanned (hashes, empty texts, raw labels)
 SCAN_ROWS = 20_000
 #: bumped when the Arrow file written for a local file changes shape (old files are then ignored)
-FILE_TABLE_FORMAT = 1
+FILE_TABLE_FORMAT = 2  # 2: texts as written, JSONL keys absent from a chunk (conversions by 1 are not reused)
+
+
+def _partial(path: Path, suffix: str = "") -> Path:
+    """A temporary name beside ``path`` that no other writer uses, renamed to ``path`` once whole. Not the pid
+    alone: containers on several nodes sharing one cache directory run their workers under the same pids."""
+    import uuid
+
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial{suffix}")
 
 
 class _Table:
@@ -225,10 +233,15 @@ class _Table:
         if self.path is None:
             return
         arrays, extra = self._scan_files()
-        partial = arrays.with_name(f"{arrays.stem}.{os.getpid()}.partial.npz")
-        np.savez(partial, digests=self.digests, codes=self.codes)
-        extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
-        os.replace(partial, arrays)  # the arrays last: both present means both whole
+        partial, partial_extra = _partial(arrays, ".npz"), _partial(extra, ".json")
+        try:
+            np.savez(partial, digests=self.digests, codes=self.codes)
+            partial_extra.write_text(json.dumps({"values": self.values, "bad": self.bad}))
+            os.replace(partial_extra, extra)  # each whole or absent, for a process reading them meanwhile
+            os.replace(partial, arrays)  # the arrays last: both present means both whole
+        finally:
+            partial.unlink(missing_ok=True)
+            partial_extra.unlink(missing_ok=True)
 
     def batches(self):
         """The table in order, as ``pyarrow`` record batches (of about :data:`SCAN_ROWS` rows)."""
@@ -269,7 +282,8 @@ class _Table:
         except TypeError:  # numbers and text mixed
             order = [present[i] for i in sorted(range(len(present)), key=lambda i: str(shown[i]))]
         self.values = order + [v for v in first if self.raw(v) is None]
-        recode = np.array([self.values.index(v) for v in first], dtype=np.int32)
+        position = {v: i for i, v in enumerate(self.values)}  # not values.index: a label per row is common
+        recode = np.array([position[v] for v in first], dtype=np.int32)
         self.codes = recode[np.concatenate(codes)] if codes else np.zeros(0, dtype=np.int32)
 
     def raw(self, value):
@@ -440,10 +454,10 @@ def _load_dataset(section) -> dict:
 def _file_table(path: str, section) -> _Table:
     """A local file as a memory-mapped Arrow table of ``text`` (string) and raw ``label`` (its text, or null),
     converted once and kept in the cache (:func:`peftsent.cache.files_root`), keyed by the file's path, size,
-    modification time, encoding and columns. Parsing is pandas' (chunked: :func:`peftsent.textfiles.table_chunks`),
-    so a file reads as it always has; a label is kept as text, the way the label rules read it anyway
-    (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a file that does not decode, does
-    not parse, lacks a column or has no reviews."""
+    modification and status change times, inode, encoding and columns. Parsing is pandas' (chunked:
+    :func:`peftsent.textfiles.table_chunks`), so a file reads as it always has; a label is kept as text, the
+    way the label rules read it anyway (``1``, ``1.0`` and ``"1"`` are the same label). Raises DataError for a
+    file that does not decode, does not parse, lacks a column or has no reviews."""
     import hashlib
     import json
     import os
@@ -455,7 +469,10 @@ def _file_table(path: str, section) -> _Table:
         raise DataError(f"data.text_column and data.label_column are both '{section.text_column}'; "
                         f"name two different columns")
     stat = Path(path).stat()
-    key = hashlib.blake2b(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, section.encoding,
+    # the status change time and inode too: a same-size file copied or restored with its mtime (cp -p, rsync -t,
+    # touch -r) keeps size and mtime; the kernel sets ctime on every write and rename, and nothing sets it back
+    key = hashlib.blake2b(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                                      stat.st_ino, section.encoding,
                                       section.text_column, section.label_column, FILE_TABLE_FORMAT,
                                       __version__]).encode(), digest_size=16).hexdigest()
     root = files_root()
@@ -465,28 +482,38 @@ def _file_table(path: str, section) -> _Table:
             check_decodes(path, section.encoding)  # the byte, line and likely encoding of a bad one
         columns = [section.text_column, section.label_column]
         schema = pa.schema([("text", pa.string()), ("label", pa.string())])
-        partial = root / f"{key}.{os.getpid()}.partial"
-        rows = 0
+        partial = _partial(target)
+        rows, seen = 0, {}  # seen: the file's columns so far, in order (JSON lines name their keys line by line)
+        per_line = Path(path).suffix.lower() == ".jsonl"  # else every chunk has the columns of the file
         try:
             with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-                for chunk in table_chunks(path, columns, section.encoding):
-                    missing = [c for c in columns if c not in chunk.columns]
-                    if missing:
-                        role = {section.text_column: "text_column", section.label_column: "label_column"}
-                        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
-                        raise DataError(f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
-                                        f"columns are: {', '.join(map(str, chunk.columns))}; {fixes}")
+                for chunk in table_chunks(path, columns, section.encoding, text=section.text_column):
+                    seen.update(dict.fromkeys(chunk.columns))
+                    if not per_line:
+                        _check_columns(path, seen, section)
+                    chunk = chunk.reindex(columns=columns)  # a key no line of this chunk has: missing values
                     texts = [t if isinstance(t, str) else None for t in chunk[section.text_column].tolist()]
                     labels = [_label_text(v) for v in chunk[section.label_column].tolist()]
                     writer.write_batch(pa.record_batch([pa.array(texts, pa.string()), pa.array(labels, pa.string())],
                                                        schema=schema))
                     rows += len(texts)
+            _check_columns(path, seen, section)
             if rows == 0:
                 raise DataError(f"{path} has a header but no reviews")
             os.replace(partial, target)  # whole or not at all: two processes converting the same file both finish
         finally:
             partial.unlink(missing_ok=True)
     return _Table(datasets.Dataset.from_file(str(target)), path=target)
+
+
+def _check_columns(path: str, columns: dict, section) -> None:
+    """Raises DataError if the text or label column is not among ``columns`` (the file's), naming the fix."""
+    missing = [c for c in (section.text_column, section.label_column) if c not in columns]
+    if missing:
+        role = {section.text_column: "text_column", section.label_column: "label_column"}
+        fixes = "; ".join(f"set data.{role[c]}=<column>" for c in missing)
+        raise DataError(f"{path}: column {', '.join(repr(c) for c in missing)} not found; "
+                        f"columns are: {', '.join(map(str, columns))}; {fixes}")
 
 
 def _label_text(value) -> str | None:
@@ -528,10 +555,12 @@ def _known(split: _Rows, ids, section) -> _Rows:
 
 def _conflicting_texts(split: _Rows, ids) -> str | None:
     """The problem of texts that appear with two classes (rows named, from 0 after the header), or None.
-    ``ids``: class id of each table row (negative: no class)."""
+    ``ids``: class id of each table row (negative: no class). A missing text (reported with the empty ones) is
+    no text: it repeats nothing."""
     import numpy as np
 
-    rows = split.rows[ids[split.rows] >= 0]
+    missing = np.array([row for row, text in split.table.bad if text is None], dtype=np.int64)
+    rows = split.rows[(ids[split.rows] >= 0) & ~np.isin(split.rows, missing)]
     digests, classes = split.table.digests[rows], ids[rows]
     pairs = np.unique(np.rec.fromarrays([digests, classes]))
     found, counts = np.unique(pairs["f0"], return_counts=True)
@@ -735,11 +764,12 @@ def _labelled(raw: dict, section) -> tuple[tuple[str, ...], dict, list[str]]:
     try:
         names = decide_labels(train_keys, section.labels, raw["train"].where)
     except DataError as err:
-        per_key: dict[str, list[int]] = {}
-        for code, (k, n) in enumerate(zip(keys["train"], counts["train"])):
-            if k is not None and n:
-                per_key.setdefault(k, []).append(code)
         part = raw["train"]
+        found, first = np.unique(part.table.codes[part.rows], return_index=True)
+        per_key: dict[str, list[int]] = {}  # in order of first appearance: ties below are listed in file order
+        for code in found[np.argsort(first)].tolist():
+            if keys["train"][code] is not None:
+                per_key.setdefault(keys["train"][code], []).append(code)
         described = []
         for k, codes in sorted(per_key.items(), key=lambda kv: -int(counts["train"][kv[1]].sum()))[:12]:
             n = int(counts["train"][codes].sum())
@@ -853,7 +883,7 @@ def _write_rows(table: _Table, rows, labels, features, target: Path) -> None:
     import pyarrow as pa
 
     schema = features.arrow_schema
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial = _partial(target)
     start = 0
     try:
         with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:

@@ -137,11 +137,13 @@ def check_decodes(path: str | Path, encoding: str = DEFAULT_ENCODING, key: str =
 
 
 def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_ENCODING,
-                 key: str = "data.encoding", hint: str = ""):
+                 key: str = "data.encoding", hint: str = "", text: str | None = None):
     """The rows of a CSV / JSON / JSONL / parquet file as ``pandas.DataFrame`` chunks of at most
     :data:`CHUNK_ROWS` rows and the file's columns, parsed by pandas' readers (a JSON list of
     records, which cannot be streamed, comes as one chunk). Call :func:`check_decodes` first: a decoding error
     met here carries no position. ``columns``: the columns parquet reads (the others are never loaded).
+    ``text``: the column of texts, kept as the strings the file holds (pandas decides a column's type chunk by
+    chunk: a chunk of texts such as "1984" would otherwise become numbers).
     Raises DataError where the file does not parse (the parser's message, then ``hint``)."""
     import io
 
@@ -161,11 +163,28 @@ def table_chunks(path: str | Path, columns: list[str], encoding: str = DEFAULT_E
             for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=present):
                 yield batch.to_pandas()
             return
+        as_written = {text: object} if text else None
         if suffix == ".csv":
-            yield from pd.read_csv(path, encoding=codec, chunksize=CHUNK_ROWS)
+            yield from pd.read_csv(path, encoding=codec, chunksize=CHUNK_ROWS, dtype=as_written)
         elif suffix == ".jsonl":
-            yield from pd.read_json(path, encoding=codec, lines=True, chunksize=CHUNK_ROWS)
+            yield from pd.read_json(path, encoding=codec, lines=True, chunksize=CHUNK_ROWS, dtype=as_written)
         else:
-            yield pd.read_json(io.StringIO(read_text(path, encoding, key)))
+            yield pd.read_json(io.StringIO(read_text(path, encoding, key)), dtype=as_written)
     except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DataError(f"cannot read {path} as {suffix[1:]}: {err}{hint}") from None
+        found = _bad_json_line(path, codec) if suffix == ".jsonl" and isinstance(err, ValueError) else None
+        raise DataError(f"cannot read {path} as {suffix[1:]}: {found or err}{hint}") from None
+
+
+def _bad_json_line(path, codec: str) -> str | None:
+    """The first line of a JSON Lines file that is not JSON, described by its line number in the file (pandas
+    names a position in the chunk it was parsing); None if every line parses."""
+    import json
+
+    with open(path, encoding=codec, newline="\n") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    return f"line {number} is not JSON ({err.msg}, column {err.colno}): {line.strip()[:80]!r}"
+    return None

@@ -139,3 +139,234 @@ def test_a_text_repeated_with_two_labels_names_at_most_ten_rows_of_it(tmp_path):
         load_splits(_section(path))
     message = str(err.value)
     assert "1 texts appear with two different labels: rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 (and 30 more)" in message
+
+
+def test_missing_texts_with_different_labels_are_reported_not_a_traceback(tmp_path):
+    """Two empty text cells (NaN) are no text repeated with two labels: one DataError naming the empty texts,
+    as before (the pandas path grouped texts without the missing ones)."""
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "holes.csv"
+    path.write_text("review,stars\n" + "".join(f"review number {i},{1 + i % 2}\n" for i in range(40))
+                    .replace("review number 4,1", ",1").replace("review number 9,2", ",2"))
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: 2 reviews are empty or not text: row 4: ") and "row 9: " in message
+    assert "two different labels" not in message
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_chunk_whose_texts_are_all_digits_reads_them_as_texts(kind, tmp_path, monkeypatch):
+    """pandas infers a column's type per chunk: a chunk of texts such as "1984" must not become numbers (not
+    text) when the same texts among words are texts."""
+    import pandas as pd
+
+    import peftsent.textfiles
+    from peftsent.data import data_fingerprint, load_splits
+
+    frame = pd.DataFrame({"review": [f"review number {i}" for i in range(60)], "stars": [1 + i % 2 for i in range(60)]})
+    frame.loc[7:13, "review"] = [str(1900 + i) for i in range(7, 14)]
+    path = tmp_path / f"years.{kind}"
+    frame.to_csv(path, index=False) if kind == "csv" else frame.to_json(path, orient="records", lines=True)
+    whole = load_splits(_section(path))
+    monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", 7)  # rows 7-13: one chunk of digits only
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    chunked = load_splits(_section(path))
+    assert data_fingerprint(chunked) == data_fingerprint(whole)
+    assert "1907" in [t for split in chunked.values() for t in split["text"]]
+
+
+def test_a_jsonl_key_absent_from_a_whole_chunk_is_a_missing_value_not_a_missing_column(tmp_path, monkeypatch):
+    """JSON lines name their keys line by line: a chunk of lines without ``stars`` holds rows without a label
+    (the same error whatever the chunk size); a key no line has is a missing column, an empty file included."""
+    import json
+
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "late.jsonl"
+    path.write_text("".join(json.dumps({"review": f"review number {i}", **({"stars": 1 + i % 2} if i >= 10 else {})})
+                            + "\n" for i in range(60)))
+    messages = []
+    for rows in (50_000, 7):
+        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
+        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
+        with pytest.raises(DataError) as err:
+            load_splits(_section(path))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "10 rows have no label: rows 0, 1, 2" in messages[1]
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="column 'review', 'stars' not found; columns are: ;"):
+        load_splits(_section(tmp_path / "empty.jsonl"))
+
+
+def test_a_file_rewritten_with_the_same_size_and_modification_time_is_read_again(tmp_path, monkeypatch):
+    """``cp -p``, ``rsync -t`` and ``touch -r`` keep size and mtime: the conversion must still follow the
+    content (the status change time cannot be set back)."""
+    import os
+
+    from peftsent.data import load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "same.csv"
+    path.write_text("review,stars\n" + "".join(f"aaa review {i},{1 + i % 2}\n" for i in range(60)))
+    before = os.stat(path)
+    assert all(t.startswith("aaa") for t in load_splits(_section(path))["train"]["text"])
+    replacement = tmp_path / "new.csv"
+    replacement.write_text(path.read_text().replace("aaa", "bbb"))
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, path)  # a file replaced while cached
+    assert all(t.startswith("bbb") for t in load_splits(_section(path))["train"]["text"])
+    path.write_text(path.read_text().replace("bbb", "ccc"))  # edited in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert all(t.startswith("ccc") for t in load_splits(_section(path))["train"]["text"])
+
+
+def test_a_cache_directory_that_cannot_be_made_is_one_error_naming_peftsent_cache(tmp_path, monkeypatch):
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = _star_file(tmp_path / "stars.csv")
+    monkeypatch.setenv("PEFTSENT_CACHE", str(path / "cache"))  # under a file: no directory can be made there
+    with pytest.raises(DataError, match="PEFTSENT_CACHE to a writable directory, or PEFTSENT_CACHE=off"):
+        load_splits(_section(path))
+    monkeypatch.setenv("PEFTSENT_CACHE", "off")  # a temporary directory instead
+    assert len(load_splits(_section(path))["test"]) == 20
+
+
+def test_a_load_while_another_process_writes_the_same_scan_reads_a_whole_one(tmp_path, monkeypatch):
+    """Ranks of a distributed run load the same file at once: each scans it and saves the scan; one that
+    finds a saved scan while another rewrites it must never read half a file."""
+    import pathlib
+
+    import peftsent.data
+    from peftsent.data import _file_table, load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    first = load_splits(_section(path))
+    table = _file_table(str(path), _section(path))  # a second process, about to save the scan it made
+    write_text, during = pathlib.Path.write_text, []
+
+    def interrupted(self, data, *args, **kwargs):  # what write_text does, with a third process loading midway
+        with self.open("w") as handle:
+            handle.write(data[:5])
+            handle.flush()
+            during.append(load_splits(_section(path)))
+            handle.write(data[5:])
+        return len(data)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", interrupted)
+    table._write_scan()
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    assert during and peftsent.data.data_fingerprint(during[0]) == peftsent.data.data_fingerprint(first)
+
+
+def test_a_label_column_of_distinct_values_is_scanned_in_linear_time(tmp_path, monkeypatch):
+    """Text and label columns swapped (or free text as labels): one raw label per row must still be one pass,
+    then the label error (it was quadratic in the distinct labels: hours for a million rows)."""
+    import time
+
+    from peftsent.data import _file_table, load_splits
+    from peftsent.errors import DataError
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    seconds = {}
+    for kind, label in (("two", lambda i: 1 + i % 2), ("distinct", lambda i: f"free text number {i}")):
+        path = tmp_path / f"{kind}.csv"
+        path.write_text("review,stars\n" + "".join(f"review number {i},{label(i)}\n" for i in range(20_000)))
+        table = _file_table(str(path), _section(path))
+        start = time.perf_counter()
+        table.scan()
+        seconds[kind] = time.perf_counter() - start
+    assert seconds["distinct"] < 5 * seconds["two"] + 0.5, seconds
+    with pytest.raises(DataError, match="the class names cannot be inferred"):
+        load_splits(_section(path))
+
+
+def test_labels_found_with_the_same_count_are_listed_in_file_order_as_before(tmp_path):
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    path = tmp_path / "names.csv"
+    path.write_text("review,stars\n" + "".join(f"review {i},{label}\n" for i, label in
+                                               enumerate(["zeta", "alpha", "zeta", "alpha", "mid", "mid", "beta"])))
+    with pytest.raises(DataError) as err:
+        load_splits(_section(path))
+    assert str(err.value).endswith("[labels found: zeta: 2 rows (row 0, 2); alpha: 2 rows (row 1, 3); "
+                                   "mid: 2 rows (row 4, 5); beta: 1 rows (row 6)]")
+
+
+def test_a_scan_that_cannot_be_saved_leaves_no_partial_file_in_the_cache(tmp_path, monkeypatch):
+    import numpy as np
+
+    from peftsent.data import _file_table
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    savez = np.savez
+
+    def disk_full(file, **arrays):
+        savez(file, **arrays)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError):
+        _file_table(str(path), _section(path))
+    assert not [p.name for p in (tmp_path / "cache" / "files").iterdir() if "partial" in p.name]
+
+
+def test_a_broken_jsonl_line_is_named_by_its_line_whatever_the_chunk_size(tmp_path, monkeypatch):
+    """pandas reports a JSON error at a position in the chunk it parses (a different number for every chunk
+    size, and none a person can find in the file): the message names the file's line."""
+    import json
+
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    lines = [json.dumps({"review": f"review number {i}", "stars": 1 + i % 2}) for i in range(60)]
+    lines[40] = '{"review": "unclosed, "stars": 1}'
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    messages = []
+    for rows in (50_000, 7):
+        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
+        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
+        with pytest.raises(DataError) as err:
+            load_splits(_section(path))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and f"cannot read {path} as jsonl: line 41 is not JSON" in messages[0]
+
+
+def test_two_hosts_with_the_same_pid_converting_one_file_on_a_shared_cache(tmp_path, monkeypatch):
+    """Containers on several nodes often run their workers under the same process id: a temporary name made
+    of the pid alone is one file for both, written twice at once and renamed into place half-overwritten."""
+    import os
+
+    import peftsent.data
+    import peftsent.textfiles
+    from peftsent.data import _file_table, data_fingerprint, load_splits
+
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "cache"))
+    path = _star_file(tmp_path / "stars.csv")
+    alone = data_fingerprint(load_splits(_section(path)))
+    monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / "shared"))
+    monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", 30)
+    monkeypatch.setattr(os, "getpid", lambda: 7)  # the same pid on both nodes
+    chunks, other = peftsent.data.table_chunks, []
+
+    def with_the_other_node(*args, **kwargs):
+        for i, chunk in enumerate(chunks(*args, **kwargs)):
+            yield chunk
+            if i == 0 and not other:  # the other node converts the same file meanwhile
+                other.append("converting")
+                _file_table(str(path), _section(path))
+
+    monkeypatch.setattr(peftsent.data, "table_chunks", with_the_other_node)
+    _file_table(str(path), _section(path))
+    monkeypatch.setattr(peftsent.data, "table_chunks", chunks)
+    assert data_fingerprint(load_splits(_section(path))) == alone
