@@ -49,6 +49,22 @@ def _section(path, **keys):
                        test_size=20, **keys)
 
 
+def _errors_at_chunk_sizes(path, tmp_path, monkeypatch) -> list[str]:
+    """The DataError message of loading ``path`` read in chunks of 50,000 rows, then of 7 (each its own cache)."""
+    import peftsent.textfiles
+    from peftsent.data import load_splits
+    from peftsent.errors import DataError
+
+    messages = []
+    for rows in (50_000, 7):
+        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
+        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
+        with pytest.raises(DataError) as err:
+            load_splits(_section(path))
+        messages.append(str(err.value))
+    return messages
+
+
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
 def test_a_file_read_in_small_chunks_gives_the_same_splits(kind, tmp_path, monkeypatch):
     """Chunk and batch sizes are memory knobs, never results: 7-row chunks, 5-row scans, same splits."""
@@ -183,20 +199,13 @@ def test_a_jsonl_key_absent_from_a_whole_chunk_is_a_missing_value_not_a_missing_
     (the same error whatever the chunk size); a key no line has is a missing column, an empty file included."""
     import json
 
-    import peftsent.textfiles
     from peftsent.data import load_splits
     from peftsent.errors import DataError
 
     path = tmp_path / "late.jsonl"
     path.write_text("".join(json.dumps({"review": f"review number {i}", **({"stars": 1 + i % 2} if i >= 10 else {})})
                             + "\n" for i in range(60)))
-    messages = []
-    for rows in (50_000, 7):
-        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
-        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
-        with pytest.raises(DataError) as err:
-            load_splits(_section(path))
-        messages.append(str(err.value))
+    messages = _errors_at_chunk_sizes(path, tmp_path, monkeypatch)
     assert messages[0] == messages[1] and "10 rows have no label: rows 0, 1, 2" in messages[1]
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="column 'review', 'stars' not found; columns are: ;"):
@@ -324,21 +333,12 @@ def test_a_broken_jsonl_line_is_named_by_its_line_whatever_the_chunk_size(tmp_pa
     size, and none a person can find in the file): the message names the file's line."""
     import json
 
-    import peftsent.textfiles
-    from peftsent.data import load_splits
-    from peftsent.errors import DataError
 
     lines = [json.dumps({"review": f"review number {i}", "stars": 1 + i % 2}) for i in range(60)]
     lines[40] = '{"review": "unclosed, "stars": 1}'
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    messages = []
-    for rows in (50_000, 7):
-        monkeypatch.setattr(peftsent.textfiles, "CHUNK_ROWS", rows)
-        monkeypatch.setenv("PEFTSENT_CACHE", str(tmp_path / f"cache{rows}"))
-        with pytest.raises(DataError) as err:
-            load_splits(_section(path))
-        messages.append(str(err.value))
+    messages = _errors_at_chunk_sizes(path, tmp_path, monkeypatch)
     assert messages[0] == messages[1] and f"cannot read {path} as jsonl: line 41 is not JSON" in messages[0]
 
 
