@@ -339,6 +339,7 @@ class Batcher:
 
     def __init__(self, models: dict[str, Served], max_batch_size: int, max_wait_ms: float, metrics: "Metrics",
                  workers: int = 1, forward_rows: int = FORWARD_ROWS):
+        import collections
         import os
         import queue
         from concurrent.futures import ThreadPoolExecutor
@@ -353,8 +354,9 @@ class Batcher:
                                            initargs=(max(1, cores // workers),))
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gathering: asyncio.Lock | None = None  # one batch gathers at a time
-        self.carried: _Job | None = None  # a job that did not fit the last batch: the next batch's first
+        self.pending: collections.deque = collections.deque()  # jobs left for the next batch, before the queue's
         self.stopping = False
+        self.busy = 0  # workers scoring a batch now
         self.tasks: list[asyncio.Task] = []
         self.trimmed = time.monotonic()
 
@@ -374,50 +376,78 @@ class Batcher:
         await self.queue.put(_Job(served, texts, future))
         return await future
 
-    async def _next_batch(self, carried: _Job | None) -> tuple[list[_Job], _Job | None, bool]:
-        """(jobs of one batch, a job carried over to the next, whether the queue was told to stop)."""
+    async def _next_batch(self) -> tuple[list[_Job], bool]:
+        """(jobs of one batch, whether the queue was told to stop). A job that does not fit goes back to the front
+        of ``pending``, where the next batch starts."""
         loop = asyncio.get_running_loop()
-        first = carried or await self.queue.get()
+        first = self.pending.popleft() if self.pending else await self.queue.get()
         if first is None:
-            return [], None, True
+            return [], True
         jobs, size, deadline = [first], len(first.texts), loop.time() + self.max_wait
         while size < self.max_batch_size:
-            try:
-                job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                break
+            if self.pending:
+                job = self.pending.popleft()
+            else:
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
             if job is None:
-                return jobs, None, True
+                return jobs, True
             if size + len(job.texts) > self.max_batch_size:
-                return jobs, job, False
+                self.pending.appendleft(job)
+                break
             jobs.append(job)
             size += len(job.texts)
-        return jobs, None, False
+        return jobs, False
+
+    def _share(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs this worker keeps when other workers are idle: about its share of the texts (split by
+        request); the rest go back to the front of ``pending`` for the next worker, so that a few clients keep
+        every core busy instead of one worker scoring all their texts while the others wait."""
+        idle = self.workers - self.busy - 1
+        if idle <= 0 or len(jobs) < 2:
+            return jobs
+        share = -(-sum(len(job.texts) for job in jobs) // (idle + 1))
+        kept, size = [], 0
+        while jobs and (not kept or size < share):
+            kept.append(jobs.pop(0))
+            size += len(kept[-1].texts)
+        self.pending.extendleft(reversed(jobs))
+        return kept
 
     async def _run(self) -> None:
         """One worker's loop: gather a batch (one worker at a time), score it on the worker's thread, answer."""
         loop = asyncio.get_running_loop()
         while True:
             async with self.gathering:
-                if self.stopping and self.carried is None:
+                if self.stopping and not self.pending:
                     return
-                jobs, self.carried, told = await self._next_batch(self.carried)
+                jobs, told = await self._next_batch()
                 self.stopping = self.stopping or told
-            jobs = [job for job in jobs if not job.future.done()]  # cancelled: the client left
-            if not jobs:
-                continue
-            self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
-            pairs = [(job.served.name, job.texts) for job in jobs]
+                jobs = self._share([job for job in jobs if not job.future.done()])  # done: the client left
+                self.busy += 1
             try:
-                results = await loop.run_in_executor(self.executor, self._score, pairs)
-            except Exception as err:  # a failing forward pass fails its requests, not the server
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            for job, result in zip(jobs, results):
+                await self._answer(loop, jobs)
+            finally:
+                self.busy -= 1
+
+    async def _answer(self, loop, jobs: list[_Job]) -> None:
+        """Score ``jobs`` on a worker thread and answer them (a failing batch fails its requests, not the server)."""
+        if not jobs:
+            return
+        self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
+        pairs = [(job.served.name, job.texts) for job in jobs]
+        try:
+            results = await loop.run_in_executor(self.executor, self._score, pairs)
+        except Exception as err:
+            for job in jobs:
                 if not job.future.done():
-                    job.future.set_result(result)
+                    job.future.set_exception(err)
+            return
+        for job, result in zip(jobs, results):
+            if not job.future.done():
+                job.future.set_result(result)
 
     def _score(self, pairs: list[tuple[str, list[str]]]) -> list[list[dict]]:
         """On a worker thread: :func:`score` with a free worker's copies of the models; the C heap is trimmed
