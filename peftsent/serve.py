@@ -12,8 +12,9 @@ Endpoints (FastAPI on uvicorn; ``pip install "peftsent[serve]"``):
 Requests are micro-batched: ``--workers`` threads (default one per CPU core) each take a batch of up to
 ``--max-batch-size`` texts (closed ``--max-wait-ms`` after its first text) and score it with one intra-op thread
 per core they own, in forward passes of at most :data:`FORWARD_ROWS` rows sorted by length (long reviews over
-windows, as the model's policy scores them): on 2 cores, two single-threaded batches side by side do more than
-one batch on two threads. Each worker has its own tokenizers (fast tokenizers are not thread-safe).
+windows, as the model's policy scores them): on 2 cores, two single-threaded batches side by side served 3-9 %
+more requests/s than one batch on two threads (docs/deploy.md). Each worker has its own tokenizers (fast
+tokenizers are not thread-safe). Workers left idle take a share of the batch another one gathered.
 
 Several LoRA adapters on one base: each adapter is merged, as ``predict`` merges it, into its own copy of the layers
 it changes; everything it leaves unchanged (embeddings, LayerNorms, biases, untouched layers) is one tensor shared
@@ -50,8 +51,8 @@ from peftsent.tokenization import check_scoring_request
 #: texts one micro-batch of a worker holds at most (a request with more runs alone)
 DEFAULT_MAX_BATCH_SIZE = 32
 #: rows (texts, or windows of long reviews) one forward pass holds at most: a micro-batch runs in passes of this
-#: size, sorted by length (less padding; on MiniLM-L6 in bf16 on one core, 8 rows of 256 tokens keep the
-#: activations in cache, and several passes of 8 cost less than one of 32)
+#: size, sorted by length, so a pass pads only to its own longest row (on MiniLM-L6 in bf16 on one core a window
+#: of 256 tokens cost the same CPU time in passes of 4, 8 or 32 rows: 45-47 ms)
 FORWARD_ROWS = 8
 #: milliseconds the worker waits after a batch's first text for other requests' texts to join it
 DEFAULT_MAX_WAIT_MS = 10
