@@ -351,8 +351,9 @@ class Batcher:
         for _ in range(workers):
             self.views.put(worker_copy(models))
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.cores, self.threads = cores, max(1, cores // workers)  # intra-op threads: all, and a worker's share
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="peftsent-model", initializer=_worker_threads,
-                                           initargs=(max(1, cores // workers),))
+                                           initargs=(self.threads,))
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gathering: asyncio.Lock | None = None  # one batch gathers at a time
         self.pending: collections.deque = collections.deque()  # jobs left for the next batch, before the queue's
@@ -427,20 +428,23 @@ class Batcher:
                 jobs, told = await self._next_batch()
                 self.stopping = self.stopping or told
                 jobs = self._share([job for job in jobs if not job.future.done()])  # done: the client left
+                # nothing else to do: a lone batch (one client) may use every core; else the worker's share
+                alone = self.busy == 0 and not self.pending and self.queue.empty()
                 self.busy += 1
             try:
-                await self._answer(loop, jobs)
+                await self._answer(loop, jobs, self.cores if alone else self.threads)
             finally:
                 self.busy -= 1
 
-    async def _answer(self, loop, jobs: list[_Job]) -> None:
-        """Score ``jobs`` on a worker thread and answer them (a failing batch fails its requests, not the server)."""
+    async def _answer(self, loop, jobs: list[_Job], threads: int) -> None:
+        """Score ``jobs`` on a worker thread with ``threads`` intra-op threads and answer them (a failing batch
+        fails its requests, not the server)."""
         if not jobs:
             return
         self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
         pairs = [(job.served.name, job.texts) for job in jobs]
         try:
-            results = await loop.run_in_executor(self.executor, self._score, pairs)
+            results = await loop.run_in_executor(self.executor, self._score, pairs, threads)
         except Exception as err:
             for job in jobs:
                 if not job.future.done():
@@ -450,9 +454,13 @@ class Batcher:
             if not job.future.done():
                 job.future.set_result(result)
 
-    def _score(self, pairs: list[tuple[str, list[str]]]) -> list[list[dict]]:
+    def _score(self, pairs: list[tuple[str, list[str]]], threads: int) -> list[list[dict]]:
         """On a worker thread: :func:`score` with a free worker's copies of the models; the C heap is trimmed
         at most once a second (:func:`trim_memory`), so the RSS of a long run stays flat."""
+        import torch
+
+        if torch.get_num_threads() != threads:  # this thread's own setting (OpenMP keeps it per thread)
+            torch.set_num_threads(threads)
         view = self.views.get()
         try:
             return score([(view[name], texts) for name, texts in pairs], self.forward_rows)
