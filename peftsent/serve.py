@@ -14,7 +14,8 @@ Requests are micro-batched: ``--workers`` threads (default one per CPU core) eac
 per core they own, in forward passes of at most :data:`FORWARD_ROWS` rows sorted by length (long reviews over
 windows, as the model's policy scores them): on 2 cores, two single-threaded batches side by side served 3-9 %
 more requests/s than one batch on two threads (docs/deploy.md). Each worker has its own tokenizers (fast
-tokenizers are not thread-safe). Workers left idle take a share of the batch another one gathered.
+tokenizers are not thread-safe). Workers left idle take a share of the batch another one gathered; a lone batch
+(no other worker busy, nothing queued) runs on every core.
 
 Several LoRA adapters on one base: each adapter is merged, as ``predict`` merges it, into its own copy of the layers
 it changes; everything it leaves unchanged (embeddings, LayerNorms, biases, untouched layers) is one tensor shared
