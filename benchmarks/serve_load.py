@@ -2,18 +2,22 @@
 
     python benchmarks/serve_load.py runs/quick/lora                        # the full run (minutes)
     python benchmarks/serve_load.py runs/quick/lora --requests 48 --soak 500 --clients 1 4 16   # short
+    python benchmarks/serve_load.py runs/quick/lora --workers 1 --skip-naive --soak 0           # one worker
 
 Everything runs on 127.0.0.1: each server is a subprocess on a free port, the clients are bounded closed loops
 (each client sends one IMDb test review per request and waits for the answer; the level ends after
 ``--requests`` requests), so the run ends by itself. Needs ``pip install "peftsent[serve]" httpx``.
 
-1. **peftsent vs naive**, at each of ``--clients`` concurrent clients: requests/s, p50/p95/p99 latency (ms) and the
-   agreement of the labels with ``peftsent predict`` (in process, same reviews, the run's own precision), for
-   - ``peftsent serve RUN`` (micro-batches; the run's precision, token policy and temperature), and
+1. **peftsent vs naive**, at each of ``--clients`` concurrent clients: requests/s, p50/p95/p99 latency (ms), the
+   server process's CPU time per request (ms: user + system, all its threads; how much of the machine one answer
+   costs, beside how fast answers come) and the agreement of the labels with ``peftsent predict`` (in process,
+   same reviews, the run's own precision), for
+   - ``peftsent serve RUN`` (micro-batches, ``--workers``; the run's precision, token policy and temperature), and
    - the naive server: FastAPI calling ``transformers.pipeline("text-classification")`` once per request on the
      merged model (``RUN/merged``, made with ``peftsent merge`` if absent), float32, truncation at 512 tokens.
 2. **three adapters on one base vs one**: ``peftsent serve a=RUN b=ADAPTER2 c=ADAPTER3`` (``--adapters``; default
-   the run's adapter three times, loaded as three adapters) with requests spread over a, b, c, against
+   two copies of the run whose LoRA ``B`` matrices are scaled by 0.9 and 1.1: three adapters with different
+   weights, so no layer they change can be shared) with requests spread over a, b, c, against
    ``peftsent serve RUN`` alone, at the largest client count: requests/s and the server's peak RSS (VmHWM).
 3. **soak**: ``--soak`` requests at the largest client count against ``peftsent serve RUN``; RSS after the first
    tenth and at the end.
@@ -107,6 +111,11 @@ class Server:
                 fields[key] = int(value.split()[0]) / 1024
         return fields
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (all its threads), seconds."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -192,6 +201,35 @@ def test_reviews(target: str, n: int) -> list[str]:
     return list(split["text"][:n])
 
 
+def measured(server: Server, *args, **kwargs) -> dict:
+    """:func:`load` on ``server``, with the server's CPU time per answered request (``cpu_ms_per_request``)."""
+    before = server.cpu_seconds()
+    row = load(server.url, *args, **kwargs)
+    row["cpu_ms_per_request"] = round(1000 * (server.cpu_seconds() - before) / max(row["requests"], 1), 1)
+    return row
+
+
+def variant_runs(run: str, scratch: Path, factors=(0.9, 1.1)) -> list[str]:
+    """Copies of ``run`` (weights, recipe, tokenizer; not merged/, exports or evaluations) whose LoRA ``B``
+    matrices are multiplied by each factor: adapters on the same base that change the same layers differently."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from peftsent.rundir import Run
+
+    copies = []
+    for factor in factors:
+        copy = scratch / f"variant-{factor}"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("merged", "onnx*", "eval", "checkpoint-*"))
+        weights = Path(Run(copy).weights) / "adapter_model.safetensors"
+        tensors = load_file(str(weights))
+        save_file({k: v * factor if "lora_B" in k else v for k, v in tensors.items()}, str(weights),
+                  metadata={"format": "pt"})
+        copies.append(str(copy))
+    return copies
+
+
 def _merged(run: str, scratch: Path) -> str:
     merged = Path(run) / "merged"
     if (merged / "config.json").is_file():
@@ -214,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=int, default=5000, help="requests of the soak (default: 5000; 0: none)")
     parser.add_argument("--max-batch-size", type=int, default=32, help="peftsent serve --max-batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=10, help="peftsent serve --max-wait-ms")
+    parser.add_argument("--workers", type=int, help="peftsent serve --workers (default: its own, one per CPU core)")
     parser.add_argument("--skip-naive", action="store_true", help="only peftsent's server")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -232,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = reference_labels(args.run, texts)
     top = max(args.clients)
     serve = ["-m", "peftsent.serve", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-             str(args.max_wait_ms)]
+             str(args.max_wait_ms), *(["--workers", str(args.workers)] if args.workers else [])]
     results = {"version": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "cpus": os.cpu_count(), "load_average_start": round(os.getloadavg()[0], 1), "levels": []}
+               "cpus": os.cpu_count(), "workers": args.workers or "default", "load_average_start": round(os.getloadavg()[0], 1), "levels": []}
 
     servers = {"peftsent": lambda port: [*serve, args.run, "--port", str(port)]}
     if not args.skip_naive:
@@ -246,34 +285,37 @@ def main(argv: list[str] | None = None) -> int:
         try:
             load(server.url, texts, 1, 4)  # warm-up
             for clients in args.clients:
-                row = load(server.url, texts, clients, args.requests)
+                row = measured(server, texts, clients, args.requests)
                 row.update(server=name, agreement=_agreement(row.pop("labels"), reference), **server.memory_mib())
                 results["levels"].append(row)
                 print(json.dumps(row), file=sys.stderr)
             if name == "peftsent":
                 one = next(r for r in results["levels"] if r["server"] == name and r["clients"] == top)
-                results["one_adapter"] = {"requests_per_s": one["requests_per_s"], "peak_rss_mib": one["VmHWM"]}
+                results["one_adapter"] = {"requests_per_s": one["requests_per_s"], "peak_rss_mib": one["VmHWM"],
+                                          "cpu_ms_per_request": one["cpu_ms_per_request"]}
                 if args.soak:
                     first = max(1, args.soak // 10)
                     load(server.url, texts, top, first)
                     before = server.memory_mib()["VmRSS"]
-                    soak = load(server.url, texts, top, args.soak - first)
+                    soak = measured(server, texts, top, args.soak - first)
                     after = server.memory_mib()["VmRSS"]
                     results["soak"] = {"requests": args.soak, "rss_after_first_tenth_mib": round(before),
                                        "rss_end_mib": round(after), "growth": round(after / before - 1, 4),
-                                       "errors": soak["errors"], "requests_per_s": soak["requests_per_s"]}
+                                       "errors": soak["errors"], "requests_per_s": soak["requests_per_s"],
+                                       "cpu_ms_per_request": soak["cpu_ms_per_request"]}
                     print(json.dumps(results["soak"]), file=sys.stderr)
         finally:
             server.stop()
 
-    adapters = args.adapters or [args.run, args.run]
+    adapters = args.adapters or variant_runs(args.run, scratch)
     three = Server(lambda port: [*serve, f"a={args.run}", f"b={adapters[0]}", f"c={adapters[1]}", "--port",
                                  str(port)], scratch / "three.log")
     try:
         load(three.url, texts, 1, 4, ["a", "b", "c"])
-        row = load(three.url, texts, top, args.requests, ["a", "b", "c"])
+        row = measured(three, texts, top, args.requests, ["a", "b", "c"])
         results["three_adapters"] = {"requests_per_s": row["requests_per_s"], "peak_rss_mib": three.memory_mib()["VmHWM"],
-                                     "p99_ms": row["p99_ms"], "errors": row["errors"]}
+                                     "p99_ms": row["p99_ms"], "errors": row["errors"],
+                                     "cpu_ms_per_request": row["cpu_ms_per_request"]}
     finally:
         three.stop()
     results["load_average_end"] = round(os.getloadavg()[0], 1)
@@ -285,32 +327,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: dict, args) -> str:
     """The markdown table and the targets."""
-    lines = [f"peftsent {results['version']}, {results['date']}, {results['cpus']} CPUs, load average "
+    lines = [f"peftsent {results['version']}, {results['date']}, {results['cpus']} CPUs, workers "
+             f"{results['workers']}, load average "
              f"{results['load_average_start']} -> {results['load_average_end']}; {args.requests} requests per level, "
              f"one review each",
-             "", "| server | clients | requests/s | p50 ms | p95 ms | p99 ms | agreement with predict | errors | "
-             "peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| server | clients | requests/s | CPU ms/request | p50 ms | p95 ms | p99 ms | agreement with predict "
+             "| errors | peak RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["levels"]:
-        lines.append(f"| {r['server']} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
-                     f"{r['p99_ms']} | {r['agreement']} | {r['errors']} | {r['VmHWM']:.0f} |")
+        lines.append(f"| {r['server']} | {r['clients']} | {r['requests_per_s']} | {r['cpu_ms_per_request']} | "
+                     f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['agreement']} | {r['errors']} | "
+                     f"{r['VmHWM']:.0f} |")
     top = max(args.clients)
     ours = next((r for r in results["levels"] if r["server"] == "peftsent" and r["clients"] == top), None)
     naive = next((r for r in results["levels"] if r["server"] == "naive" and r["clients"] == top), None)
     lines.append("")
     if ours and naive:
         lines.append(f"at {top} clients: peftsent / naive requests/s = {ours['requests_per_s'] / naive['requests_per_s']:.2f}x "
-                     f"(target >= 4x), peftsent p99 {ours['p99_ms']} ms (target <= 2000)")
+                     f"(target >= 4x), peftsent p99 {ours['p99_ms']} ms (target <= 2000); CPU ms/request "
+                     f"{ours['cpu_ms_per_request']} vs {naive['cpu_ms_per_request']} "
+                     f"({naive['cpu_ms_per_request'] / max(ours['cpu_ms_per_request'], 1e-9):.2f}x less)")
     one, three = results.get("one_adapter"), results.get("three_adapters")
     if one and three:
         lines.append(f"three adapters / one: requests/s {three['requests_per_s'] / one['requests_per_s']:.2f}x "
                      f"(target >= 0.7x), peak RSS {three['peak_rss_mib'] / one['peak_rss_mib']:.2f}x (target <= 1.2x): "
                      f"{three['requests_per_s']} vs {one['requests_per_s']} requests/s, "
-                     f"{three['peak_rss_mib']:.0f} vs {one['peak_rss_mib']:.0f} MiB")
+                     f"{three['peak_rss_mib']:.0f} vs {one['peak_rss_mib']:.0f} MiB, CPU ms/request "
+                     f"{three['cpu_ms_per_request']} vs {one['cpu_ms_per_request']}")
     soak = results.get("soak")
     if soak:
         lines.append(f"soak of {soak['requests']} requests: RSS {soak['rss_after_first_tenth_mib']} -> "
                      f"{soak['rss_end_mib']} MiB ({100 * soak['growth']:+.1f} %, target <= +10 %), "
-                     f"{soak['errors']} errors")
+                     f"{soak['errors']} errors, {soak['requests_per_s']} requests/s")
     return "\n".join(lines)
 
 

@@ -9,10 +9,21 @@ Endpoints (FastAPI on uvicorn; ``pip install "peftsent[serve]"``):
 - ``GET /v1/models``: the served models; ``GET /health``; ``GET /metrics`` (Prometheus text format: requests,
   texts, batch sizes, latency, errors); ``GET /``: a page to paste a review into.
 
-Requests are micro-batched: one worker thread owns the models and scores up to ``--max-batch-size`` texts,
-waiting at most ``--max-wait-ms`` after the first text for others to join. LoRA adapters on the same base share
-one base model in memory (:func:`peftsent.loading.add_adapter`) and run in one mixed batch (peft's
-``adapter_names``), so an extra adapter costs its own weights, not a model. Merged and other model directories,
+Requests are micro-batched: ``--workers`` threads (default one per CPU core) each take a batch of up to
+``--max-batch-size`` texts (closed ``--max-wait-ms`` after its first text) and score it with one intra-op thread
+per core they own, in forward passes of at most :data:`FORWARD_ROWS` rows sorted by length (long reviews over
+windows, as the model's policy scores them): on 2 cores, two single-threaded batches side by side served 3-9 %
+more requests/s than one batch on two threads (docs/deploy.md). Each worker has its own tokenizers (fast
+tokenizers are not thread-safe). Workers left idle take a share of the batch another one gathered; a lone batch
+(no other worker busy, nothing queued) runs on every core.
+
+Several LoRA adapters on one base: each adapter is merged, as ``predict`` merges it, into its own copy of the layers
+it changes; everything it leaves unchanged (embeddings, LayerNorms, biases, untouched layers) is one tensor shared
+by all of them (:func:`_share_unchanged`). So an extra adapter costs the layers it changes, not a model: for LoRA
+on every linear layer of MiniLM-L6, its 10.6M encoder weights (21 MiB in bf16) of the model's 22.7M; for
+query/value LoRA, a third of that. This replaces peft's mixed batches (``adapter_names``): they run every row
+through the unmerged base plus each adapter's low-rank path (slower, and in bf16 not predict's numbers); merged
+copies give every adapter the one-adapter speed and exactly predict's weights. Merged and other model directories,
 full runs, other adapters and hub ids load on their own.
 
 Bad requests are 4xx answers that name the problem (400 invalid JSON, 404 unknown model, 413 too many or too long
@@ -33,13 +44,17 @@ from peftsent import __version__
 from peftsent.calibration import temperature_for
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError, PeftsentError
-from peftsent.loading import add_adapter, load_target, shared_adapter_source
+from peftsent.loading import load_target, shared_adapter_source
 from peftsent.predict import labelled, policy_logits
-from peftsent.speed import can_merge, inference_precision, target_dtype
+from peftsent.speed import can_merge, store_for_inference, target_dtype
 from peftsent.tokenization import check_scoring_request
 
-#: texts one forward pass of the worker scores at most (a request with more runs alone, in batches of this size)
+#: texts one micro-batch of a worker holds at most (a request with more runs alone)
 DEFAULT_MAX_BATCH_SIZE = 32
+#: rows (texts, or windows of long reviews) one forward pass holds at most: a micro-batch runs in passes of this
+#: size, sorted by length, so a pass pads only to its own longest row (on MiniLM-L6 in bf16 on one core a window
+#: of 256 tokens cost the same CPU time in passes of 4, 8 or 32 rows: 45-47 ms)
+FORWARD_ROWS = 8
 #: milliseconds the worker waits after a batch's first text for other requests' texts to join it
 DEFAULT_MAX_WAIT_MS = 10
 #: texts one request may hold
@@ -60,7 +75,7 @@ EPILOG = """examples:
        -d '{"texts": ["A wonderful film.", "Dull and far too long."], "model": "default"}'
   {"model": "default", "predictions": [{"label": "positive", "score": 0.97, "probabilities": {...}}, ...]}
 
-LoRA runs on the same base share one base model and run in mixed batches. Open http://HOST:PORT/ to try a review.
+LoRA runs on the same base share the tensors their adapters leave unchanged. Open http://HOST:PORT/ to try a review.
 """
 
 
@@ -86,12 +101,11 @@ class Served:
     """inference precision (:func:`peftsent.speed.target_dtype`)"""
     temperature: float
     """the calibration temperature logits are divided by (1.0: none)"""
-    adapter: str | None = None
-    """its adapter's name inside a shared ``PeftModel``; None for a model of its own"""
+    base: str | None = None
+    """the base model location of a LoRA adapter (:func:`peftsent.loading.shared_adapter_source`), whose unchanged
+    tensors it shares with the other adapters on that base; None for anything else"""
     shared_with: list = field(default_factory=list)
     """the names of the served models on the same base model (itself included)"""
-    held: object = None
-    """the precision context its model stays in for the server's life (see :func:`_prepare`), kept referenced"""
 
     @property
     def labels(self) -> list[str]:
@@ -135,107 +149,122 @@ def parse_targets(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _adapter_key(name: str) -> str:
-    """A peft adapter name for a served name (peft keeps its own names; '.' would split module paths)."""
-    return "served_" + name.replace(".", "_").replace("-", "_")
-
-
 def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews: str = "auto",
                 stride: int | None = None, label_order: str | None = None,
                 allow_random_weights: bool = False) -> dict[str, Served]:
-    """Load every (name, target); LoRA adapters on the same base share one base model.
+    """Load every (name, target), each as ``peftsent predict`` loads and scores it; LoRA adapters on the same base
+    share every tensor their adapter leaves unchanged (:func:`_share_unchanged`).
 
     ``dtype``, ``long_reviews``, ``stride``, ``label_order``, ``allow_random_weights``: as in ``peftsent predict``.
-    A base serving a single adapter has it merged into its weights (as predict does); several adapters stay
-    unmerged and run in mixed batches. Returns name -> Served in the given order. Raises a PeftsentError subclass
+    Each adapter is merged into its own copy of the layers it changes (as predict merges it), then stored in its
+    precision (:func:`_prepare`). Returns name -> Served in the given order. Raises a PeftsentError subclass
     (ModelError, RunDirError, DataError) for a target that cannot be loaded or scored so.
     """
     served: dict[str, Served] = {}
-    bases: dict[str, Served] = {}  # base location -> the first served adapter on it
     for name, target in pairs:
-        source = shared_adapter_source(target)
-        first = bases.get(source[1]) if source else None
-        if first is not None:
-            adapter = _adapter_key(name)
-            loaded = add_adapter(first.loaded, target, adapter, label_order, allow_random_weights)
-        else:
-            loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
-            adapter = loaded.model.active_adapter if source else None
+        loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
         try:
             policy = loaded.policy.for_scoring(long_reviews, stride)
         except ValueError as err:
             raise DataError(f"{name}={target}: {err}") from None
-        entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run),
-                       temperature_for(loaded) or 1.0, adapter)
+        source = shared_adapter_source(target)
+        entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run, loaded.model),
+                       temperature_for(loaded) or 1.0, base=source[1] if source else None)
+        _prepare(entry)
+        first = next((other for other in served.values() if entry.base and other.base == entry.base), None)
+        if first is not None:
+            _share_unchanged(entry.loaded.model, first.loaded.model)
         served[name] = entry
-        if source and first is None:
-            bases[source[1]] = entry
+        trim_memory()  # the float32 copies of this load go back to the system before the next one
     for entry in served.values():
-        entry.shared_with = [other.name for other in served.values() if other.loaded.model is entry.loaded.model]
-    _prepare(served)
+        entry.shared_with = [other.name for other in served.values()
+                             if other is entry or (entry.base and other.base == entry.base)]
     return served
 
 
-def _prepare(served: dict[str, Served]) -> None:
-    """Eval mode; a base with one adapter gets it merged (one matmul per layer, as predict); a base with several
-    keeps them apart and mixes them per row (:func:`_mix_any_head`). A model every name of which runs in bfloat16
-    enters :func:`peftsent.speed.inference_precision` once, for good: the same bf16 weights every batch would
-    round to, without casting the whole model at every batch."""
+def _prepare(entry: Served) -> None:
+    """Eval mode; a mergeable adapter merged into its base weights in float32 (as predict does, so the numbers
+    are predict's); then stored for good in the served precision (:func:`peftsent.speed.store_for_inference`:
+    the bf16 bits predict's :func:`peftsent.speed.inference_precision` gives, cast once, not at every batch)."""
     import torch
 
-    models = {id(entry.loaded.model): entry for entry in served.values()}
-    for entry in models.values():
-        model = entry.loaded.model
-        if not isinstance(model, torch.nn.Module):  # an exported model (ONNX Runtime): scored as loading gives it
-            continue
-        model.eval()
-        if torch.cuda.is_available():
-            model.to("cuda")
-        if len(entry.shared_with) == 1 and can_merge(model):
-            model.merge_adapter()
-        elif len(entry.shared_with) > 1:
-            _mix_any_head(model)
-        if {served[name].dtype for name in entry.shared_with} == {"bfloat16"}:
-            entry.held = inference_precision(model, "bfloat16")
-            entry.held.__enter__()
+    model = entry.loaded.model
+    if not isinstance(model, torch.nn.Module):  # an exported model (ONNX Runtime): scored as loading gives it
+        return
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    if can_merge(model):
+        model.merge_adapter()
+    store_for_inference(model, entry.dtype)
 
 
-def _mix_any_head(model) -> None:
-    """Let every module a peft model keeps per adapter (the classification head, BERT's pooler) run a mixed batch.
-
-    peft's ``ModulesToSaveWrapper._mixed_batch_forward`` refuses modules other than Linear, Embedding and Conv
-    (BERT's ``pooler``, RoBERTa's ``classifier`` are modules of their own), though their input is batch-first
-    too: this instance-level replacement does what peft does for a Linear, per adapter's rows, for any module.
-    """
-    import types
-
-    from peft.utils import ModulesToSaveWrapper
-
-    for module in model.modules():
-        if isinstance(module, ModulesToSaveWrapper):
-            module._mixed_batch_forward = types.MethodType(_mixed_head_forward, module)
+def _tensor_key(module_name: str, leaf: str) -> str:
+    """A tensor's name with peft's wrapping left out (``query.base_layer.weight`` -> ``query.weight``), so a layer
+    one adapter wraps and another does not still compare."""
+    return f"{module_name}.{leaf}".replace(".base_layer.", ".")
 
 
-def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
-    """Rows of ``input`` (batch first) through the copy of the module of their adapter; results in row order."""
+def _share_unchanged(model, reference) -> int:
+    """Point every parameter and buffer of ``model`` whose name, shape, dtype, device and values equal one of
+    ``reference``'s at ``reference``'s tensor (the old one is freed). Both are prepared (merged, stored in their
+    precision) and never written again, so sharing cannot change a number. Returns the bytes shared.
+
+    For two LoRA adapters on one base this shares the embeddings, LayerNorms, biases and every layer the adapters
+    leave alone; each keeps its own merged copy of the layers it changes (for ``all-linear`` on MiniLM-L6: the
+    10.6M encoder weights, 21 MiB in bf16) and its head."""
     import torch
 
-    outputs, rows = [], []
-    for adapter in dict.fromkeys(adapter_names):
-        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
-        module = self.original_module if adapter == "__base__" else self.modules_to_save[adapter]
-        outputs.append(module(input[picked], *args, **kwargs))
-        rows += picked
-    return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows))]
+    tensors = {}
+    for module_name, module in reference.named_modules():
+        for store in (module._parameters, module._buffers):
+            tensors.update({_tensor_key(module_name, leaf): t for leaf, t in store.items() if t is not None})
+    shared = 0
+    for module_name, module in model.named_modules():
+        for store in (module._parameters, module._buffers):
+            for leaf, tensor in list(store.items()):
+                same = tensors.get(_tensor_key(module_name, leaf))
+                if (tensor is None or same is None or same is tensor or same.shape != tensor.shape
+                        or same.dtype != tensor.dtype or same.device != tensor.device or not torch.equal(same, tensor)):
+                    continue
+                store[leaf] = same
+                shared += tensor.numel() * tensor.element_size()
+    return shared
 
 
-def score(jobs: list[tuple[Served, list[str]]], batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> list[list[dict]]:
+def trim_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``; elsewhere nothing): freed
+    tensors and tokenizer buffers otherwise stay in the RSS of a long-running server, as fragments of several
+    threads' arenas."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+        import platform
+
+        _MALLOC_TRIM = False
+        if platform.libc_ver()[0] == "glibc":
+            try:
+                _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                pass
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+#: glibc's malloc_trim once looked up; False where there is none
+_MALLOC_TRIM = None
+
+
+def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) -> list[list[dict]]:
     """Predictions for a micro-batch: ``jobs`` are (served model, texts) pairs; returns one list of predictions
     per job, one dict per text: ``label``, ``score`` and ``probabilities`` (by class name), rounded to 6 places
     as ``peftsent predict`` prints them.
 
-    Texts of models sharing a base (and token policy and precision) run in the same forward passes, each row
-    through its own adapter (``adapter_names``). Logits are divided by each model's temperature before the softmax.
+    Texts of one served model run together, sorted by length, in forward passes of at most ``batch_size`` rows
+    (windows of long reviews as the model's policy scores them, :func:`peftsent.predict.policy_logits`). Logits
+    are divided by each model's temperature before the softmax. Not thread-safe for one ``Served`` (its tokenizer):
+    each worker scores with its own copies (:func:`worker_copy`).
     """
     import torch
 
@@ -248,15 +277,22 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = DEFAULT_MAX_BA
     with torch.inference_mode():
         for indices in groups.values():
             first = rows[indices[0]][0]
-            names = [rows[i][0].adapter for i in indices]
-            mixed = len(first.shared_with) > 1
-            logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype,
-                                   first.policy, adapter_names=names if mixed else None)
+            logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype, first.policy)
             for i, row in zip(indices, logits):
                 predictions[i] = _prediction(rows[i][0], row)
     for (_, _, job), prediction in zip(rows, predictions):
         results[job].append(prediction)
     return results
+
+
+def worker_copy(models: dict[str, Served]) -> dict[str, Served]:
+    """``models`` for one worker thread: the same model weights, a tokenizer of its own (a fast tokenizer is not
+    safe to use from two threads at once, and scoring windows sets its ``truncation_side``)."""
+    import copy
+    import dataclasses
+
+    return {name: dataclasses.replace(entry, loaded=dataclasses.replace(
+        entry.loaded, tokenizer=copy.deepcopy(entry.loaded.tokenizer))) for name, entry in models.items()}
 
 
 def _prediction(entry: Served, logits) -> dict:
@@ -267,6 +303,27 @@ def _prediction(entry: Served, logits) -> dict:
     return labelled(entry.labels, torch.softmax(canonical, dim=-1).tolist())
 
 
+def default_workers() -> int:
+    """One worker per CPU core this process may run on (one on a GPU: its kernels already fill it)."""
+    import os
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _worker_threads(threads: int) -> None:
+    """Each worker thread's own intra-op thread count (PyTorch keeps it per thread under OpenMP)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 @dataclass
 class _Job:
     served: Served
@@ -275,27 +332,45 @@ class _Job:
 
 
 class Batcher:
-    """Collects requests' texts into micro-batches that one worker thread scores (the only thread that touches a
-    model). A batch closes at ``max_batch_size`` texts or ``max_wait_ms`` after its first text; a request whose
-    client went away before its batch ran is dropped, one that leaves later is answered into the void."""
+    """Collects requests' texts into micro-batches that ``workers`` threads score, each its own batch at a time
+    with its own tokenizers (:func:`worker_copy`) and ``cores // workers`` intra-op threads (small matmuls scale
+    badly across threads: two batches on one core each beat one batch on two). A batch closes at
+    ``max_batch_size`` texts or ``max_wait_ms`` after its first text, and runs in forward passes of
+    ``forward_rows`` rows; while the workers compute, the next batch gathers. A request whose client went away
+    before its batch ran is dropped, one that leaves later is answered into the void."""
 
-    def __init__(self, max_batch_size: int, max_wait_ms: float, metrics: "Metrics"):
+    def __init__(self, models: dict[str, Served], max_batch_size: int, max_wait_ms: float, metrics: "Metrics",
+                 workers: int = 1, forward_rows: int = FORWARD_ROWS):
+        import collections
+        import os
+        import queue
         from concurrent.futures import ThreadPoolExecutor
 
-        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
-        self.metrics = metrics
+        self.max_batch_size, self.max_wait, self.forward_rows = max_batch_size, max_wait_ms / 1000, forward_rows
+        self.metrics, self.workers = metrics, workers
+        self.views: queue.SimpleQueue = queue.SimpleQueue()  # one worker_copy per worker, taken for a batch
+        for _ in range(workers):
+            self.views.put(worker_copy(models))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.cores, self.threads = cores, max(1, cores // workers)  # intra-op threads: all, and a worker's share
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="peftsent-model", initializer=_worker_threads,
+                                           initargs=(self.threads,))
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="peftsent-model")
-        self.task: asyncio.Task | None = None
+        self.gathering: asyncio.Lock | None = None  # one batch gathers at a time
+        self.pending: collections.deque = collections.deque()  # jobs left for the next batch, before the queue's
+        self.stopping = False
+        self.busy = 0  # workers scoring a batch now
+        self.tasks: list[asyncio.Task] = []
+        self.trimmed = time.monotonic()
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.gathering = asyncio.Lock()
+        self.tasks = [asyncio.get_running_loop().create_task(self._run()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
-        """Finish the batches queued so far, then stop the worker."""
+        """Finish the batches queued so far, then stop the workers."""
         await self.queue.put(None)
-        if self.task is not None:
-            await self.task
+        await asyncio.gather(*self.tasks)
         self.executor.shutdown(wait=True)
 
     async def submit(self, served: Served, texts: list[str]) -> list[dict]:
@@ -304,46 +379,101 @@ class Batcher:
         await self.queue.put(_Job(served, texts, future))
         return await future
 
-    async def _next_batch(self, carried: _Job | None) -> tuple[list[_Job], _Job | None, bool]:
-        """(jobs of one batch, a job carried over to the next, whether the queue was told to stop)."""
+    async def _next_batch(self) -> tuple[list[_Job], bool]:
+        """(jobs of one batch, whether the queue was told to stop). A job that does not fit goes back to the front
+        of ``pending``, where the next batch starts."""
         loop = asyncio.get_running_loop()
-        first = carried or await self.queue.get()
+        first = self.pending.popleft() if self.pending else await self.queue.get()
         if first is None:
-            return [], None, True
+            return [], True
         jobs, size, deadline = [first], len(first.texts), loop.time() + self.max_wait
         while size < self.max_batch_size:
-            try:
-                job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                break
+            if self.pending:
+                job = self.pending.popleft()
+            else:
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
             if job is None:
-                return jobs, None, True
+                return jobs, True
             if size + len(job.texts) > self.max_batch_size:
-                return jobs, job, False
+                self.pending.appendleft(job)
+                break
             jobs.append(job)
             size += len(job.texts)
-        return jobs, None, False
+        return jobs, False
+
+    def _share(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs this worker keeps when other workers are idle: about its share of the texts (split by
+        request); the rest go back to the front of ``pending`` for the next worker, so that a few clients keep
+        every core busy instead of one worker scoring all their texts while the others wait."""
+        idle = self.workers - self.busy - 1
+        if idle <= 0 or len(jobs) < 2:
+            return jobs
+        share = -(-sum(len(job.texts) for job in jobs) // (idle + 1))
+        kept, size = [], 0
+        while jobs and (not kept or size < share):
+            kept.append(jobs.pop(0))
+            size += len(kept[-1].texts)
+        self.pending.extendleft(reversed(jobs))
+        return kept
 
     async def _run(self) -> None:
-        loop, carried, stopping = asyncio.get_running_loop(), None, False
-        while not stopping or carried is not None:
-            jobs, carried, told = await self._next_batch(carried)
-            stopping = stopping or told
-            jobs = [job for job in jobs if not job.future.done()]  # cancelled: the client left
-            if not jobs:
-                continue
-            self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
-            pairs = [(job.served, job.texts) for job in jobs]
+        """One worker's loop: gather a batch (one worker at a time), score it on the worker's thread, answer."""
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self.gathering:
+                if self.stopping and not self.pending:
+                    return
+                jobs, told = await self._next_batch()
+                self.stopping = self.stopping or told
+                jobs = self._share([job for job in jobs if not job.future.done()])  # done: the client left
+                # nothing else to do: a lone batch (one client) may use every core; else the worker's share
+                alone = self.busy == 0 and not self.pending and self.queue.empty()
+                self.busy += 1
             try:
-                results = await loop.run_in_executor(self.executor, score, pairs, self.max_batch_size)
-            except Exception as err:  # a failing forward pass fails its requests, not the server
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            for job, result in zip(jobs, results):
+                await self._answer(loop, jobs, self.cores if alone else self.threads)
+            finally:
+                self.busy -= 1
+
+    async def _answer(self, loop, jobs: list[_Job], threads: int) -> None:
+        """Score ``jobs`` on a worker thread with ``threads`` intra-op threads and answer them (a failing batch
+        fails its requests, not the server)."""
+        if not jobs:
+            return
+        self.metrics.batch_size.observe(sum(len(job.texts) for job in jobs))
+        pairs = [(job.served.name, job.texts) for job in jobs]
+        try:
+            results = await loop.run_in_executor(self.executor, self._score, pairs, threads)
+        except Exception as err:
+            for job in jobs:
                 if not job.future.done():
-                    job.future.set_result(result)
+                    job.future.set_exception(err)
+            return
+        for job, result in zip(jobs, results):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _score(self, pairs: list[tuple[str, list[str]]], threads: int) -> list[list[dict]]:
+        """On a worker thread: :func:`score` with a free worker's copies of the models; the C heap is trimmed
+        at most once a second (:func:`trim_memory`), so the RSS of a long run stays flat."""
+        import torch
+
+        if torch.get_num_threads() != threads:  # this thread's own setting (OpenMP keeps it per thread)
+            torch.set_num_threads(threads)
+        view = self.views.get()
+        try:
+            return score([(view[name], texts) for name, texts in pairs], self.forward_rows)
+        finally:
+            self.views.put(view)
+            if time.monotonic() - self.trimmed > TRIM_SECONDS:
+                self.trimmed = time.monotonic()
+                trim_memory()
+
+
+#: seconds between two :func:`trim_memory` calls of a busy server
+TRIM_SECONDS = 1.0
 
 
 class Metrics:
@@ -435,8 +565,9 @@ async def _read_body(request, limit: int) -> bytes:
 
 
 def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-               max_wait_ms: float = DEFAULT_MAX_WAIT_MS, limits: Limits | None = None):
-    """The FastAPI application serving ``models`` (from :func:`load_models`); the batcher starts and stops with it."""
+               max_wait_ms: float = DEFAULT_MAX_WAIT_MS, limits: Limits | None = None, workers: int | None = None):
+    """The FastAPI application serving ``models`` (from :func:`load_models`) with ``workers`` scoring threads
+    (default :func:`default_workers`); the batcher starts and stops with it."""
     import contextlib
 
     from fastapi import FastAPI, Request
@@ -449,7 +580,7 @@ def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATC
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["batcher"] = Batcher(max_batch_size, max_wait_ms, metrics)
+        state["batcher"] = Batcher(models, max_batch_size, max_wait_ms, metrics, workers or default_workers())
         state["batcher"].start()
         yield
         await state["batcher"].stop()
@@ -498,19 +629,22 @@ def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATC
 
 def serve(pairs: list[tuple[str, str]], host: str = "127.0.0.1", port: int = 8000,
           max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
-          limits: Limits | None = None, **load) -> int:
+          limits: Limits | None = None, workers: int | None = None, **load) -> int:
     """Load ``pairs`` (see :func:`load_models`, ``load``: its options) and serve them until SIGTERM / SIGINT.
 
-    Returns 0 after a signal: the listening socket closes, requests in flight are answered, the worker finishes.
+    ``workers``: scoring threads (default :func:`default_workers`). Returns 0 after a signal: the listening socket
+    closes, requests in flight are answered, the workers finish.
     """
     import uvicorn
 
     models = load_models(pairs, **load)
-    app = create_app(models, max_batch_size, max_wait_ms, limits)
+    workers = workers or default_workers()
+    app = create_app(models, max_batch_size, max_wait_ms, limits, workers)
     for name, entry in models.items():
         print(f"serving {name}: {entry.target} ({entry.loaded.kind}, {entry.dtype}, "
               f"{entry.policy.long_reviews}, temperature {entry.temperature:g})", file=sys.stderr)
-    print(f"peftsent serve: http://{host}:{port}/ (POST /v1/predict, GET /v1/models /health /metrics)",
+    print(f"peftsent serve: http://{host}:{port}/ (POST /v1/predict, GET /v1/models /health /metrics), "
+          f"{workers} worker{'s' if workers > 1 else ''}",
           file=sys.stderr, flush=True)
     # uvicorn re-raises a captured SIGTERM/SIGINT once it has shut down gracefully, so the handler in place
     # before it runs decides the exit status: these keep it 0
@@ -525,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m peftsent.serve", "Serve models over HTTP with micro-batching.", EPILOG)
     parser.add_argument("targets", nargs="+", metavar="[NAME=]TARGET",
                         help="run directory, merged/model directory, adapter directory or hub id, optionally named "
-                             f"(a target without a name is '{DEFAULT_NAME}'); LoRA runs on one base share it")
+                             f"(a target without a name is '{DEFAULT_NAME}'); LoRA runs on one base share its "
+                             "unchanged layers")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; "
                         "0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
@@ -534,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
                         help=f"milliseconds a batch waits for more texts after its first (default: "
                              f"{DEFAULT_MAX_WAIT_MS})")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads scoring micro-batches side by side, each with CPU cores / N intra-op threads "
+                             "(default: one per CPU core; 1 on a GPU)")
     parser.add_argument("--max-texts", type=positive_int, default=DEFAULT_MAX_TEXTS,
                         help=f"texts one request may hold; more: 413 (default: {DEFAULT_MAX_TEXTS})")
     parser.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS,
@@ -558,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             raise PeftsentError(f"serve needs {err.name}: pip install 'peftsent[serve]'") from None
         return serve(pairs, args.host, args.port, args.max_batch_size, args.max_wait_ms,
-                     Limits(args.max_texts, args.max_chars), dtype=args.dtype, long_reviews=args.long_reviews,
+                     Limits(args.max_texts, args.max_chars), args.workers, dtype=args.dtype, long_reviews=args.long_reviews,
                      stride=args.stride, label_order=args.label_order,
                      allow_random_weights=args.allow_random_weights)
 

@@ -241,24 +241,86 @@ def test_metrics_health_and_models(server):
     assert limits == {"max_texts": 8, "max_chars": 500}
 
 
-def test_adapters_on_one_base_share_it_in_memory(runs):
-    """A second adapter adds its own weights (LoRA matrices and head) to the model the first loaded, not a model."""
+def test_adapters_on_one_base_share_what_they_leave_unchanged(runs):
+    """A second adapter on the base adds only the layers it changes (merged) and its head: the embeddings and
+    every tensor the adapters leave alone are one tensor in memory; each scores as it does alone."""
     from peftsent.serve import load_models, score
 
     alone = {name: load_models([(name, str(runs[name]))], dtype="float32")[name] for name in ("a", "b")}
     both = load_models([("a", str(runs["a"])), ("b", str(runs["b"]))], dtype="float32")
-    assert both["a"].loaded.model is both["b"].loaded.model
-    def count(model, own_only=False):
-        return sum(p.numel() for name, p in model.named_parameters()
-                   if not own_only or "lora_" in name or ".modules_to_save." in name)
+    models = [both["a"].loaded.model, both["b"].loaded.model]
 
-    adapter_b = count(alone["b"].loaded.model, own_only=True)  # its LoRA matrices and head
-    assert adapter_b > 0
-    assert count(both["a"].loaded.model) == count(alone["a"].loaded.model) + adapter_b
-    mixed = score([(both["a"], TEXTS), (both["b"], TEXTS[::-1])])
+    def tensors(model):
+        return {name: p for name, p in model.named_parameters()}
+
+    a, b = tensors(models[0]), tensors(models[1])
+    shared = [name for name in a if name in b and a[name] is b[name]]
+    embeddings = [name for name in shared if "embeddings" in name]
+    assert embeddings and all(a[name] is b[name] for name in a if "embeddings" in name)
+    changed = [name for name in a if name.endswith("base_layer.weight")]  # the layers LoRA merged into
+    assert changed and not set(changed) & set(shared)
+    unique = {id(p): p.numel() for model in models for p in model.parameters()}
+    alone_a = sum(p.numel() for p in alone["a"].loaded.model.parameters())
+    own_b = sum(p.numel() for name, p in b.items() if name not in shared)
+    assert sum(unique.values()) == alone_a + own_b < 2 * alone_a
+    assert both["a"].shared_with == both["b"].shared_with == ["a", "b"]
+    together = score([(both["a"], TEXTS), (both["b"], TEXTS[::-1])])
     separate = [score([(alone["a"], TEXTS)])[0], score([(alone["b"], TEXTS[::-1])])[0]]
-    for got, want in zip(mixed, separate):
+    for got, want in zip(together, separate):
         _close(got, want)
+
+
+LONG = " ".join(["the film was long and the plot was thin, but the acting was good and the ending moving"] * 12)
+
+
+def test_forward_passes_of_a_few_rows_give_the_batch_numbers(runs):
+    """A micro-batch scored in forward passes of FORWARD_ROWS rows (long reviews over many windows) gives the
+    numbers of one pass over all of them, and of predict."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import FORWARD_ROWS, load_models, score
+
+    texts = [LONG, *TEXTS, LONG[::-1], LONG[: len(LONG) // 2]]
+    for long_reviews in ("window", "truncate"):
+        entry = load_models([("a", str(runs["a"]))], dtype="float32", long_reviews=long_reviews)["a"]
+        windows = len(entry.loaded.tokenizer(LONG, truncation=True, max_length=entry.policy.max_length,
+                                             stride=entry.policy.max_length // 2,
+                                             return_overflowing_tokens=True)["input_ids"])
+        assert long_reviews == "truncate" or windows > FORWARD_ROWS  # one review alone needs several passes
+        chunked = score([(entry, texts)], FORWARD_ROWS)[0]
+        whole = score([(entry, texts)], 1024)[0]
+        _close(chunked, whole)
+        loaded = load_target(str(runs["a"]))
+        _close(chunked, list(predict_texts(loaded, texts, long_reviews=long_reviews)))
+
+
+def test_two_workers_answer_concurrent_clients_as_predict_does(runs, capsys, tmp_path):
+    """--workers 2: two threads score batches side by side, each with its own tokenizer; 24 concurrent clients over
+    two adapters on one base get predict's numbers; SIGTERM exits 0."""
+    texts = [*TEXTS, LONG, LONG[: len(LONG) // 3]]
+    expected = {name: _predict_cli(runs[name], texts, capsys) for name in ("a", "b")}
+    process, url = _start([f"a={runs['a']}", f"b={runs['b']}", "--dtype", "float32", "--workers", "2",
+                           "--max-wait-ms", "5", "--max-batch-size", "4"], tmp_path / "workers.log")
+    try:
+        jobs = [(name, i) for name in ("a", "b") for i in range(len(texts))] * 3
+        answers = [None] * len(jobs)
+
+        def ask(k):
+            name, i = jobs[k]
+            answers[k] = _post(url, {"texts": [texts[i]], "model": name})
+
+        threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(jobs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for (name, i), answer in zip(jobs, answers):
+            assert answer.status_code == 200, answer.text
+            _close(answer.json()["predictions"], [expected[name][i]])
+        assert _batches(url) >= 2
+    finally:
+        assert _stop(process) == 0
+    assert "2 workers" in (tmp_path / "workers.log").read_text()
 
 
 def test_user_errors_exit_2_before_serving(runs, capsys):
