@@ -305,8 +305,6 @@ def _prediction(entry: Served, logits) -> dict:
 
 def default_workers() -> int:
     """One worker per CPU core this process may run on (one on a GPU: its kernels already fill it)."""
-    import os
-
     try:
         import torch
 
@@ -314,14 +312,14 @@ def default_workers() -> int:
             return 1
     except ImportError:
         pass
+    return _cores()
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS has one)."""
+    import os
+
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def _worker_threads(threads: int) -> None:
-    """Each worker thread's own intra-op thread count (PyTorch keeps it per thread under OpenMP)."""
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -342,7 +340,6 @@ class Batcher:
     def __init__(self, models: dict[str, Served], max_batch_size: int, max_wait_ms: float, metrics: "Metrics",
                  workers: int = 1, forward_rows: int = FORWARD_ROWS):
         import collections
-        import os
         import queue
         from concurrent.futures import ThreadPoolExecutor
 
@@ -351,10 +348,10 @@ class Batcher:
         self.views: queue.SimpleQueue = queue.SimpleQueue()  # one worker_copy per worker, taken for a batch
         for _ in range(workers):
             self.views.put(worker_copy(models))
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = _cores()
         self.cores, self.threads = cores, max(1, cores // workers)  # intra-op threads: all, and a worker's share
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="peftsent-model", initializer=_worker_threads,
-                                           initargs=(self.threads,))
+        # each batch sets its thread's intra-op threads (:meth:`_score`)
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="peftsent-model")
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gathering: asyncio.Lock | None = None  # one batch gathers at a time
         self.pending: collections.deque = collections.deque()  # jobs left for the next batch, before the queue's
