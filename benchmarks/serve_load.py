@@ -18,7 +18,9 @@ Everything runs on 127.0.0.1: each server is a subprocess on a free port, the cl
 2. **three adapters on one base vs one**: ``peftsent serve a=RUN b=ADAPTER2 c=ADAPTER3`` (``--adapters``; default
    two copies of the run whose LoRA ``B`` matrices are scaled by 0.9 and 1.1: three adapters with different
    weights, so no layer they change can be shared) with requests spread over a, b, c, against
-   ``peftsent serve RUN`` alone, at the largest client count: requests/s and the server's peak RSS (VmHWM).
+   ``peftsent serve RUN`` alone, at the largest client count: requests/s, the server's peak RSS (VmHWM) and each
+   answer's agreement with ``peftsent predict`` of its own adapter; once per ``--adapter-modes`` (``peftsent
+   serve --adapters``: ``merged``, the default, and/or ``mixed``).
 3. **soak**: ``--soak`` requests at the largest client count against ``peftsent serve RUN``; RSS after the first
    tenth and at the end.
 
@@ -127,7 +129,8 @@ class Server:
 
 def load(url: str, texts: list[str], clients: int, requests: int, models: list[str] | None = None) -> dict:
     """``clients`` closed-loop clients send ``requests`` requests in all (one text each, cycling through
-    ``texts`` and ``models``): requests/s, latency percentiles (ms), errors and the labels by text index."""
+    ``texts`` and ``models``): requests/s, latency percentiles (ms), errors and the labels by text index (by
+    (model, text index) when ``models`` are given)."""
     import httpx
 
     lock, next_index = threading.Lock(), [0]
@@ -155,7 +158,8 @@ def load(url: str, texts: list[str], clients: int, requests: int, models: list[s
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
-                    labels[index % len(texts)] = answer.json()["predictions"][0]["label"]
+                    key = (payload["model"], index % len(texts)) if models else index % len(texts)
+                    labels[key] = answer.json()["predictions"][0]["label"]
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()
@@ -174,9 +178,14 @@ def load(url: str, texts: list[str], clients: int, requests: int, models: list[s
             "p99_ms": round(pct(.99)), "labels": labels}
 
 
-def _agreement(labels: dict, reference: list[str]) -> float:
-    keys = sorted(labels)
-    return round(sum(labels[k].lower() == reference[k].lower() for k in keys) / max(len(keys), 1), 4)
+def _agreement(labels: dict, reference) -> float:
+    """The share of ``labels`` equal to ``reference``'s: a list by text index, or (for labels keyed by (model,
+    text index)) a dict model -> list."""
+    def expected(key):
+        return reference[key[0]][key[1]] if isinstance(key, tuple) else reference[key]
+
+    keys = list(labels)
+    return round(sum(labels[k].lower() == expected(k).lower() for k in keys) / max(len(keys), 1), 4)
 
 
 def reference_labels(target: str, texts: list[str]) -> list[str]:
@@ -253,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=32, help="peftsent serve --max-batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=10, help="peftsent serve --max-wait-ms")
     parser.add_argument("--workers", type=int, help="peftsent serve --workers (default: its own, one per CPU core)")
+    parser.add_argument("--adapter-modes", nargs="+", choices=["merged", "mixed"], default=["merged"],
+                        help="peftsent serve --adapters for the three-adapter server, each in turn (default: merged)")
     parser.add_argument("--skip-naive", action="store_true", help="only peftsent's server")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -308,16 +319,23 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     adapters = args.adapters or variant_runs(args.run, scratch)
-    three = Server(lambda port: [*serve, f"a={args.run}", f"b={adapters[0]}", f"c={adapters[1]}", "--port",
-                                 str(port)], scratch / "three.log")
-    try:
-        load(three.url, texts, 1, 4, ["a", "b", "c"])
-        row = measured(three, texts, top, args.requests, ["a", "b", "c"])
-        results["three_adapters"] = {"requests_per_s": row["requests_per_s"], "peak_rss_mib": three.memory_mib()["VmHWM"],
-                                     "p99_ms": row["p99_ms"], "errors": row["errors"],
-                                     "cpu_ms_per_request": row["cpu_ms_per_request"]}
-    finally:
-        three.stop()
+    targets = {"a": args.run, "b": adapters[0], "c": adapters[1]}
+    references = {name: reference if name == "a" else reference_labels(target, texts)
+                  for name, target in targets.items()}
+    results["three_adapters"] = {}
+    for mode in args.adapter_modes:
+        three = Server(lambda port: [*serve, *(f"{n}={t}" for n, t in targets.items()), "--adapters", mode,
+                                     "--port", str(port)], scratch / f"three-{mode}.log")
+        try:
+            load(three.url, texts, 1, 4, list(targets))
+            row = measured(three, texts, top, args.requests, list(targets))
+            results["three_adapters"][mode] = {
+                "requests_per_s": row["requests_per_s"], "peak_rss_mib": three.memory_mib()["VmHWM"],
+                "p99_ms": row["p99_ms"], "errors": row["errors"], "cpu_ms_per_request": row["cpu_ms_per_request"],
+                "agreement": _agreement(row["labels"], references)}
+            print(json.dumps({"three_adapters": mode, **results["three_adapters"][mode]}), file=sys.stderr)
+        finally:
+            three.stop()
     results["load_average_end"] = round(os.getloadavg()[0], 1)
     print(report(results, args))
     if args.json:
@@ -346,13 +364,14 @@ def report(results: dict, args) -> str:
                      f"(target >= 4x), peftsent p99 {ours['p99_ms']} ms (target <= 2000); CPU ms/request "
                      f"{ours['cpu_ms_per_request']} vs {naive['cpu_ms_per_request']} "
                      f"({naive['cpu_ms_per_request'] / max(ours['cpu_ms_per_request'], 1e-9):.2f}x less)")
-    one, three = results.get("one_adapter"), results.get("three_adapters")
-    if one and three:
-        lines.append(f"three adapters / one: requests/s {three['requests_per_s'] / one['requests_per_s']:.2f}x "
+    one = results.get("one_adapter")
+    for mode, three in (results.get("three_adapters") or {}).items() if one else ():
+        lines.append(f"three adapters ({mode}) / one: requests/s {three['requests_per_s'] / one['requests_per_s']:.2f}x "
                      f"(target >= 0.7x), peak RSS {three['peak_rss_mib'] / one['peak_rss_mib']:.2f}x (target <= 1.2x): "
                      f"{three['requests_per_s']} vs {one['requests_per_s']} requests/s, "
                      f"{three['peak_rss_mib']:.0f} vs {one['peak_rss_mib']:.0f} MiB, CPU ms/request "
-                     f"{three['cpu_ms_per_request']} vs {one['cpu_ms_per_request']}")
+                     f"{three['cpu_ms_per_request']} vs {one['cpu_ms_per_request']}, p99 {three['p99_ms']} ms, "
+                     f"agreement with predict {three['agreement']}, errors {three['errors']}")
     soak = results.get("soak")
     if soak:
         lines.append(f"soak of {soak['requests']} requests: RSS {soak['rss_after_first_tenth_mib']} -> "

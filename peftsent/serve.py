@@ -17,14 +17,16 @@ more requests/s than one batch on two threads (docs/deploy.md). Each worker has 
 tokenizers are not thread-safe). Workers left idle take a share of the batch another one gathered; a lone batch
 (no other worker busy, nothing queued) runs on every core.
 
-Several LoRA adapters on one base: each adapter is merged, as ``predict`` merges it, into its own copy of the layers
-it changes; everything it leaves unchanged (embeddings, LayerNorms, biases, untouched layers) is one tensor shared
-by all of them (:func:`_share_unchanged`). So an extra adapter costs the layers it changes, not a model: for LoRA
-on every linear layer of MiniLM-L6, its 10.6M encoder weights (21 MiB in bf16) of the model's 22.7M; for
-query/value LoRA, a third of that. This replaces peft's mixed batches (``adapter_names``): they run every row
-through the unmerged base plus each adapter's low-rank path (slower, and in bf16 not predict's numbers); merged
-copies give every adapter the one-adapter speed and exactly predict's weights. Merged and other model directories,
-full runs, other adapters and hub ids load on their own.
+Several LoRA adapters on one base, ``--adapters merged`` (the default): each adapter is merged, as ``predict``
+merges it, into its own copy of the layers it changes; everything it leaves unchanged (embeddings, LayerNorms,
+biases, untouched layers) is one tensor shared by all of them (:func:`_share_unchanged`). So an extra adapter costs
+the layers it changes, not a model: for LoRA on every linear layer of MiniLM-L6, its 10.6M encoder weights (21 MiB
+in bf16) of the model's 22.7M; for query/value LoRA, a third of that. Every adapter scores at the one-adapter speed
+with exactly predict's weights. ``--adapters mixed``: the adapters stay unmerged on one shared base and texts of
+different adapters run in the same forward passes, each row through its own adapter (peft's ``adapter_names``), so
+an extra adapter costs only its own low-rank matrices and head; every row pays the low-rank path (slower), and in
+bf16 the numbers differ from predict's by bf16 rounding (predict merges in float32 first). For many adapters on a
+large base. Merged and other model directories, full runs, other adapters and hub ids load on their own.
 
 Bad requests are 4xx answers that name the problem (400 invalid JSON, 404 unknown model, 413 too many or too long
 texts or too large a body, 422 a missing or wrong field or an empty text); SIGTERM (or Ctrl+C) stops taking
@@ -32,10 +34,12 @@ connections, answers the requests in flight and exits 0.
 """
 
 import asyncio
+import dataclasses
 import json
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +48,7 @@ from peftsent import __version__
 from peftsent.calibration import temperature_for
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError, PeftsentError
-from peftsent.loading import load_target, shared_adapter_source
+from peftsent.loading import add_adapter, load_target, shared_adapter_source
 from peftsent.predict import labelled, policy_logits
 from peftsent.speed import can_merge, store_for_inference, target_dtype
 from peftsent.tokenization import check_scoring_request
@@ -65,6 +69,9 @@ DEFAULT_MAX_CHARS = 20_000
 DEFAULT_NAME = "default"
 #: the characters a model name may use
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: how LoRA adapters on one base are held (``--adapters``): each merged into its own copy of the layers it
+#: changes, or all unmerged on one base and mixed per row (peft's ``adapter_names``)
+ADAPTER_MODES = ("merged", "mixed")
 
 EPILOG = """examples:
   peftsent serve runs/quick/lora
@@ -75,7 +82,8 @@ EPILOG = """examples:
        -d '{"texts": ["A wonderful film.", "Dull and far too long."], "model": "default"}'
   {"model": "default", "predictions": [{"label": "positive", "score": 0.97, "probabilities": {...}}, ...]}
 
-LoRA runs on the same base share the tensors their adapters leave unchanged. Open http://HOST:PORT/ to try a review.
+LoRA runs on the same base share the tensors their adapters leave unchanged (--adapters merged) or one base
+model, mixed per row (--adapters mixed). Open http://HOST:PORT/ to try a review.
 """
 
 
@@ -106,6 +114,12 @@ class Served:
     tensors it shares with the other adapters on that base; None for anything else"""
     shared_with: list = field(default_factory=list)
     """the names of the served models on the same base model (itself included)"""
+    adapter: str | None = None
+    """``--adapters mixed``: its adapter's name inside the ``PeftModel`` it shares with other adapters (rows of a
+    forward pass name it in ``adapter_names``); None when its model is its own (merged)"""
+    lock: object = None
+    """``--adapters mixed``: a ``threading.Lock`` shared by every model on one mixed base (peft passes
+    ``adapter_names`` to the layers through forward hooks on the shared modules: one forward pass at a time)"""
 
     @property
     def labels(self) -> list[str]:
@@ -120,7 +134,8 @@ class Served:
         """The model's entry in ``GET /v1/models``."""
         return {"name": self.name, "target": self.target, "kind": self.loaded.kind, "labels": self.labels,
                 "max_length": self.policy.max_length, "long_reviews": self.policy.long_reviews,
-                "temperature": self.temperature, "dtype": self.dtype, "shares_base_with": self.shared_with}
+                "temperature": self.temperature, "dtype": self.dtype, "shares_base_with": self.shared_with,
+                "adapters": "mixed" if self.adapter is not None else "merged"}
 
 
 def parse_targets(args: list[str]) -> list[tuple[str, str]]:
@@ -151,35 +166,119 @@ def parse_targets(args: list[str]) -> list[tuple[str, str]]:
 
 def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews: str = "auto",
                 stride: int | None = None, label_order: str | None = None,
-                allow_random_weights: bool = False) -> dict[str, Served]:
+                allow_random_weights: bool = False, adapters: str = "merged") -> dict[str, Served]:
     """Load every (name, target), each as ``peftsent predict`` loads and scores it; LoRA adapters on the same base
-    share every tensor their adapter leaves unchanged (:func:`_share_unchanged`).
+    share memory as ``adapters`` says.
 
     ``dtype``, ``long_reviews``, ``stride``, ``label_order``, ``allow_random_weights``: as in ``peftsent predict``.
-    Each adapter is merged into its own copy of the layers it changes (as predict merges it), then stored in its
-    precision (:func:`_prepare`). Returns name -> Served in the given order. Raises a PeftsentError subclass
-    (ModelError, RunDirError, DataError) for a target that cannot be loaded or scored so.
+    ``adapters``: ``merged`` (default): each adapter is merged into its own copy of the layers it changes (as
+    predict merges it) and stored in its precision (:func:`_prepare`); every tensor it leaves unchanged is shared
+    (:func:`_share_unchanged`). ``mixed``: adapters on one base are loaded into one ``PeftModel``
+    (:func:`peftsent.loading.add_adapter`), stay unmerged, and run in mixed batches (:func:`_prepare_mixed`); a
+    base with a single adapter is merged as above. Returns name -> Served in the given order. Raises a
+    PeftsentError subclass (ModelError, RunDirError, DataError) for a target that cannot be loaded or scored so,
+    ValueError for an unknown ``adapters``.
     """
+    if adapters not in ADAPTER_MODES:
+        raise ValueError(f"adapters={adapters!r}: expected one of {', '.join(ADAPTER_MODES)}")
     served: dict[str, Served] = {}
+    sources = {name: shared_adapter_source(target) for name, target in pairs}
+    bases = [source[1] for source in sources.values() if source]
+    mixed = {base for base in bases if adapters == "mixed" and bases.count(base) > 1}
     for name, target in pairs:
-        loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+        base = sources[name][1] if sources[name] else None
+        first = next((other for other in served.values() if base and other.base == base), None)
+        if base in mixed and first is not None:
+            loaded = add_adapter(first.loaded, target, _adapter_key(name), label_order, allow_random_weights)
+            if _same_tokenizer(loaded.tokenizer, first.loaded.tokenizer):  # so their texts can share passes
+                loaded = dataclasses.replace(loaded, tokenizer=first.loaded.tokenizer)
+        else:
+            loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
         try:
             policy = loaded.policy.for_scoring(long_reviews, stride)
         except ValueError as err:
             raise DataError(f"{name}={target}: {err}") from None
-        source = shared_adapter_source(target)
         entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run, loaded.model),
-                       temperature_for(loaded) or 1.0, base=source[1] if source else None)
-        _prepare(entry)
-        first = next((other for other in served.values() if entry.base and other.base == entry.base), None)
-        if first is not None:
-            _share_unchanged(entry.loaded.model, first.loaded.model)
+                       temperature_for(loaded) or 1.0, base=base)
+        if base in mixed:
+            entry.adapter = loaded.model.active_adapter if first is None else _adapter_key(name)
+            entry.lock = first.lock if first is not None else threading.Lock()
+        else:
+            _prepare(entry)
+            if first is not None:
+                _share_unchanged(entry.loaded.model, first.loaded.model)
         served[name] = entry
         trim_memory()  # the float32 copies of this load go back to the system before the next one
     for entry in served.values():
         entry.shared_with = [other.name for other in served.values()
                              if other is entry or (entry.base and other.base == entry.base)]
+    for base in mixed:
+        _prepare_mixed([entry for entry in served.values() if entry.base == base])
     return served
+
+
+def _adapter_key(name: str) -> str:
+    """A peft adapter name for a served name (peft keeps its own names; '.' would split module paths)."""
+    return "served_" + name.replace(".", "_").replace("-", "_")
+
+
+def _same_tokenizer(a, b) -> bool:
+    """True when ``a`` and ``b`` split every text into the same ids (same class, vocabulary, normalizer,
+    special tokens and sides), so texts of two adapters may share one tokenizer and one forward pass."""
+    if type(a) is not type(b):
+        return False
+    backend = [getattr(t, "backend_tokenizer", None) for t in (a, b)]
+    if None in backend or backend[0].to_str() != backend[1].to_str():
+        return False
+    return all(getattr(a, key, None) == getattr(b, key, None) for key in (
+        "all_special_tokens", "padding_side", "truncation_side", "model_max_length", "model_input_names"))
+
+
+def _prepare_mixed(entries: list[Served]) -> None:
+    """Adapters sharing one base model for mixed batches: eval mode, unmerged; every module peft keeps per adapter
+    (the head, BERT's pooler) made able to run a mixed batch (:func:`_mix_any_head`); stored in bf16 for good when
+    every adapter on it runs in bf16 (:func:`peftsent.speed.store_for_inference`; the low-rank matrices too, so
+    the numbers are predict's within bf16 rounding), else kept in float32 (an adapter scored in bf16 then casts
+    for each batch, as predict does)."""
+    import torch
+
+    model = entries[0].loaded.model
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    _mix_any_head(model)
+    dtypes = {entry.dtype for entry in entries}
+    if len(dtypes) == 1:
+        store_for_inference(model, dtypes.pop())
+
+
+def _mix_any_head(model) -> None:
+    """Let every module a peft model keeps per adapter (the classification head, BERT's pooler) run a mixed batch.
+
+    peft's ``ModulesToSaveWrapper._mixed_batch_forward`` refuses modules other than Linear, Embedding and Conv
+    (BERT's ``pooler``, RoBERTa's ``classifier`` are modules of their own), though their input is batch-first
+    too: this instance-level replacement does what peft does for a Linear, per adapter's rows, for any module.
+    """
+    import types
+
+    from peft.utils import ModulesToSaveWrapper
+
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            module._mixed_batch_forward = types.MethodType(_mixed_head_forward, module)
+
+
+def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
+    """Rows of ``input`` (batch first) through the copy of the module of their adapter; results in row order."""
+    import torch
+
+    outputs, rows = [], []
+    for adapter in dict.fromkeys(adapter_names):
+        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
+        module = self.original_module if adapter == "__base__" else self.modules_to_save[adapter]
+        outputs.append(module(input[picked], *args, **kwargs))
+        rows += picked
+    return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows, device=input.device))]
 
 
 def _prepare(entry: Served) -> None:
@@ -262,9 +361,11 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
     as ``peftsent predict`` prints them.
 
     Texts of one served model run together, sorted by length, in forward passes of at most ``batch_size`` rows
-    (windows of long reviews as the model's policy scores them, :func:`peftsent.predict.policy_logits`). Logits
+    (windows of long reviews as the model's policy scores them, :func:`peftsent.predict.policy_logits`); texts of
+    adapters mixed on one base (``--adapters mixed``) share the passes, each row through its own adapter. Logits
     are divided by each model's temperature before the softmax. Not thread-safe for one ``Served`` (its tokenizer):
-    each worker scores with its own copies (:func:`worker_copy`).
+    each worker scores with its own copies (:func:`worker_copy`); a mixed base is held by one thread at a time
+    (``Served.lock``).
     """
     import torch
 
@@ -277,7 +378,13 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
     with torch.inference_mode():
         for indices in groups.values():
             first = rows[indices[0]][0]
-            logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype, first.policy)
+            texts = [rows[i][1] for i in indices]
+            if first.adapter is None:
+                logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy)
+            else:
+                with first.lock:
+                    logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy,
+                                           adapter_names=[rows[i][0].adapter for i in indices])
             for i, row in zip(indices, logits):
                 predictions[i] = _prediction(rows[i][0], row)
     for (_, _, job), prediction in zip(rows, predictions):
@@ -287,12 +394,15 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
 
 def worker_copy(models: dict[str, Served]) -> dict[str, Served]:
     """``models`` for one worker thread: the same model weights, a tokenizer of its own (a fast tokenizer is not
-    safe to use from two threads at once, and scoring windows sets its ``truncation_side``)."""
+    safe to use from two threads at once, and scoring windows sets its ``truncation_side``); models that share a
+    tokenizer (adapters mixed on one base) share its copy, so their texts still share forward passes."""
     import copy
-    import dataclasses
 
+    copies: dict[int, object] = {}
+    for entry in models.values():
+        copies.setdefault(id(entry.loaded.tokenizer), copy.deepcopy(entry.loaded.tokenizer))
     return {name: dataclasses.replace(entry, loaded=dataclasses.replace(
-        entry.loaded, tokenizer=copy.deepcopy(entry.loaded.tokenizer))) for name, entry in models.items()}
+        entry.loaded, tokenizer=copies[id(entry.loaded.tokenizer)])) for name, entry in models.items()}
 
 
 def _prediction(entry: Served, logits) -> dict:
@@ -303,8 +413,12 @@ def _prediction(entry: Served, logits) -> dict:
     return labelled(entry.labels, torch.softmax(canonical, dim=-1).tolist())
 
 
-def default_workers() -> int:
-    """One worker per CPU core this process may run on (one on a GPU: its kernels already fill it)."""
+def default_workers(models: dict[str, Served] | None = None) -> int:
+    """One worker per CPU core this process may run on; one on a GPU (its kernels already fill it) and when
+    ``models`` hold a mixed base (``--adapters mixed``: its forward passes run one at a time, so one worker with
+    every core scores them fastest)."""
+    if models and any(entry.adapter is not None for entry in models.values()):
+        return 1
     try:
         import torch
 
@@ -577,7 +691,7 @@ def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATC
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["batcher"] = Batcher(models, max_batch_size, max_wait_ms, metrics, workers or default_workers())
+        state["batcher"] = Batcher(models, max_batch_size, max_wait_ms, metrics, workers or default_workers(models))
         state["batcher"].start()
         yield
         await state["batcher"].stop()
@@ -635,11 +749,12 @@ def serve(pairs: list[tuple[str, str]], host: str = "127.0.0.1", port: int = 800
     import uvicorn
 
     models = load_models(pairs, **load)
-    workers = workers or default_workers()
+    workers = workers or default_workers(models)
     app = create_app(models, max_batch_size, max_wait_ms, limits, workers)
     for name, entry in models.items():
+        mixed = f", mixed with {', '.join(entry.shared_with)}" if entry.adapter is not None else ""
         print(f"serving {name}: {entry.target} ({entry.loaded.kind}, {entry.dtype}, "
-              f"{entry.policy.long_reviews}, temperature {entry.temperature:g})", file=sys.stderr)
+              f"{entry.policy.long_reviews}, temperature {entry.temperature:g}{mixed})", file=sys.stderr)
     print(f"peftsent serve: http://{host}:{port}/ (POST /v1/predict, GET /v1/models /health /metrics), "
           f"{workers} worker{'s' if workers > 1 else ''}",
           file=sys.stderr, flush=True)
@@ -668,11 +783,17 @@ def main(argv: list[str] | None = None) -> int:
                              f"{DEFAULT_MAX_WAIT_MS})")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads scoring micro-batches side by side, each with CPU cores / N intra-op threads "
-                             "(default: one per CPU core; 1 on a GPU)")
+                             "(default: one per CPU core; 1 on a GPU or with a mixed base, see --adapters)")
     parser.add_argument("--max-texts", type=positive_int, default=DEFAULT_MAX_TEXTS,
                         help=f"texts one request may hold; more: 413 (default: {DEFAULT_MAX_TEXTS})")
     parser.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS,
                         help=f"characters one text may have; more: 413 (default: {DEFAULT_MAX_CHARS})")
+    parser.add_argument("--adapters", choices=ADAPTER_MODES, default="merged",
+                        help="LoRA runs on one base: merged = each merged into its own copy of the layers it changes "
+                             "(unchanged tensors shared; predict's exact numbers, one-adapter speed; default), "
+                             "mixed = one unmerged base, rows of every adapter in the same forward passes (peft's "
+                             "adapter_names; an adapter costs only its own weights; slower, bf16 numbers within "
+                             "rounding of predict's)")
     add_inference_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -695,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(pairs, args.host, args.port, args.max_batch_size, args.max_wait_ms,
                      Limits(args.max_texts, args.max_chars), args.workers, dtype=args.dtype, long_reviews=args.long_reviews,
                      stride=args.stride, label_order=args.label_order,
-                     allow_random_weights=args.allow_random_weights)
+                     allow_random_weights=args.allow_random_weights, adapters=args.adapters)
 
     return run_cli(body, "peftsent.serve")
 

@@ -323,11 +323,133 @@ def test_two_workers_answer_concurrent_clients_as_predict_does(runs, capsys, tmp
     assert "2 workers" in (tmp_path / "workers.log").read_text()
 
 
+@pytest.fixture(scope="module", params=["distilbert", "bert", "roberta"])
+def adapter_pair(request, tiny_models, reviews_csv, tmp_path_factory):
+    """Two LoRA runs on one tiny base of each architecture (their heads differ: DistilBERT's pre_classifier and
+    classifier Linears, BERT's pooler module, RoBERTa's classifier module), trained apart so they differ."""
+    root = tmp_path_factory.mktemp(f"pair-{request.param}")
+    lora = {"name": "lora", "init_lora_weights": False}
+    model = tiny_models[request.param]
+    return [train(resolve_recipe(tiny_recipe(model, reviews_csv, root / name, lora, seed=seed, learning_rate=rate)))
+            for name, seed, rate in (("a", 1, 0.01), ("b", 2, 0.05))]
+
+
+def test_mixed_adapters_share_one_base_and_its_forward_passes(adapter_pair):
+    """--adapters mixed: a second adapter adds only its own low-rank matrices and head to the one base model; the
+    texts of both adapters run in the same forward passes (long reviews' windows too), each row through its own
+    adapter, and give each run's predict numbers (float32); merged mode gives the same."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import FORWARD_ROWS, default_workers, load_models, score
+
+    pairs = [("a", str(adapter_pair[0])), ("b", str(adapter_pair[1]))]
+    mixed = load_models(pairs, dtype="float32", adapters="mixed")
+    a, b = mixed["a"], mixed["b"]
+    assert a.loaded.model is b.loaded.model and a.batch_key() == b.batch_key() and a.adapter != b.adapter
+    assert a.lock is b.lock and a.describe()["adapters"] == "mixed"
+    assert default_workers(mixed) == 1  # a mixed base runs one pass at a time: one worker, every core
+    alone = load_target(str(adapter_pair[0]))
+    own = sum(p.numel() for p in alone.model.parameters())
+    total = sum(p.numel() for p in a.loaded.model.parameters())
+    added = sum(p.numel() for name, p in a.loaded.model.named_parameters() if b.adapter in name)
+    assert added and total == own + added  # nothing but the second adapter's own tensors
+    assert added < 0.5 * own
+
+    texts = [*TEXTS[:2], LONG]  # both adapters score the same texts: rows through the wrong adapter would show
+    want = [list(predict_texts(load_target(str(target)), texts, long_reviews="window", dtype="float32"))
+            for target in adapter_pair]
+    assert max(abs(x["probabilities"][k] - y["probabilities"][k]) for x, y in zip(*want)
+               for k in x["probabilities"]) > 1e-4
+
+    def passes(models, long_reviews):
+        entries = [models["a"], models["b"]]
+        for entry in entries:
+            entry.policy = entry.policy.for_scoring(long_reviews, None)
+        counted = []
+        hooks = [model.register_forward_pre_hook(lambda module, args: counted.append(1))
+                 for model in {id(e.loaded.model): e.loaded.model for e in entries}.values()]
+        try:
+            return score([(entries[0], texts), (entries[1], texts)], FORWARD_ROWS), len(counted)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    merged = load_models(pairs, dtype="float32")
+    assert merged["a"].adapter is None and merged["a"].loaded.model is not merged["b"].loaded.model
+    for long_reviews in ("window", "truncate"):
+        together, mixed_passes = passes(mixed, long_reviews)
+        apart, merged_passes = passes(merged, long_reviews)
+        rows = len(texts) if long_reviews == "truncate" else sum(
+            len(a.loaded.tokenizer(text, truncation=True, max_length=a.policy.max_length,
+                                   stride=a.policy.stride or a.policy.max_length // 2,
+                                   return_overflowing_tokens=True)["input_ids"]) for text in texts)
+        assert mixed_passes == -(-2 * rows // FORWARD_ROWS) < merged_passes == 2 * -(-rows // FORWARD_ROWS)
+        for got, alone in zip(together, apart):
+            _close(got, alone)
+        if long_reviews == "window":
+            for got, expected in zip(together, want):
+                _close(got, expected)
+
+
+def test_mixed_adapters_in_bf16_stay_within_rounding_of_predict(runs):
+    """In bf16 a mixed base is stored in bf16 once (low-rank matrices included); its numbers differ from
+    predict's (which merges in float32 before rounding) by bf16 rounding only."""
+    import torch
+
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    mixed = load_models([("a", str(runs["a"])), ("b", str(runs["b"]))], dtype="bfloat16", adapters="mixed")
+    assert {p.dtype for p in mixed["a"].loaded.model.parameters()} == {torch.bfloat16}
+    got = score([(mixed["a"], TEXTS), (mixed["b"], TEXTS)])
+    for answers, name in zip(got, ("a", "b")):
+        want = list(predict_texts(load_target(str(runs[name])), TEXTS, dtype="bfloat16"))
+        for g, w in zip(answers, want):
+            for label, value in w["probabilities"].items():
+                assert g["probabilities"][label] == pytest.approx(value, abs=0.02)
+
+
+def test_mixed_adapters_over_http_with_two_workers(runs, capsys, tmp_path):
+    """A server with --adapters mixed and two workers (which take the shared base in turn): concurrent clients
+    of both adapters get predict's numbers; /v1/models says how the adapters are held."""
+    texts = [*TEXTS, LONG]
+    expected = {name: _predict_cli(runs[name], texts, capsys) for name in ("a", "b")}
+    process, url = _start([f"a={runs['a']}", f"b={runs['b']}", f"m={runs['m']}", "--adapters", "mixed",
+                           "--dtype", "float32", "--workers", "2", "--max-wait-ms", "20", "--max-batch-size", "6"],
+                          tmp_path / "mixed.log")
+    try:
+        jobs = [(name, i) for name in ("a", "b") for i in range(len(texts))] * 3
+        answers = [None] * len(jobs)
+
+        def ask(k):
+            name, i = jobs[k]
+            answers[k] = _post(url, {"texts": [texts[i]], "model": name})
+
+        threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(jobs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for (name, i), answer in zip(jobs, answers):
+            assert answer.status_code == 200, answer.text
+            _close(answer.json()["predictions"], [expected[name][i]])
+        models = {m["name"]: m for m in httpx.get(f"{url}/v1/models", timeout=10).json()["models"]}
+        assert models["a"]["adapters"] == models["b"]["adapters"] == "mixed"
+        assert models["m"]["adapters"] == "merged" and models["a"]["shares_base_with"] == ["a", "b"]
+    finally:
+        assert _stop(process) == 0
+    assert "mixed with a, b" in (tmp_path / "mixed.log").read_text()
+
+
 def test_user_errors_exit_2_before_serving(runs, capsys):
     assert serve_main([f"x={runs['a']}", f"x={runs['b']}"]) == 2
     assert "given twice" in capsys.readouterr().err
     assert serve_main([str(runs["a"]), str(runs["b"])]) == 2
     assert "'default' given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        serve_main([str(runs["a"]), "--adapters", "shared"])
+    assert "invalid choice: 'shared'" in capsys.readouterr().err
     assert serve_main(["bad name=x"]) == 2
     assert "expected NAME=TARGET" in capsys.readouterr().err
 
