@@ -23,9 +23,10 @@ biases, untouched layers) is one tensor shared by all of them (:func:`_share_unc
 the layers it changes, not a model: for LoRA on every linear layer of MiniLM-L6, its 10.6M encoder weights (21 MiB
 in bf16) of the model's 22.7M; for query/value LoRA, a third of that. Every adapter scores at the one-adapter speed
 with exactly predict's weights. ``--adapters mixed``: the adapters stay unmerged on one shared base and texts of
-different adapters run in the same forward passes, each row through its own adapter (peft's ``adapter_names``), so
-an extra adapter costs only its own low-rank matrices and head; every row pays the low-rank path (slower), and in
-bf16 the numbers differ from predict's by bf16 rounding (predict merges in float32 first). For many adapters on a
+different adapters run in the same forward passes, each row through its own adapter (peft's ``adapter_names``,
+passed per thread so that workers share the base: :func:`_rows_per_thread`), so an extra adapter costs only its
+own low-rank matrices and head; every row pays the low-rank path (slower), and in bf16 the numbers differ from
+predict's by bf16 rounding (predict merges in float32 first). For many adapters on a
 large base. Merged and other model directories, full runs, other adapters and hub ids load on their own.
 
 Bad requests are 4xx answers that name the problem (400 invalid JSON, 404 unknown model, 413 too many or too long
@@ -117,9 +118,6 @@ class Served:
     adapter: str | None = None
     """``--adapters mixed``: its adapter's name inside the ``PeftModel`` it shares with other adapters (rows of a
     forward pass name it in ``adapter_names``); None when its model is its own (merged)"""
-    lock: object = None
-    """``--adapters mixed``: a ``threading.Lock`` shared by every model on one mixed base (peft passes
-    ``adapter_names`` to the layers through forward hooks on the shared modules: one forward pass at a time)"""
 
     @property
     def labels(self) -> list[str]:
@@ -202,7 +200,6 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
                        temperature_for(loaded) or 1.0, base=base)
         if base in mixed:
             entry.adapter = loaded.model.active_adapter if first is None else _adapter_key(name)
-            entry.lock = first.lock if first is not None else threading.Lock()
         else:
             _prepare(entry)
             if first is not None:
@@ -236,10 +233,10 @@ def _same_tokenizer(a, b) -> bool:
 
 def _prepare_mixed(entries: list[Served]) -> None:
     """Adapters sharing one base model for mixed batches: eval mode, unmerged; every module peft keeps per adapter
-    (the head, BERT's pooler) made able to run a mixed batch (:func:`_mix_any_head`); stored in bf16 for good when
-    every adapter on it runs in bf16 (:func:`peftsent.speed.store_for_inference`; the low-rank matrices too, so
-    the numbers are predict's within bf16 rounding), else kept in float32 (an adapter scored in bf16 then casts
-    for each batch, as predict does)."""
+    (the head, BERT's pooler) made able to run a mixed batch (:func:`_mix_any_head`); the rows' adapters passed per
+    thread (:func:`_rows_per_thread`); stored in bf16 for good when every adapter on it runs in bf16
+    (:func:`peftsent.speed.store_for_inference`; the low-rank matrices too, so the numbers are predict's within bf16
+    rounding), else kept in float32 (an adapter scored in bf16 then casts for each batch, as predict does)."""
     import torch
 
     model = entries[0].loaded.model
@@ -247,9 +244,55 @@ def _prepare_mixed(entries: list[Served]) -> None:
     if torch.cuda.is_available():
         model.to("cuda")
     _mix_any_head(model)
+    _rows_per_thread(model)
     dtypes = {entry.dtype for entry in entries}
     if len(dtypes) == 1:
         store_for_inference(model, dtypes.pop())
+
+
+#: the ``adapter_names`` of the forward pass the current thread is running (:func:`_rows_per_thread`)
+_ROWS = threading.local()
+
+
+def _rows_per_thread(model) -> None:
+    """Let several threads run mixed batches on one ``PeftModel`` at once.
+
+    peft hands ``model(..., adapter_names=[...])`` to the layers by registering forward hooks on the shared
+    modules for the duration of the call (``LoraModel._enable_peft_forward_hooks``): two threads' calls would each
+    see both sets of hooks (and an exception leaves them registered). Here each LoRA layer and per-adapter module
+    gets one permanent hook that reads the names of the calling thread's forward pass, which the model's
+    ``_enable_peft_forward_hooks`` (replaced on this instance) sets for the duration of the call.
+    """
+    import contextlib
+    import types
+
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    @contextlib.contextmanager
+    def per_thread(self, *args, **kwargs):
+        names = kwargs.pop("adapter_names", None)
+        if names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("adapter_names: the model is in training mode")
+        _ROWS.adapter_names = names
+        try:
+            yield
+        finally:
+            _ROWS.adapter_names = None
+
+    def inject(module, args, kwargs):
+        names = getattr(_ROWS, "adapter_names", None)
+        if names is not None:
+            kwargs["adapter_names"] = names
+        return args, kwargs
+
+    for module in model.modules():
+        if isinstance(module, (LoraLayer, ModulesToSaveWrapper)):
+            module.register_forward_pre_hook(inject, with_kwargs=True)
+    model.base_model._enable_peft_forward_hooks = types.MethodType(per_thread, model.base_model)
 
 
 def _mix_any_head(model) -> None:
@@ -364,8 +407,8 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
     (windows of long reviews as the model's policy scores them, :func:`peftsent.predict.policy_logits`); texts of
     adapters mixed on one base (``--adapters mixed``) share the passes, each row through its own adapter. Logits
     are divided by each model's temperature before the softmax. Not thread-safe for one ``Served`` (its tokenizer):
-    each worker scores with its own copies (:func:`worker_copy`); a mixed base is held by one thread at a time
-    (``Served.lock``).
+    each worker scores with its own copies (:func:`worker_copy`); a mixed base takes each thread's
+    ``adapter_names`` from that thread (:func:`_rows_per_thread`), so workers share it.
     """
     import torch
 
@@ -382,9 +425,8 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
             if first.adapter is None:
                 logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy)
             else:
-                with first.lock:
-                    logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy,
-                                           adapter_names=[rows[i][0].adapter for i in indices])
+                logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy,
+                                       adapter_names=[rows[i][0].adapter for i in indices])
             for i, row in zip(indices, logits):
                 predictions[i] = _prediction(rows[i][0], row)
     for (_, _, job), prediction in zip(rows, predictions):
@@ -413,12 +455,8 @@ def _prediction(entry: Served, logits) -> dict:
     return labelled(entry.labels, torch.softmax(canonical, dim=-1).tolist())
 
 
-def default_workers(models: dict[str, Served] | None = None) -> int:
-    """One worker per CPU core this process may run on; one on a GPU (its kernels already fill it) and when
-    ``models`` hold a mixed base (``--adapters mixed``: its forward passes run one at a time, so one worker with
-    every core scores them fastest)."""
-    if models and any(entry.adapter is not None for entry in models.values()):
-        return 1
+def default_workers() -> int:
+    """One worker per CPU core this process may run on (one on a GPU: its kernels already fill it)."""
     try:
         import torch
 
@@ -691,7 +729,7 @@ def create_app(models: dict[str, Served], max_batch_size: int = DEFAULT_MAX_BATC
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["batcher"] = Batcher(models, max_batch_size, max_wait_ms, metrics, workers or default_workers(models))
+        state["batcher"] = Batcher(models, max_batch_size, max_wait_ms, metrics, workers or default_workers())
         state["batcher"].start()
         yield
         await state["batcher"].stop()
@@ -749,7 +787,7 @@ def serve(pairs: list[tuple[str, str]], host: str = "127.0.0.1", port: int = 800
     import uvicorn
 
     models = load_models(pairs, **load)
-    workers = workers or default_workers(models)
+    workers = workers or default_workers()
     app = create_app(models, max_batch_size, max_wait_ms, limits, workers)
     for name, entry in models.items():
         mixed = f", mixed with {', '.join(entry.shared_with)}" if entry.adapter is not None else ""
@@ -783,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{DEFAULT_MAX_WAIT_MS})")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads scoring micro-batches side by side, each with CPU cores / N intra-op threads "
-                             "(default: one per CPU core; 1 on a GPU or with a mixed base, see --adapters)")
+                             "(default: one per CPU core; 1 on a GPU)")
     parser.add_argument("--max-texts", type=positive_int, default=DEFAULT_MAX_TEXTS,
                         help=f"texts one request may hold; more: 413 (default: {DEFAULT_MAX_TEXTS})")
     parser.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS,
