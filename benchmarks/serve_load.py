@@ -188,15 +188,16 @@ def _agreement(labels: dict, reference) -> float:
     return round(sum(labels[k].lower() == expected(k).lower() for k in keys) / max(len(keys), 1), 4)
 
 
-def reference_labels(target: str, texts: list[str]) -> list[str]:
-    """``peftsent predict``'s labels of ``texts`` (its own default precision and scoring), in process."""
+def reference_labels(target: str, texts: list[str], long_reviews: str = "auto") -> list[str]:
+    """``peftsent predict``'s labels of ``texts`` (its own default precision; its long-review scoring, or
+    ``long_reviews``), in process."""
     from peftsent.loading import load_target
     from peftsent.predict import predict_texts
     from peftsent.speed import target_dtype
 
     loaded = load_target(target)
     dtype = target_dtype("auto", loaded.run)
-    return [p["label"] for p in predict_texts(loaded, texts, dtype=dtype)]
+    return [p["label"] for p in predict_texts(loaded, texts, dtype=dtype, long_reviews=long_reviews)]
 
 
 def test_reviews(target: str, n: int) -> list[str]:
@@ -262,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=32, help="peftsent serve --max-batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=10, help="peftsent serve --max-wait-ms")
     parser.add_argument("--workers", type=int, help="peftsent serve --workers (default: its own, one per CPU core)")
-    parser.add_argument("--adapter-modes", nargs="+", choices=["merged", "mixed"], default=["merged"],
-                        help="peftsent serve --adapters for the three-adapter server, each in turn (default: merged)")
+    parser.add_argument("--long-reviews", choices=["auto", "truncate", "window"], default="auto",
+                        help="peftsent serve --long-reviews (default: auto, the run's own scoring); agreement is "
+                             "then measured against predict with the same option")
+    parser.add_argument("--adapter-modes", nargs="*", choices=["merged", "mixed"], default=["merged"],
+                        help="peftsent serve --adapters for the three-adapter server, each in turn (default: merged; none given: no three-adapter server)")
     parser.add_argument("--skip-naive", action="store_true", help="only peftsent's server")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -279,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     texts = test_reviews(args.run, args.reviews)
     print(f"{len(texts)} test reviews; peftsent {__version__}; {os.cpu_count()} CPUs; load average "
           f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
-    reference = reference_labels(args.run, texts)
+    reference = reference_labels(args.run, texts, args.long_reviews)
     top = max(args.clients)
     serve = ["-m", "peftsent.serve", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-             str(args.max_wait_ms), *(["--workers", str(args.workers)] if args.workers else [])]
+             str(args.max_wait_ms), "--long-reviews", args.long_reviews,
+             *(["--workers", str(args.workers)] if args.workers else [])]
     results = {"version": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "cpus": os.cpu_count(), "workers": args.workers or "default", "load_average_start": round(os.getloadavg()[0], 1), "levels": []}
+               "cpus": os.cpu_count(), "workers": args.workers or "default", "long_reviews": args.long_reviews, "load_average_start": round(os.getloadavg()[0], 1), "levels": []}
 
     servers = {"peftsent": lambda port: [*serve, args.run, "--port", str(port)]}
     if not args.skip_naive:
@@ -320,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     adapters = args.adapters or variant_runs(args.run, scratch)
     targets = {"a": args.run, "b": adapters[0], "c": adapters[1]}
-    references = {name: reference if name == "a" else reference_labels(target, texts)
+    references = {name: reference if name == "a" else reference_labels(target, texts, args.long_reviews)
                   for name, target in targets.items()}
     results["three_adapters"] = {}
     for mode in args.adapter_modes:
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: dict, args) -> str:
     """The markdown table and the targets."""
     lines = [f"peftsent {results['version']}, {results['date']}, {results['cpus']} CPUs, workers "
-             f"{results['workers']}, load average "
+             f"{results['workers']}, long reviews {results['long_reviews']}, load average "
              f"{results['load_average_start']} -> {results['load_average_end']}; {args.requests} requests per level, "
              f"one review each",
              "", "| server | clients | requests/s | CPU ms/request | p50 ms | p95 ms | p99 ms | agreement with predict "
