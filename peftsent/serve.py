@@ -180,38 +180,72 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
     if adapters not in ADAPTER_MODES:
         raise ValueError(f"adapters={adapters!r}: expected one of {', '.join(ADAPTER_MODES)}")
     served: dict[str, Served] = {}
-    sources = {name: shared_adapter_source(target) for name, target in pairs}
-    bases = [source[1] for source in sources.values() if source]
-    mixed = {base for base in bases if adapters == "mixed" and bases.count(base) > 1}
+    hosts: dict[str, Served] = {}  # base location -> the first adapter on it, whose PeftModel others join
     for name, target in pairs:
-        base = sources[name][1] if sources[name] else None
-        first = next((other for other in served.values() if base and other.base == base), None)
-        if base in mixed and first is not None:
-            loaded = add_adapter(first.loaded, target, _adapter_key(name), label_order, allow_random_weights)
-            if _same_tokenizer(loaded.tokenizer, first.loaded.tokenizer):  # so their texts can share passes
-                loaded = dataclasses.replace(loaded, tokenizer=first.loaded.tokenizer)
-        else:
-            loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+        source = shared_adapter_source(target)
+        base = source[1] if source else None
+        loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+        adapter = None
+        if adapters == "mixed" and base is not None:
+            reason = _unmixable(loaded, hosts[base].loaded if base in hosts else None)
+            if reason:
+                print(f"serving {name}: {reason}; merged on its own (--adapters merged)", file=sys.stderr)
+            elif base in hosts:  # join the host's PeftModel: this adapter's own weights are all it adds
+                host = hosts[base].loaded
+                del loaded
+                trim_memory()
+                adapter = _adapter_key(name)
+                loaded = add_adapter(host, target, adapter, label_order, allow_random_weights)
+                if _same_tokenizer(loaded.tokenizer, host.tokenizer):  # so their texts can share passes
+                    loaded = dataclasses.replace(loaded, tokenizer=host.tokenizer)
+            else:
+                adapter = loaded.model.active_adapter
         try:
             policy = loaded.policy.for_scoring(long_reviews, stride)
         except ValueError as err:
             raise DataError(f"{name}={target}: {err}") from None
         entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run, loaded.model),
-                       temperature_for(loaded) or 1.0, base=base)
-        if base in mixed:
-            entry.adapter = loaded.model.active_adapter if first is None else _adapter_key(name)
-        else:
-            _prepare(entry)
-            if first is not None:
-                _share_unchanged(entry.loaded.model, first.loaded.model)
+                       temperature_for(loaded) or 1.0, base=base, adapter=adapter)
+        if adapter is not None and base not in hosts:
+            hosts[base] = entry  # prepared once every adapter has joined (or merged, if none does)
+        elif adapter is None:
+            _merge_and_share(entry, served.values())
         served[name] = entry
         trim_memory()  # the float32 copies of this load go back to the system before the next one
     for entry in served.values():
         entry.shared_with = [other.name for other in served.values()
                              if other is entry or (entry.base and other.base == entry.base)]
-    for base in mixed:
-        _prepare_mixed([entry for entry in served.values() if entry.base == base])
+    for base, host in hosts.items():
+        joined = [entry for entry in served.values() if entry.adapter is not None and entry.base == base]
+        if len(joined) > 1:
+            _prepare_mixed(joined)
+        else:  # no other adapter joined it: one adapter, merged as predict merges it
+            host.adapter = None
+            _merge_and_share(host, [entry for entry in served.values() if entry is not host])
     return served
+
+
+def _merge_and_share(entry: Served, others) -> None:
+    """Prepare ``entry`` on a model of its own (:func:`_prepare`: merged, stored in its precision) and share every
+    tensor it holds unchanged with the first other merged adapter on its base (:func:`_share_unchanged`)."""
+    _prepare(entry)
+    first = next((other for other in others if entry.base and other.base == entry.base and other.adapter is None
+                  and other.loaded.model is not entry.loaded.model), None)
+    if first is not None:
+        _share_unchanged(entry.loaded.model, first.loaded.model)
+
+
+def _unmixable(loaded, host) -> str | None:
+    """Why the adapter of ``loaded`` (a LoRA adapter, loaded on its own) cannot run in mixed batches on ``host``'s
+    base model (None: it can). peft refuses ``adapter_names`` with DoRA; the adapters of one base model share its
+    ``config`` and so must share its classes (``id2label``: count and names)."""
+    config = loaded.model.peft_config[loaded.model.active_adapter]
+    if getattr(config, "use_dora", False):
+        return "a DoRA adapter cannot run in mixed batches (peft refuses adapter_names with DoRA)"
+    if host is not None and dict(loaded.model.config.id2label) != dict(host.model.config.id2label):
+        return (f"its classes {dict(loaded.model.config.id2label)} differ from those of the adapter it would share "
+                f"a base with ({dict(host.model.config.id2label)})")
+    return None
 
 
 def _adapter_key(name: str) -> str:
@@ -318,7 +352,7 @@ def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
     outputs, rows = [], []
     for adapter in dict.fromkeys(adapter_names):
         picked = [i for i, name in enumerate(adapter_names) if name == adapter]
-        module = self.original_module if adapter == "__base__" else self.modules_to_save[adapter]
+        module = self.modules_to_save[adapter] if adapter in self.modules_to_save else self.original_module
         outputs.append(module(input[picked], *args, **kwargs))
         rows += picked
     return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows, device=input.device))]

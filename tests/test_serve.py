@@ -390,6 +390,51 @@ def test_mixed_adapters_share_one_base_and_its_forward_passes(adapter_pair):
                 _close(got, expected)
 
 
+def test_mixed_mode_merges_what_cannot_mix(tiny_models, reviews_csv, tmp_path, capsys):
+    """--adapters mixed with runs that cannot share a mixed base: a DoRA run (peft refuses adapter_names with
+    DoRA) and a three-class run (its head and id2label differ) are merged on their own, saying so; two LoRA runs
+    with different target_modules mix; every model gives its own run's predict numbers."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    from conftest import make_class_reviews, write_csv
+
+    model = tiny_models["bert"]
+    three = write_csv(tmp_path / "three.csv", make_class_reviews(60, 3))
+    runs = {
+        "dora": train(resolve_recipe(tiny_recipe(model, reviews_csv, tmp_path / "dora",
+                                                 {"name": "lora", "use_dora": True, "init_lora_weights": False}))),
+        "qv": train(resolve_recipe(tiny_recipe(model, reviews_csv, tmp_path / "qv",
+                                               {"name": "lora", "init_lora_weights": False,
+                                                "target_modules": ["query", "value"]}, seed=3))),
+        "three": train(resolve_recipe(tiny_recipe(model, three, tmp_path / "three",
+                                                  {"name": "lora", "init_lora_weights": False}, seed=4))),
+        "all": train(resolve_recipe(tiny_recipe(model, reviews_csv, tmp_path / "all",
+                                                {"name": "lora", "init_lora_weights": False,
+                                                 "target_modules": "all-linear"}, seed=5, learning_rate=0.05))),
+    }
+    capsys.readouterr()
+    served = load_models([(name, str(run)) for name, run in runs.items()], dtype="float32", adapters="mixed")
+    log = capsys.readouterr().err
+    assert "serving dora: a DoRA adapter cannot run in mixed batches" in log
+    assert "serving three: its classes" in log
+    modes = {name: entry.describe()["adapters"] for name, entry in served.items()}
+    assert modes == {"dora": "merged", "qv": "mixed", "three": "merged", "all": "mixed"}
+    assert served["qv"].loaded.model is served["all"].loaded.model
+    assert served["three"].labels == ["negative", "neutral", "positive"]
+    got = score([(served[name], TEXTS) for name in runs])
+    for answers, (name, run) in zip(got, runs.items()):
+        _close(answers, list(predict_texts(load_target(str(run)), TEXTS, dtype="float32")))
+    solo = load_models([("solo", str(runs["qv"]))], dtype="float32", adapters="mixed")["solo"]
+    assert solo.adapter is None and solo.describe()["adapters"] == "merged"  # nothing to mix with: merged
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [layer for layer in solo.loaded.model.modules() if isinstance(layer, BaseTunerLayer)]
+    assert layers and all(layer.merged for layer in layers)
+    _close(score([(solo, TEXTS)])[0], list(predict_texts(load_target(str(runs["qv"])), TEXTS, dtype="float32")))
+
+
 def test_threads_share_a_mixed_base(runs):
     """Two threads scoring mixed batches on one base at once (as two workers do) each get their own rows'
     adapters: peft's per-call hooks on the shared modules would hand one thread's adapter_names to the other."""
