@@ -103,7 +103,9 @@ def attach_adapter(base_location: str, adapter_dir: Path, dtype=None, allow_rand
     try:
         if is_bottleneck_dir(adapter_dir):
             return load_bottleneck(base, adapter_dir)
-        return PeftModel.from_pretrained(base, str(adapter_dir))
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
+        model.peftsent_fresh_weights = fresh  # what another adapter joining this base must fill (add_adapter)
+        return model
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"adapter {adapter_dir} does not fit base model {base_location}: {err}") from None
 
@@ -238,8 +240,10 @@ def add_adapter(shared: Loaded, target: str, adapter_name: str, label_order: str
     adapter's weights and head are its only new memory) with its own tokenizer, token policy, run and class order.
 
     Only the active adapter runs by default: select one with ``model.set_adapter`` or mix them per row with
-    ``model(..., adapter_names=[...])``. Raises ModelError if the adapter does not fit the base or lacks the
-    classification head the first adapter saved (unless ``allow_random_weights``).
+    ``model(..., adapter_names=[...])``. Raises ModelError if the adapter does not fit the base or leaves a weight
+    the base checkpoint lacks (the classification head) at its random start (unless ``allow_random_weights``); a
+    module the first adapter saved and this one did not (a pretrained pooler or LayerNorm) runs the base's copy
+    for its rows, as it does when this adapter is loaded alone.
     """
     adapter_dir, _ = shared_adapter_source(target)
     from peft.utils import ModulesToSaveWrapper
@@ -248,9 +252,13 @@ def add_adapter(shared: Loaded, target: str, adapter_name: str, label_order: str
     heads = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                     if isinstance(module, ModulesToSaveWrapper)})  # the head modules the base keeps per adapter
     saved = _adapter_tensor_names(adapter_dir)
-    missing = [head for head in heads if not any(f"{head}." in name for name in saved)]
-    if missing and not allow_random_weights:
-        refuse_fresh_weights([f"{head}.weight" for head in missing], str(adapter_dir))
+    fresh = getattr(model, "peftsent_fresh_weights", None)  # the base's weights loading initialised at random
+    if fresh is not None:
+        unfilled = unfilled_fresh_weights(fresh, saved)
+    else:  # a model attach_adapter did not load: every head the base keeps per adapter must be saved
+        unfilled = [f"{head}.weight" for head in heads if not any(f"{head}." in name for name in saved)]
+    if unfilled and not allow_random_weights:
+        refuse_fresh_weights(unfilled, str(adapter_dir))
     try:
         model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
     except (OSError, ValueError, RuntimeError, KeyError) as err:

@@ -172,26 +172,30 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
     ``adapters``: ``merged`` (default): each adapter is merged into its own copy of the layers it changes (as
     predict merges it) and stored in its precision (:func:`_prepare`); every tensor it leaves unchanged is shared
     (:func:`_share_unchanged`). ``mixed``: adapters on one base are loaded into one ``PeftModel``
-    (:func:`peftsent.loading.add_adapter`), stay unmerged, and run in mixed batches (:func:`_prepare_mixed`); a
-    base with a single adapter is merged as above. Returns name -> Served in the given order. Raises a
+    (:func:`peftsent.loading.add_adapter`), one per precision (``dtype``: the adapters scored in bf16 share one
+    base, those in float32 another), stay unmerged, and run in mixed batches (:func:`_prepare_mixed`); a base
+    with a single adapter is merged as above. Returns name -> Served in the given order. Raises a
     PeftsentError subclass (ModelError, RunDirError, DataError) for a target that cannot be loaded or scored so,
     ValueError for an unknown ``adapters``.
     """
     if adapters not in ADAPTER_MODES:
         raise ValueError(f"adapters={adapters!r}: expected one of {', '.join(ADAPTER_MODES)}")
     served: dict[str, Served] = {}
-    hosts: dict[str, Served] = {}  # base location -> the first adapter on it, whose PeftModel others join
+    # (base location, precision) -> the first adapter on it, whose PeftModel others join: adapters scored in
+    # other precisions get a base of their own, stored for good in theirs (casting a shared base for one
+    # adapter's batch would change it under another worker's batch)
+    hosts: dict[tuple[str, str], Served] = {}
     for name, target in pairs:
         source = shared_adapter_source(target)
         base = source[1] if source else None
         loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
-        adapter = None
+        adapter, key = None, (base, target_dtype(dtype, loaded.run, loaded.model))
         if adapters == "mixed" and base is not None:
-            reason = _unmixable(loaded, hosts[base].loaded if base in hosts else None)
+            reason = _unmixable(loaded, hosts[key].loaded if key in hosts else None)
             if reason:
                 print(f"serving {name}: {reason}; merged on its own (--adapters merged)", file=sys.stderr)
-            elif base in hosts:  # join the host's PeftModel: this adapter's own weights are all it adds
-                host = hosts[base].loaded
+            elif key in hosts:  # join the host's PeftModel: this adapter's own weights are all it adds
+                host = hosts[key].loaded
                 del loaded
                 trim_memory()
                 adapter = _adapter_key(name)
@@ -204,10 +208,10 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
             policy = loaded.policy.for_scoring(long_reviews, stride)
         except ValueError as err:
             raise DataError(f"{name}={target}: {err}") from None
-        entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run, loaded.model),
-                       temperature_for(loaded) or 1.0, base=base, adapter=adapter)
-        if adapter is not None and base not in hosts:
-            hosts[base] = entry  # prepared once every adapter has joined (or merged, if none does)
+        entry = Served(name, target, loaded, policy, key[1], temperature_for(loaded) or 1.0, base=base,
+                       adapter=adapter)
+        if adapter is not None and key not in hosts:
+            hosts[key] = entry  # prepared once every adapter has joined (or merged, if none does)
         elif adapter is None:
             _merge_and_share(entry, served.values())
         served[name] = entry
@@ -215,8 +219,9 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
     for entry in served.values():
         entry.shared_with = [other.name for other in served.values()
                              if other is entry or (entry.base and other.base == entry.base)]
-    for base, host in hosts.items():
-        joined = [entry for entry in served.values() if entry.adapter is not None and entry.base == base]
+    for host in hosts.values():
+        joined = [entry for entry in served.values()
+                  if entry.adapter is not None and entry.loaded.model is host.loaded.model]
         if len(joined) > 1:
             _prepare_mixed(joined)
         else:  # no other adapter joined it: one adapter, merged as predict merges it
@@ -235,13 +240,30 @@ def _merge_and_share(entry: Served, others) -> None:
         _share_unchanged(entry.loaded.model, first.loaded.model)
 
 
+#: LoRA options whose adapter cannot share a base with others: (config field, why), each when set (not None,
+#: False, empty or ``"none"``)
+_UNMIXABLE_OPTIONS = (
+    ("use_dora", "a DoRA adapter cannot run in mixed batches (peft refuses adapter_names with DoRA)"),
+    ("bias", "its run trained the base model's biases (bias: {}), which every adapter on a shared base would get"),
+    ("trainable_token_indices", "its run trained token embeddings (trainable_token_indices), which mixed batches "
+                                "do not switch per row"),
+    ("layer_replication", "its run replicated base layers (layer_replication), which a shared base cannot hold "
+                          "per adapter"),
+    ("target_parameters", "its run adapted parameters (target_parameters), which peft does not mix per row"),
+)
+
+
 def _unmixable(loaded, host) -> str | None:
     """Why the adapter of ``loaded`` (a LoRA adapter, loaded on its own) cannot run in mixed batches on ``host``'s
-    base model (None: it can). peft refuses ``adapter_names`` with DoRA; the adapters of one base model share its
-    ``config`` and so must share its classes (``id2label``: count and names)."""
+    base model (None: it can). peft refuses ``adapter_names`` with DoRA; an adapter that changes the base model
+    itself (trained biases, replicated layers) would change it for every adapter on it, and neither trained tokens
+    nor parameter targets (peft refuses them) switch per row (:data:`_UNMIXABLE_OPTIONS`); the adapters of one
+    base model share its ``config`` and so must share its classes (``id2label``: count and names)."""
     config = loaded.model.peft_config[loaded.model.active_adapter]
-    if getattr(config, "use_dora", False):
-        return "a DoRA adapter cannot run in mixed batches (peft refuses adapter_names with DoRA)"
+    for option, reason in _UNMIXABLE_OPTIONS:
+        value = getattr(config, option, None)
+        if value not in (None, False, "none") and not (hasattr(value, "__len__") and not len(value)):
+            return reason.format(value)
     if host is not None and dict(loaded.model.config.id2label) != dict(host.model.config.id2label):
         return (f"its classes {dict(loaded.model.config.id2label)} differ from those of the adapter it would share "
                 f"a base with ({dict(host.model.config.id2label)})")
@@ -268,9 +290,9 @@ def _same_tokenizer(a, b) -> bool:
 def _prepare_mixed(entries: list[Served]) -> None:
     """Adapters sharing one base model for mixed batches: eval mode, unmerged; every module peft keeps per adapter
     (the head, BERT's pooler) made able to run a mixed batch (:func:`_mix_any_head`); the rows' adapters passed per
-    thread (:func:`_rows_per_thread`); stored in bf16 for good when every adapter on it runs in bf16
-    (:func:`peftsent.speed.store_for_inference`; the low-rank matrices too, so the numbers are predict's within bf16
-    rounding), else kept in float32 (an adapter scored in bf16 then casts for each batch, as predict does)."""
+    thread (:func:`_rows_per_thread`); stored for good in their one precision (``entries`` share a ``dtype``,
+    :func:`load_models`; :func:`peftsent.speed.store_for_inference`: in bf16 the low-rank matrices too, so the
+    numbers are predict's within bf16 rounding). Never cast per batch: another worker may be running on it."""
     import torch
 
     model = entries[0].loaded.model
@@ -279,9 +301,8 @@ def _prepare_mixed(entries: list[Served]) -> None:
         model.to("cuda")
     _mix_any_head(model)
     _rows_per_thread(model)
-    dtypes = {entry.dtype for entry in entries}
-    if len(dtypes) == 1:
-        store_for_inference(model, dtypes.pop())
+    (dtype,) = {entry.dtype for entry in entries}
+    store_for_inference(model, dtype)
 
 
 #: the ``adapter_names`` of the forward pass the current thread is running (:func:`_rows_per_thread`)
@@ -824,7 +845,8 @@ def serve(pairs: list[tuple[str, str]], host: str = "127.0.0.1", port: int = 800
     workers = workers or default_workers()
     app = create_app(models, max_batch_size, max_wait_ms, limits, workers)
     for name, entry in models.items():
-        mixed = f", mixed with {', '.join(entry.shared_with)}" if entry.adapter is not None else ""
+        together = [other.name for other in models.values() if other.loaded.model is entry.loaded.model]
+        mixed = f", mixed with {', '.join(together)}" if entry.adapter is not None else ""
         print(f"serving {name}: {entry.target} ({entry.loaded.kind}, {entry.dtype}, "
               f"{entry.policy.long_reviews}, temperature {entry.temperature:g}{mixed})", file=sys.stderr)
     print(f"peftsent serve: http://{host}:{port}/ (POST /v1/predict, GET /v1/models /health /metrics), "

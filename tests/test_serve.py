@@ -478,6 +478,71 @@ def test_mixed_adapters_in_bf16_stay_within_rounding_of_predict(runs):
                 assert g["probabilities"][label] == pytest.approx(value, abs=0.02)
 
 
+@pytest.mark.parametrize("options, mode, words", [
+    ({"bias": "all"}, "merged", "trained the base model's biases (bias: all)"),
+    ({"bias": "lora_only"}, "merged", "trained the base model's biases (bias: lora_only)"),
+    ({"trainable_token_indices": {"word_embeddings": list(range(5, 30))}}, "merged", "trainable_token_indices"),
+    ({"target_modules": [], "target_parameters": ["attention.self.query.weight"], "lora_dropout": 0.0}, "merged",
+     "target_parameters"),
+    ({"target_modules": ["query"], "modules_to_save": ["classifier", "LayerNorm"]}, "mixed", None),
+], ids=["bias-all", "bias-lora-only", "trainable-tokens", "target-parameters", "saves-layernorm"])
+def test_mixed_mode_with_adapters_that_change_the_base(runs, tiny_models, reviews_csv, tmp_path, capsys, options,
+                                                       mode, words):
+    """An adapter whose run changed the base model itself (trained biases, which loading writes into the shared
+    base; trainable tokens and parameter targets, which peft does not mix per row) is merged on its own, saying
+    so; one that saved a pretrained module the other did not (LayerNorm) mixes, the other's rows running the
+    base's copy. Served first, as the base the other would join: both give their run's predict numbers."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    odd = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, tmp_path / "odd",
+                                           {"name": "lora", "init_lora_weights": False, **options}, seed=7,
+                                           learning_rate=0.5)))
+    capsys.readouterr()
+    served = load_models([("odd", str(odd)), ("a", str(runs["a"]))], dtype="float32", adapters="mixed")
+    log = capsys.readouterr().err
+    assert served["odd"].describe()["adapters"] == served["a"].describe()["adapters"] == mode
+    if words:
+        assert "serving odd: its run" in log and words in log
+    for answers, target in zip(score([(served["odd"], TEXTS), (served["a"], TEXTS)]), (odd, runs["a"])):
+        _close(answers, list(predict_texts(load_target(str(target)), TEXTS, dtype="float32")))
+
+
+def test_mixed_adapters_in_two_precisions_keep_a_base_each(runs, tiny_models, reviews_csv, tmp_path):
+    """--dtype auto with a run trained in bf16 beside float32 runs: the bf16 adapter does not share the float32
+    adapters' mixed base (casting the shared base for its batches broke the batch another worker ran meanwhile:
+    'mat1 and mat2 must have the same dtype'); it is merged on its own base, stored in bf16 for good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from peftsent.serve import load_models, score, worker_copy
+
+    bf16 = train(resolve_recipe(tiny_recipe(tiny_models["roberta"], reviews_csv, tmp_path / "bf16",
+                                            {"name": "lora", "init_lora_weights": False}, seed=3, bf16=True)))
+    served = load_models([("a", str(runs["a"])), ("h", str(bf16)), ("b", str(runs["b"]))], dtype="auto",
+                         adapters="mixed")
+    assert [served[name].dtype for name in "ahb"] == ["float32", "bfloat16", "float32"]
+    assert served["a"].loaded.model is served["b"].loaded.model is not served["h"].loaded.model
+    assert {p.dtype for p in served["a"].loaded.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in served["h"].loaded.model.parameters()} == {torch.bfloat16}
+    expected = {name: score([(served[name], TEXTS)])[0] for name in "ahb"}
+    views = [worker_copy(served), worker_copy(served)]
+
+    def run(k):
+        jobs = [(views[k]["h"], TEXTS)] if k else [(views[k]["a"], TEXTS), (views[k]["b"], TEXTS)]
+        return [score(jobs) for _ in range(10)]
+
+    with ThreadPoolExecutor(2) as pool:
+        mixed, alone = pool.map(run, range(2))
+    for got in mixed:
+        _close(got[0], expected["a"])
+        _close(got[1], expected["b"])
+    for got in alone:
+        _close(got[0], expected["h"])
+
+
 def test_mixed_adapters_over_http_with_two_workers(runs, capsys, tmp_path):
     """A server with --adapters mixed and two workers sharing the base: concurrent clients
     of both adapters get predict's numbers; /v1/models says how the adapters are held."""
