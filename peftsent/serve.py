@@ -198,7 +198,7 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
                 host = hosts[key].loaded
                 del loaded
                 trim_memory()
-                adapter = _adapter_key(name)
+                adapter = _adapter_key(name, host.model.peft_config)
                 loaded = add_adapter(host, target, adapter, label_order, allow_random_weights)
                 if _same_tokenizer(loaded.tokenizer, host.tokenizer):  # so their texts can share passes
                     loaded = dataclasses.replace(loaded, tokenizer=host.tokenizer)
@@ -270,9 +270,16 @@ def _unmixable(loaded, host) -> str | None:
     return None
 
 
-def _adapter_key(name: str) -> str:
-    """A peft adapter name for a served name (peft keeps its own names; '.' would split module paths)."""
-    return "served_" + name.replace(".", "_").replace("-", "_")
+def _adapter_key(name: str, taken) -> str:
+    """A peft adapter name for a served name, none of ``taken`` (the names the model holds already: served names
+    that differ only in '.', '-' and '_' map to one name, and loading an adapter under a name it holds replaces
+    that adapter's weights); peft keeps its own names, and '.' would split module paths."""
+    key = stem = "served_" + name.replace(".", "_").replace("-", "_")
+    count = 1
+    while key in taken:
+        count += 1
+        key = f"{stem}_{count}"
+    return key
 
 
 def _same_tokenizer(a, b) -> bool:

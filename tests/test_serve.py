@@ -509,6 +509,21 @@ def test_mixed_mode_with_adapters_that_change_the_base(runs, tiny_models, review
         _close(answers, list(predict_texts(load_target(str(target)), TEXTS, dtype="float32")))
 
 
+def test_mixed_names_that_differ_in_punctuation_keep_their_own_adapters(runs):
+    """Served names that differ only in '.', '-', '_' ('x.y', 'x_y') once mapped to one peft adapter name: loading
+    the second replaced the first one's weights (its rows ran the other run's adapter) or failed to load."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    pairs = [("h", runs["a"]), ("x.y", runs["b"]), ("x_y", runs["a"]), ("x-y", runs["b"])]
+    served = load_models([(name, str(run)) for name, run in pairs], dtype="float32", adapters="mixed")
+    assert len({served[name].adapter for name, _ in pairs}) == 4
+    want = {run: list(predict_texts(load_target(str(run)), TEXTS, dtype="float32")) for run in (runs["a"], runs["b"])}
+    for answers, (name, run) in zip(score([(served[name], TEXTS) for name, _ in pairs]), pairs):
+        _close(answers, want[run])
+
+
 def test_mixed_adapters_in_two_precisions_keep_a_base_each(runs, tiny_models, reviews_csv, tmp_path):
     """--dtype auto with a run trained in bf16 beside float32 runs: the bf16 adapter does not share the float32
     adapters' mixed base (casting the shared base for its batches broke the batch another worker ran meanwhile:
