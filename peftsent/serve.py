@@ -251,19 +251,32 @@ _UNMIXABLE_OPTIONS = (
                           "per adapter"),
     ("target_parameters", "its run adapted parameters (target_parameters), which peft does not mix per row"),
 )
+#: ``init_lora_weights`` of adapters that leave the base weights alone when loaded: peft's PiSSA, OLoRA, CorDA,
+#: LoftQ (and any other) initialisations take their start out of the base weights again at every load
+_MIXABLE_INITS = (True, False, "gaussian", "eva", "orthogonal", "lora_ga")
 
 
 def _unmixable(loaded, host) -> str | None:
     """Why the adapter of ``loaded`` (a LoRA adapter, loaded on its own) cannot run in mixed batches on ``host``'s
-    base model (None: it can). peft refuses ``adapter_names`` with DoRA; an adapter that changes the base model
-    itself (trained biases, replicated layers) would change it for every adapter on it, and neither trained tokens
-    nor parameter targets (peft refuses them) switch per row (:data:`_UNMIXABLE_OPTIONS`); the adapters of one
-    base model share its ``config`` and so must share its classes (``id2label``: count and names)."""
+    base model (None: it can). peft refuses ``adapter_names`` with DoRA (and mixes no other LoRA variant); an
+    adapter that changes the base model itself (trained biases, replicated layers, an initialisation taken out
+    of the base weights: :data:`_MIXABLE_INITS`) would change it for every adapter on it, and neither trained
+    tokens nor parameter targets (peft refuses them) switch per row (:data:`_UNMIXABLE_OPTIONS`); the adapters of
+    one base model share its ``config`` and so must share its classes (``id2label``: count and names)."""
     config = loaded.model.peft_config[loaded.model.active_adapter]
     for option, reason in _UNMIXABLE_OPTIONS:
         value = getattr(config, option, None)
         if value not in (None, False, "none") and not (hasattr(value, "__len__") and not len(value)):
             return reason.format(value)
+    if getattr(config, "init_lora_weights", True) not in _MIXABLE_INITS:
+        return (f"its adapter started from the base weights (init_lora_weights: {config.init_lora_weights}), "
+                f"which peft changes on loading it, for every adapter on a shared base")
+    from peft.tuners.lora import LoraLayer
+
+    variants = sorted({type(variant).__name__ for layer in loaded.model.modules() if isinstance(layer, LoraLayer)
+                       for variant in getattr(layer, "lora_variant", {}).values()})
+    if variants:
+        return f"a LoRA variant ({', '.join(variants)}) cannot run in mixed batches"
     if host is not None and dict(loaded.model.config.id2label) != dict(host.model.config.id2label):
         return (f"its classes {dict(loaded.model.config.id2label)} differ from those of the adapter it would share "
                 f"a base with ({dict(host.model.config.id2label)})")
