@@ -114,7 +114,8 @@ class Served:
     """the base model location of a LoRA adapter (:func:`peftsent.loading.shared_adapter_source`), whose unchanged
     tensors it shares with the other adapters on that base; None for anything else"""
     shared_with: list = field(default_factory=list)
-    """the names of the served models on the same base model (itself included)"""
+    """the names of the served models sharing memory with it, itself included (:func:`_shares_memory`: one mixed
+    base, or tensors merged adapters leave unchanged); ``shares_base_with`` in ``GET /v1/models``"""
     adapter: str | None = None
     """``--adapters mixed``: its adapter's name inside the ``PeftModel`` it shares with other adapters (rows of a
     forward pass name it in ``adapter_names``); None when its model is its own (merged)"""
@@ -216,9 +217,6 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
             _merge_and_share(entry, served.values())
         served[name] = entry
         trim_memory()  # the float32 copies of this load go back to the system before the next one
-    for entry in served.values():
-        entry.shared_with = [other.name for other in served.values()
-                             if other is entry or (entry.base and other.base == entry.base)]
     for host in hosts.values():
         joined = [entry for entry in served.values()
                   if entry.adapter is not None and entry.loaded.model is host.loaded.model]
@@ -227,7 +225,21 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
         else:  # no other adapter joined it: one adapter, merged as predict merges it
             host.adapter = None
             _merge_and_share(host, [entry for entry in served.values() if entry is not host])
+    for entry in served.values():
+        entry.shared_with = [other.name for other in served.values() if _shares_memory(entry, other)]
     return served
+
+
+def _shares_memory(a: Served, b: Served) -> bool:
+    """True when ``a`` and ``b`` run on one model (an adapter mixed on a base, or the same object) or hold one
+    tensor in common (merged adapters sharing what they leave unchanged, :func:`_share_unchanged`)."""
+    if a is b or a.loaded.model is b.loaded.model:
+        return True
+    tensors = [getattr(served.loaded.model, "parameters", None) for served in (a, b)]
+    if None in tensors:  # an exported (ONNX Runtime) model
+        return False
+    held = {id(t) for t in tensors[0]()}
+    return any(id(t) in held for t in tensors[1]())
 
 
 def _merge_and_share(entry: Served, others) -> None:
@@ -251,9 +263,9 @@ _UNMIXABLE_OPTIONS = (
                           "per adapter"),
     ("target_parameters", "its run adapted parameters (target_parameters), which peft does not mix per row"),
 )
-#: ``init_lora_weights`` of adapters that leave the base weights alone when loaded: peft's PiSSA, OLoRA, CorDA,
-#: LoftQ (and any other) initialisations take their start out of the base weights again at every load
-_MIXABLE_INITS = (True, False, "gaussian", "eva", "orthogonal", "lora_ga")
+#: ``init_lora_weights`` of adapters that leave the base weights alone: peft's PiSSA, OLoRA, CorDA, LoftQ and
+#: LoRA-GA (``lora_ga_init``: ``W - scaling * B @ A``), and any other, take their start out of the base weights
+_MIXABLE_INITS = (True, False, "gaussian", "eva", "orthogonal")
 
 
 def _unmixable(loaded, host) -> str | None:

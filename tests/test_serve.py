@@ -545,6 +545,7 @@ def test_mixed_adapters_in_two_precisions_keep_a_base_each(runs, tiny_models, re
     assert served["a"].loaded.model is served["b"].loaded.model is not served["h"].loaded.model
     assert {p.dtype for p in served["a"].loaded.model.parameters()} == {torch.float32}
     assert {p.dtype for p in served["h"].loaded.model.parameters()} == {torch.bfloat16}
+    assert served["a"].shared_with == ["a", "b"] and served["h"].shared_with == ["h"]  # nothing in common
     expected = {name: score([(served[name], TEXTS)])[0] for name in "ahb"}
     views = [worker_copy(served), worker_copy(served)]
 
