@@ -152,10 +152,23 @@ def _load_run(path: Path, dtype=None, label_order=None, allow_random_weights=Fal
     recipe = run.recipe()
     if run.is_adapter:
         model = attach_adapter(resolve_model(recipe.model.name).location, run.weights, dtype, allow_random_weights,
-                               recipe.data.labels)
+                               adapter_head_labels(str(path)))
     else:
         model = _load_classifier(str(run.weights), dtype, allow_random_weights)
     return _finish(model, load_tokenizer(str(run.weights)), "run", recipe.model, run, label_order, str(path))
+
+
+def adapter_head_labels(target: str) -> list[str] | None:
+    """The ordered class names the head of an adapter ``target`` gets when it loads (the one decision of it,
+    read from files, no weights): a finished adapter run's recipe labels, else those saved beside its adapter;
+    an adapter directory's saved labels, else the recipe labels of the run holding it. None: neither
+    (:func:`peftsent.modeling.label_config`'s negative/positive apply)."""
+    path = Path(target).expanduser()
+    if is_finished_run(path):
+        run = Run(path)
+        return run.recipe().data.labels or adapter_labels(run.weights)
+    run = target_run(target)
+    return adapter_labels(path) or (run.recipe().data.labels if run is not None else None)
 
 
 def target_run(target: str) -> Run | None:
@@ -192,7 +205,7 @@ def load_target(target: str, dtype=None, label_order: str | None = None, allow_r
             # inside a run, the recipe names the base (portable); a bare adapter names it in its config
             base = recipe.model.name if recipe else _adapter_base(path)
             model = attach_adapter(resolve_model(base).location, path, dtype, allow_random_weights,
-                                   adapter_labels(path) or (recipe.data.labels if recipe else None))
+                                   adapter_head_labels(str(path)))
             kind = "adapter"
         elif (path / "config.json").is_file():
             model, kind = _load_classifier(str(path), dtype, allow_random_weights), "model"

@@ -49,7 +49,8 @@ from peftsent import __version__
 from peftsent.calibration import temperature_for
 from peftsent.cli import add_inference_arguments, make_parser, positive_int, run_cli
 from peftsent.errors import DataError, PeftsentError
-from peftsent.loading import add_adapter, load_target, shared_adapter_source
+from peftsent.loading import add_adapter, adapter_head_labels, load_target, shared_adapter_source, target_run
+from peftsent.modeling import label_config
 from peftsent.predict import labelled, policy_logits
 from peftsent.speed import can_merge, store_for_inference, target_dtype
 from peftsent.tokenization import check_scoring_request
@@ -189,28 +190,34 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
     for name, target in pairs:
         source = shared_adapter_source(target)
         base = source[1] if source else None
-        loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
-        adapter, key = None, (base, target_dtype(dtype, loaded.run, loaded.model))
+        loaded, adapter, precision = None, None, target_dtype(dtype, target_run(target))
+        key = (base, precision)
         if adapters == "mixed" and base is not None:
-            reason = _unmixable(loaded, hosts[key].loaded if key in hosts else None)
-            if reason:
-                print(f"serving {name}: {reason}; merged on its own (--adapters merged)", file=sys.stderr)
-            elif key in hosts:  # join the host's PeftModel: this adapter's own weights are all it adds
-                host = hosts[key].loaded
-                del loaded
-                trim_memory()
+            host = hosts[key].loaded if key in hosts else None
+            reason = _unmixable(target, source[0], host)  # from its files: before it can touch a shared base
+            if reason is None and host is not None:  # join the host's PeftModel: its own weights are all it adds
                 adapter = _adapter_key(name, host.model.peft_config)
                 loaded = add_adapter(host, target, adapter, label_order, allow_random_weights)
-                if _same_tokenizer(loaded.tokenizer, host.tokenizer):  # so their texts can share passes
+                reason = _variant(host.model, adapter)
+                if reason is not None:
+                    host.model.delete_adapter(adapter)
+                    loaded = adapter = None
+                elif _same_tokenizer(loaded.tokenizer, host.tokenizer):  # so their texts can share passes
                     loaded = dataclasses.replace(loaded, tokenizer=host.tokenizer)
-            else:
-                adapter = loaded.model.active_adapter
+            if reason is None and host is None:
+                loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
+                reason = _variant(loaded.model, loaded.model.active_adapter)
+                adapter = None if reason else loaded.model.active_adapter
+            if reason is not None:
+                print(f"serving {name}: {reason}; merged on its own (--adapters merged)", file=sys.stderr)
+        if loaded is None:
+            loaded = load_target(target, label_order=label_order, allow_random_weights=allow_random_weights)
         try:
             policy = loaded.policy.for_scoring(long_reviews, stride)
         except ValueError as err:
             raise DataError(f"{name}={target}: {err}") from None
-        entry = Served(name, target, loaded, policy, key[1], temperature_for(loaded) or 1.0, base=base,
-                       adapter=adapter)
+        entry = Served(name, target, loaded, policy, target_dtype(dtype, loaded.run, loaded.model),
+                       temperature_for(loaded) or 1.0, base=base, adapter=adapter)
         if adapter is not None and key not in hosts:
             hosts[key] = entry  # prepared once every adapter has joined (or merged, if none does)
         elif adapter is None:
@@ -268,14 +275,17 @@ _UNMIXABLE_OPTIONS = (
 _MIXABLE_INITS = (True, False, "gaussian", "eva", "orthogonal")
 
 
-def _unmixable(loaded, host) -> str | None:
-    """Why the adapter of ``loaded`` (a LoRA adapter, loaded on its own) cannot run in mixed batches on ``host``'s
-    base model (None: it can). peft refuses ``adapter_names`` with DoRA (and mixes no other LoRA variant); an
-    adapter that changes the base model itself (trained biases, replicated layers, an initialisation taken out
-    of the base weights: :data:`_MIXABLE_INITS`) would change it for every adapter on it, and neither trained
-    tokens nor parameter targets (peft refuses them) switch per row (:data:`_UNMIXABLE_OPTIONS`); the adapters of
-    one base model share its ``config`` and so must share its classes (``id2label``: count and names)."""
-    config = loaded.model.peft_config[loaded.model.active_adapter]
+def _unmixable(target: str, adapter_dir, host) -> str | None:
+    """Why the LoRA adapter of ``target`` (saved in ``adapter_dir``) cannot run in mixed batches on ``host``'s base
+    model (a Loaded, or None for the first adapter on a base), read from its files before anything loads (None:
+    nothing found; :func:`_variant` checks the loaded layers). An adapter that changes the base model itself
+    (trained biases, replicated layers, an initialisation taken out of the base weights: :data:`_MIXABLE_INITS`)
+    would change it for every adapter on it, and neither trained tokens nor parameter targets (peft refuses them)
+    switch per row (:data:`_UNMIXABLE_OPTIONS`); the adapters of one base model share its ``config`` and so must
+    share its classes (``id2label``: count and names, :func:`peftsent.loading.adapter_head_labels`)."""
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(str(adapter_dir))
     for option, reason in _UNMIXABLE_OPTIONS:
         value = getattr(config, option, None)
         if value not in (None, False, "none") and not (hasattr(value, "__len__") and not len(value)):
@@ -283,16 +293,26 @@ def _unmixable(loaded, host) -> str | None:
     if getattr(config, "init_lora_weights", True) not in _MIXABLE_INITS:
         return (f"its adapter started from the base weights (init_lora_weights: {config.init_lora_weights}), "
                 f"which peft changes on loading it, for every adapter on a shared base")
+    if host is not None:
+        ours = label_config(adapter_head_labels(target))["id2label"]
+        theirs = {int(i): name for i, name in host.model.config.id2label.items()}
+        if ours != theirs:
+            return f"its classes {ours} differ from those of the adapter it would share a base with ({theirs})"
+    return None
+
+
+def _variant(model, adapter: str) -> str | None:
+    """Why ``adapter`` of the loaded ``model`` cannot run in mixed batches: a LoRA variant on its layers (DoRA and
+    any other: peft refuses ``adapter_names`` with DoRA and mixes no variant); None: plain LoRA."""
     from peft.tuners.lora import LoraLayer
 
-    variants = sorted({type(variant).__name__ for layer in loaded.model.modules() if isinstance(layer, LoraLayer)
-                       for variant in getattr(layer, "lora_variant", {}).values()})
-    if variants:
-        return f"a LoRA variant ({', '.join(variants)}) cannot run in mixed batches"
-    if host is not None and dict(loaded.model.config.id2label) != dict(host.model.config.id2label):
-        return (f"its classes {dict(loaded.model.config.id2label)} differ from those of the adapter it would share "
-                f"a base with ({dict(host.model.config.id2label)})")
-    return None
+    variants = sorted({type(layer.lora_variant[adapter]).__name__ for layer in model.modules()
+                       if isinstance(layer, LoraLayer) and adapter in getattr(layer, "lora_variant", {})})
+    if not variants:
+        return None
+    if any("Dora" in variant for variant in variants):
+        return "a DoRA adapter cannot run in mixed batches (peft refuses adapter_names with DoRA)"
+    return f"a LoRA variant ({', '.join(variants)}) cannot run in mixed batches"
 
 
 def _adapter_key(name: str, taken) -> str:
