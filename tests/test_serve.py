@@ -426,6 +426,13 @@ def test_mixed_mode_merges_what_cannot_mix(tiny_models, reviews_csv, tmp_path, c
     got = score([(served[name], TEXTS) for name in runs])
     for answers, (name, run) in zip(got, runs.items()):
         _close(answers, list(predict_texts(load_target(str(run)), TEXTS, dtype="float32")))
+    from peftsent.loading import adapter_head_labels
+    from peftsent.modeling import label_config
+    from peftsent.rundir import Run
+
+    for target in (runs["three"], runs["qv"], Run(runs["three"]).weights):  # the one decision of a head's classes
+        assert label_config(adapter_head_labels(str(target)))["id2label"] == \
+            load_target(str(target)).model.config.id2label
     solo = load_models([("solo", str(runs["qv"]))], dtype="float32", adapters="mixed")["solo"]
     assert solo.adapter is None and solo.describe()["adapters"] == "merged"  # nothing to mix with: merged
     from peft.tuners.tuners_utils import BaseTunerLayer
