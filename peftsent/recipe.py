@@ -314,15 +314,41 @@ def section_schema(section: str, raw: dict) -> dict[str, Any] | None:
     return _method_schema(name) if name in METHODS else None
 
 
+def _tuples_where_expected(value: Any, annotation: Any) -> Any:
+    """``value`` as YAML gives it, with a list turned into a tuple wherever ``annotation`` expects a tuple (YAML
+    has no tuples: ``layer_replication: [[0, 4], [2, 6]]`` is peft's ``list[tuple[int, int]]``); anything else
+    as it is. Only for type checking: the recipe keeps the lists (``yaml.safe_dump`` writes no tuples)."""
+    import types
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            converted = _tuples_where_expected(value, arg)
+            if converted is not value:
+                return converted
+        return value
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_tuples_where_expected(item, args[0]) for item in value)
+        if len(args) == len(value):
+            return tuple(_tuples_where_expected(item, arg) for item, arg in zip(value, args))
+        return tuple(value)
+    if origin in (list, set, frozenset) and isinstance(value, list) and args:
+        return [_tuples_where_expected(item, args[0]) for item in value]
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {key: _tuples_where_expected(item, args[1]) for key, item in value.items()}
+    return value
+
+
 def _type_problem(path: str, value: Any, annotation: Any) -> str | None:
     from pydantic import TypeAdapter, ValidationError
 
     if path == "train.bf16" and value == "auto":
         return None
     try:
-        TypeAdapter(annotation).validate_python(value, strict=True)
+        TypeAdapter(annotation).validate_python(_tuples_where_expected(value, annotation), strict=True)
     except ValidationError as err:
-        expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        expected = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
         hint = ""
         if isinstance(value, bool) or value is None:
             hint = "; YAML reads no/yes/off/on/~ as booleans or null: quote the word, e.g. 'no'"

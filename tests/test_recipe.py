@@ -156,3 +156,76 @@ def test_finished_qlora_run_recipe_loads_without_cuda(tiny_models, reviews_csv, 
     raw["method"] = {"name": "qlora", "r": 4}
     recipe = resolve_recipe(raw, for_training=False)
     assert recipe.method["bnb_4bit_quant_type"] == "nf4" and recipe.method["r"] == 4
+
+
+def _yaml_value(annotation):
+    """A value of ``annotation`` as YAML would give it (lists for tuples), or None where no simple one exists."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        values = [_yaml_value(arg) for arg in args if arg is not type(None)]
+        return next((value for value in values if value is not None), None)
+    if origin is typing.Literal:
+        return args[0]
+    if origin is tuple:
+        items = [args[0]] if len(args) == 2 and args[1] is Ellipsis else list(args)
+        values = [_yaml_value(arg) for arg in items]
+        return None if None in values else values
+    if origin in (list, set, frozenset) and args:
+        value = _yaml_value(args[0])
+        return None if value is None else [value]
+    if origin is dict and len(args) == 2:
+        value = _yaml_value(args[1])
+        return None if value is None else {"key": value}
+    return {bool: True, int: 1, float: 0.5, str: "x"}.get(annotation)
+
+
+def _tuple_fields():
+    """(path, annotation) of every recipe key whose type holds a tuple: every method's config fields, the
+    Trainer's arguments and peftsent's own sections."""
+    from peftsent.methods import METHODS
+    from peftsent.recipe import section_schema
+
+    fields = {}
+    for name in METHODS:
+        for key, annotation in (section_schema("method", {"method": {"name": name}}) or {}).items():
+            if "tuple" in str(annotation).lower():
+                fields[f"method.{key}"] = annotation
+    for section in ("model", "data", "train", "eval"):
+        for key, annotation in section_schema(section, {section: {}}).items():
+            if "tuple" in str(annotation).lower():
+                fields[f"{section}.{key}"] = annotation
+    return sorted(fields.items(), key=lambda item: item[0])
+
+
+@pytest.mark.parametrize(("path", "annotation"), _tuple_fields(), ids=[path for path, _ in _tuple_fields()])
+def test_a_tuple_key_takes_the_lists_yaml_gives(path, annotation):
+    """YAML has no tuples: a key typed with one (peft's ``layer_replication: list[tuple[int, int]]``) takes the
+    lists YAML reads, still checked element by element."""
+    from peftsent.recipe import _type_problem
+
+    value = _yaml_value(annotation)
+    if value is None:
+        pytest.skip(f"no simple YAML value for {annotation}")
+    assert _type_problem(path, value, annotation) is None
+
+
+def test_layer_replication_trains_and_reads_back(tiny_models, reviews_csv, tmp_path):
+    """``method.layer_replication`` from YAML: refused as 'expected Optional ... a valid tuple' before; now the
+    run trains, and its saved recipe.yaml loads back for predict; a wrong element is still named."""
+    from peftsent.predict import main as predict_main
+    from peftsent.train import train
+
+    recipe_file = tmp_path / "lr.yaml"
+    raw = tiny_recipe(tiny_models["bert"], reviews_csv, tmp_path / "run",
+                      {"name": "lora", "layer_replication": [[0, 2], [1, 2]]})
+    recipe_file.write_text(yaml.safe_dump(raw))
+    run = train(load_recipe(recipe_file))
+    assert load_recipe(Path(run) / "recipe.yaml").method["layer_replication"] == [[0, 2], [1, 2]]
+    assert predict_main([str(run), "a great movie"]) == 0
+    raw["method"]["layer_replication"] = [[0, "two"]]
+    recipe_file.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match=r"method.layer_replication: expected .*list\[tuple\[int, int\]\]"):
+        load_recipe(recipe_file)
