@@ -294,6 +294,26 @@ def test_forward_passes_of_a_few_rows_give_the_batch_numbers(runs):
         _close(chunked, list(predict_texts(loaded, texts, long_reviews=long_reviews)))
 
 
+def _ask_all_at_once(url, texts, expected, repeats=3) -> None:
+    """Every text for every model of ``expected`` (name -> predict's answers for ``texts``), ``repeats`` times, one
+    request per text, all from concurrent clients; each answer must be predict's."""
+    jobs = [(name, i) for name in expected for i in range(len(texts))] * repeats
+    answers = [None] * len(jobs)
+
+    def ask(k):
+        name, i = jobs[k]
+        answers[k] = _post(url, {"texts": [texts[i]], "model": name})
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for (name, i), answer in zip(jobs, answers):
+        assert answer.status_code == 200, answer.text
+        _close(answer.json()["predictions"], [expected[name][i]])
+
+
 def test_two_workers_answer_concurrent_clients_as_predict_does(runs, capsys, tmp_path):
     """--workers 2: two threads score batches side by side, each with its own tokenizer; 24 concurrent clients over
     two adapters on one base get predict's numbers; SIGTERM exits 0."""
@@ -302,21 +322,7 @@ def test_two_workers_answer_concurrent_clients_as_predict_does(runs, capsys, tmp
     process, url = _start([f"a={runs['a']}", f"b={runs['b']}", "--dtype", "float32", "--workers", "2",
                            "--max-wait-ms", "5", "--max-batch-size", "4"], tmp_path / "workers.log")
     try:
-        jobs = [(name, i) for name in ("a", "b") for i in range(len(texts))] * 3
-        answers = [None] * len(jobs)
-
-        def ask(k):
-            name, i = jobs[k]
-            answers[k] = _post(url, {"texts": [texts[i]], "model": name})
-
-        threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(jobs))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for (name, i), answer in zip(jobs, answers):
-            assert answer.status_code == 200, answer.text
-            _close(answer.json()["predictions"], [expected[name][i]])
+        _ask_all_at_once(url, texts, expected)
         assert _batches(url) >= 2
     finally:
         assert _stop(process) == 0
@@ -578,21 +584,7 @@ def test_mixed_adapters_over_http_with_two_workers(runs, capsys, tmp_path):
                            "--dtype", "float32", "--workers", "2", "--max-wait-ms", "20", "--max-batch-size", "6"],
                           tmp_path / "mixed.log")
     try:
-        jobs = [(name, i) for name in ("a", "b") for i in range(len(texts))] * 3
-        answers = [None] * len(jobs)
-
-        def ask(k):
-            name, i = jobs[k]
-            answers[k] = _post(url, {"texts": [texts[i]], "model": name})
-
-        threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(jobs))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for (name, i), answer in zip(jobs, answers):
-            assert answer.status_code == 200, answer.text
-            _close(answer.json()["predictions"], [expected[name][i]])
+        _ask_all_at_once(url, texts, expected)
         models = {m["name"]: m for m in httpx.get(f"{url}/v1/models", timeout=10).json()["models"]}
         assert models["a"]["adapters"] == models["b"]["adapters"] == "mixed"
         assert models["m"]["adapters"] == "merged" and models["a"]["shares_base_with"] == ["a", "b"]
