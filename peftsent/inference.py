@@ -16,6 +16,7 @@ from peftsent.errors import PeftsentError
 from peftsent.speed import (
     BatchPadding,
     agreement,
+    batch_order,
     can_merge,
     inference_precision,
     merged_in_memory,
@@ -156,7 +157,8 @@ def window_logits(model, tokenizer, texts, max_length: int, stride: int | None =
     finally:
         tokenizer.truncation_side = side
     owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)  # (windows,)
-    order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")  # less padding
+    order = batch_order([len(f["input_ids"]) for f in features],  # less padding
+                        None if adapter_names is None else [adapter_names[i] for i in owner])
     collate, device = BatchPadding(tokenizer, max_length), next(model.parameters()).device
     sums, started = np.zeros((len(texts), model.config.num_labels)), time.perf_counter()
     model.eval()

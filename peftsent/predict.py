@@ -28,6 +28,7 @@ from peftsent.rundir import resource_errors
 from peftsent.speed import (
     BatchPadding,
     agreement,
+    batch_order,
     device_of,
     inference_precision,
     merged_in_memory,
@@ -220,7 +221,7 @@ def text_logits(loaded, texts: list[str], batch_size: int = EVAL_BATCH_SIZE, dty
     encoded = loaded.encode(texts)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
-    order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
+    order = batch_order([len(r["input_ids"]) for r in rows], adapter_names)
     out = np.empty((len(texts), loaded.model.config.num_labels), dtype=np.float32)
     with torch.no_grad(), inference_precision(loaded.model, dtype):
         for start in range(0, len(texts), batch_size):

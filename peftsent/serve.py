@@ -384,11 +384,11 @@ def _rows_per_thread(model) -> None:
             return
         if self.training:
             raise ValueError("adapter_names: the model is in training mode")
-        _ROWS.adapter_names = names
+        _ROWS.adapter_names, _ROWS.groups = names, _row_groups(names)
         try:
             yield
         finally:
-            _ROWS.adapter_names = None
+            _ROWS.adapter_names = _ROWS.groups = None
 
     def inject(module, args, kwargs):
         names = getattr(_ROWS, "adapter_names", None)
@@ -396,10 +396,55 @@ def _rows_per_thread(model) -> None:
             kwargs["adapter_names"] = names
         return args, kwargs
 
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora.layer import VARIANT_KWARG_KEYS
+
+    global _VARIANT_KEYS
+    _VARIANT_KEYS = tuple(VARIANT_KWARG_KEYS)
     for module in model.modules():
         if isinstance(module, (LoraLayer, ModulesToSaveWrapper)):
             module.register_forward_pre_hook(inject, with_kwargs=True)
+        if isinstance(module, LoraLinear) and not module.lora_variant:
+            module._mixed_batch_forward = types.MethodType(_grouped_lora_forward, module)
     model.base_model._enable_peft_forward_hooks = types.MethodType(per_thread, model.base_model)
+
+
+#: peft's LoRA-variant keyword arguments, which :func:`_grouped_lora_forward` keeps from the base layer (set once
+#: peft is imported, by :func:`_rows_per_thread`)
+_VARIANT_KEYS: tuple[str, ...] = ()
+
+
+def _row_groups(adapter_names: list[str]) -> list[tuple[str, object]]:
+    """(adapter, rows) for each adapter of a forward pass's rows, in order of first appearance: ``rows`` a slice
+    where its rows are one contiguous block (as :func:`peftsent.speed.batch_order` arranges them), else an index
+    tensor."""
+    import torch
+
+    groups = []
+    for adapter in dict.fromkeys(adapter_names):
+        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
+        contiguous = picked[-1] - picked[0] + 1 == len(picked)
+        groups.append((adapter, slice(picked[0], picked[-1] + 1) if contiguous else torch.as_tensor(picked)))
+    return groups
+
+
+def _grouped_lora_forward(self, x, *args, adapter_names: list[str], **kwargs):
+    """peft's ``lora.Linear._mixed_batch_forward`` (the base layer on every row, then each adapter's
+    ``lora_B(lora_A(dropout(x))) * scaling`` added to its own rows), with each adapter's rows taken as a slice
+    and added in place where they are one block: peft gathers them with a list index and scatters the result
+    back in every LoRA layer (``aten::index`` and ``index_put_``: 11 % of a mixed pass's CPU time on MiniLM-L6).
+    The same operations on the same rows, so the same numbers. ``x``: (batch, ..., in_features)."""
+    for key in _VARIANT_KEYS:  # a LoRA variant's arguments (aLoRA's offsets): not the base layer's
+        kwargs.pop(key, None)
+    result = self.base_layer(x, *args, **kwargs)
+    groups = _ROWS.groups if getattr(_ROWS, "adapter_names", None) is adapter_names else None
+    for adapter, rows in groups or _row_groups(adapter_names):
+        if adapter not in self.lora_A:  # "__base__", or a layer this adapter leaves alone
+            continue
+        lora_A, lora_B = self.lora_A[adapter], self.lora_B[adapter]
+        delta = lora_B(lora_A(self.lora_dropout[adapter](x[rows].to(lora_A.weight.dtype)))) * self.scaling[adapter]
+        result[rows] += delta.to(result.dtype)
+    return result
 
 
 def _mix_any_head(model) -> None:

@@ -206,6 +206,22 @@ def _stored_in_bf16(tensors):
 _INEXACT_UNMERGE = {"IA3"}
 
 
+def batch_order(lengths, adapter_names=None):
+    """The order in which rows (texts, or windows) of ``lengths`` tokens run through a model at inference: by
+    length (stable), so a batch pads only to its own longest row; with ``adapter_names`` (one per row, peft's mixed
+    batches) by adapter first, so each adapter's rows of a batch are one contiguous block (a slice, not a gather,
+    in :func:`peftsent.serve`'s mixed LoRA forward). Each row's logits do not depend on the order. Returns
+    (rows,) int64 indices."""
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    if adapter_names is None:
+        return np.argsort(lengths, kind="stable")
+    names = np.asarray(adapter_names, dtype=object)
+    _, codes = np.unique(names.astype(str), return_inverse=True)
+    return np.lexsort((lengths, codes))
+
+
 def can_merge(model) -> bool:
     """True for a peft model whose active adapter folds into the base weights and back exactly
     (LoRA, AdaLoRA, LoHa, LoKr, VeRA, ...: unmerging subtracts the same delta).

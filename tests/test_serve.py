@@ -472,6 +472,37 @@ def test_threads_share_a_mixed_base(runs):
                 _close(answers, want)
 
 
+def test_rows_of_each_adapter_run_as_one_block_with_peft_numbers(runs):
+    """Mixed batches run each adapter's rows as one block (speed.batch_order: by adapter, then length) and the
+    LoRA layers take them as slices, not gathers: the same numbers as peft's own mixed forward, for rows in
+    blocks and for rows in any order (index tensors)."""
+    import types
+
+    import torch
+    from peft.tuners.lora import Linear as LoraLinear
+
+    from peftsent.serve import _grouped_lora_forward, _row_groups, load_models
+    from peftsent.speed import batch_order
+
+    names = ["b", "a", "b", "a", "a", "c"]
+    order = batch_order([5, 3, 4, 9, 1, 2], names)
+    assert [names[i] for i in order] == ["a", "a", "a", "b", "b", "c"] and list(order[:3]) == [4, 1, 3]
+    assert list(batch_order([5, 3, 4], None)) == [1, 2, 0]
+    assert [rows for _, rows in _row_groups(["a", "a", "b"])] == [slice(0, 2), slice(2, 3)]
+    assert isinstance(_row_groups(["a", "b", "a"])[0][1], torch.Tensor)
+
+    mixed = load_models([("a", str(runs["a"])), ("b", str(runs["b"]))], dtype="float32", adapters="mixed")
+    model = mixed["a"].loaded.model
+    layer = next(m for m in model.modules() if isinstance(m, LoraLinear))
+    peft_forward = type(layer)._mixed_batch_forward.__get__(layer)
+    ours = types.MethodType(_grouped_lora_forward, layer)
+    x = torch.randn(5, 7, layer.in_features)
+    adapters = [mixed["a"].adapter, mixed["b"].adapter]
+    with torch.inference_mode():
+        for rows in ([adapters[0]] * 2 + [adapters[1]] * 3, [adapters[1], adapters[0]] * 2 + ["__base__"]):
+            assert torch.equal(ours(x, adapter_names=rows), peft_forward(x, adapter_names=rows))
+
+
 def test_mixed_adapters_in_bf16_stay_within_rounding_of_predict(runs):
     """In bf16 a mixed base is stored in bf16 once (low-rank matrices included); its numbers differ from
     predict's (which merges in float32 before rounding) by bf16 rounding only."""
