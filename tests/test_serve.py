@@ -264,6 +264,10 @@ def test_adapters_on_one_base_share_what_they_leave_unchanged(runs):
     own_b = sum(p.numel() for name, p in b.items() if name not in shared)
     assert sum(unique.values()) == alone_a + own_b < 2 * alone_a
     assert both["a"].shared_with == both["b"].shared_with == ["a", "b"]
+    from peftsent.serve import worker_copy
+
+    assert both["a"].loaded.tokenizer is both["b"].loaded.tokenizer  # equal tokenizers: one object
+    assert len({id(entry.loaded.tokenizer) for entry in worker_copy(both).values()}) == 1  # one copy a worker
     together = score([(both["a"], TEXTS), (both["b"], TEXTS[::-1])])
     separate = [score([(alone["a"], TEXTS)])[0], score([(alone["b"], TEXTS[::-1])])[0]]
     for got, want in zip(together, separate):
@@ -446,6 +450,26 @@ def test_mixed_mode_merges_what_cannot_mix(tiny_models, reviews_csv, tmp_path, c
     layers = [layer for layer in solo.loaded.model.modules() if isinstance(layer, BaseTunerLayer)]
     assert layers and all(layer.merged for layer in layers)
     _close(score([(solo, TEXTS)])[0], list(predict_texts(load_target(str(runs["qv"])), TEXTS, dtype="float32")))
+
+
+def test_tokenizers_that_split_otherwise_are_not_shared(runs, tiny_models, reviews_csv, tmp_path):
+    """A run that cuts from the left (model.truncation: tail) keeps a tokenizer of its own beside a head run on
+    the same base, in both modes, and each scores as predict does."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    raw = tiny_recipe(tiny_models["roberta"], reviews_csv, tmp_path / "tail", {"name": "lora",
+                      "init_lora_weights": False}, seed=7)
+    raw["model"]["truncation"] = "tail"
+    tail = train(resolve_recipe(raw))
+    for mode in ("merged", "mixed"):
+        served = load_models([("a", str(runs["a"])), ("t", str(tail))], dtype="float32", adapters=mode)
+        assert served["a"].loaded.tokenizer is not served["t"].loaded.tokenizer
+        texts = [LONG, *TEXTS]
+        for name, target in (("a", runs["a"]), ("t", tail)):
+            _close(score([(served[name], texts)])[0],
+                   list(predict_texts(load_target(str(target)), texts, dtype="float32")))
 
 
 def test_threads_share_a_mixed_base(runs):
