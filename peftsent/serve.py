@@ -341,14 +341,17 @@ def _adapter_key(name: str, taken) -> str:
 
 def _same_tokenizer(a, b) -> bool:
     """True when ``a`` and ``b`` split every text into the same ids (same class, vocabulary, normalizer,
-    special tokens and sides), so texts of two adapters may share one tokenizer and one forward pass."""
+    special tokens and sides, and ``split_special_tokens``: whether "[SEP]" written in a review is the separator
+    or text, a setting of the Python tokenizer that its serialized backend does not show), so served models may
+    share one tokenizer object (:func:`_share_tokenizer`) and adapters on one base their forward passes."""
     if type(a) is not type(b):
         return False
     backend = [getattr(t, "backend_tokenizer", None) for t in (a, b)]
     if None in backend or backend[0].to_str() != backend[1].to_str():
         return False
     return all(getattr(a, key, None) == getattr(b, key, None) for key in (
-        "all_special_tokens", "padding_side", "truncation_side", "model_max_length", "model_input_names"))
+        "all_special_tokens", "split_special_tokens", "padding_side", "truncation_side", "model_max_length",
+        "model_input_names"))
 
 
 def _prepare_mixed(entries: list[Served]) -> None:

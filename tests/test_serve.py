@@ -472,6 +472,26 @@ def test_tokenizers_that_split_otherwise_are_not_shared(runs, tiny_models, revie
                    list(predict_texts(load_target(str(target)), texts, dtype="float32")))
 
 
+def test_a_tokenizer_that_splits_special_tokens_is_not_shared(runs, tmp_path):
+    """A model directory whose tokenizer_config.json says ``split_special_tokens: true`` reads "[SEP]" in a review
+    as text, not as the separator, though its tokenizer serializes as the run's does: it keeps its own tokenizer
+    and scores as predict does."""
+    from peftsent.loading import load_target
+    from peftsent.predict import predict_texts
+    from peftsent.serve import load_models, score
+
+    split = shutil.copytree(runs["m"], tmp_path / "split")
+    config_file = split / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["split_special_tokens"] = True
+    config_file.write_text(json.dumps(config))
+    texts = ["a great movie [SEP] awful and boring plot [CLS] [PAD]", *TEXTS]
+    served = load_models([("a", str(runs["a"])), ("s", str(split))], dtype="float32")
+    assert served["a"].loaded.tokenizer is not served["s"].loaded.tokenizer
+    for name, target in (("a", runs["a"]), ("s", split)):
+        _close(score([(served[name], texts)])[0], list(predict_texts(load_target(str(target)), texts, dtype="float32")))
+
+
 def test_threads_share_a_mixed_base(runs):
     """Two threads scoring mixed batches on one base at once (as two workers do) each get their own rows'
     adapters: peft's per-call hooks on the shared modules would hand one thread's adapter_names to the other."""
