@@ -342,16 +342,31 @@ def _adapter_key(name: str, taken) -> str:
 def _same_tokenizer(a, b) -> bool:
     """True when ``a`` and ``b`` split every text into the same ids (same class, vocabulary, normalizer,
     special tokens and sides, and ``split_special_tokens``: whether "[SEP]" written in a review is the separator
-    or text, a setting of the Python tokenizer that its serialized backend does not show), so served models may
-    share one tokenizer object (:func:`_share_tokenizer`) and adapters on one base their forward passes."""
+    or text, a setting of the Python tokenizer that its serialized backend does not show), and every other
+    setting it was made with (``init_kwargs`` but its file locations), so served models may share one tokenizer
+    object (:func:`_share_tokenizer`) and adapters on one base their forward passes."""
     if type(a) is not type(b):
         return False
     backend = [getattr(t, "backend_tokenizer", None) for t in (a, b)]
     if None in backend or backend[0].to_str() != backend[1].to_str():
         return False
-    return all(getattr(a, key, None) == getattr(b, key, None) for key in (
-        "all_special_tokens", "split_special_tokens", "padding_side", "truncation_side", "model_max_length",
-        "model_input_names"))
+    if not all(getattr(a, key, None) == getattr(b, key, None) for key in (
+            "all_special_tokens", "split_special_tokens", "padding_side", "truncation_side", "model_max_length",
+            "model_input_names")):
+        return False
+    # and every setting it was made with (tokenizer_config.json), but where its files lie: a setting a later
+    # transformers passes per call, as it does split_special_tokens, keeps two tokenizers apart too
+    return _tokenizer_settings(a) == _tokenizer_settings(b)
+
+
+#: ``init_kwargs`` of a tokenizer that say where its files are, not how it splits a text
+_TOKENIZER_PATH_KEYS = frozenset({"name_or_path", "vocab_file", "tokenizer_file", "merges_file", "is_local",
+                                  "local_files_only", "_commit_hash"})
+
+
+def _tokenizer_settings(tokenizer) -> dict:
+    return {key: value for key, value in getattr(tokenizer, "init_kwargs", {}).items()
+            if key not in _TOKENIZER_PATH_KEYS}
 
 
 def _prepare_mixed(entries: list[Served]) -> None:

@@ -715,3 +715,18 @@ def test_page_labels_a_pasted_review_in_a_browser(server, tmp_path):
     for name, value in expected["probabilities"].items():
         assert name in rows and f"{value:.4f}" in rows
     assert "empty at indices [0]" in error
+
+
+def test_a_tokenizer_made_with_other_settings_is_not_the_same(runs):
+    """Two tokenizers are one only if every setting they were made with is equal, their file locations aside:
+    a setting the serialized backend does not show (as split_special_tokens was) keeps them apart."""
+    import copy
+
+    from peftsent.loading import load_target
+    from peftsent.serve import _same_tokenizer
+
+    a, b = load_target(str(runs["a"])).tokenizer, load_target(str(runs["b"])).tokenizer
+    assert a.init_kwargs.get("name_or_path") != b.init_kwargs.get("name_or_path") and _same_tokenizer(a, b)
+    other = copy.deepcopy(b)
+    other.init_kwargs["clean_up_tokenization_spaces"] = not b.init_kwargs.get("clean_up_tokenization_spaces", False)
+    assert not _same_tokenizer(a, other)
