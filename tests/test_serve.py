@@ -659,7 +659,7 @@ def test_mixed_adapters_over_http_with_two_workers(runs, capsys, tmp_path):
                            "--dtype", "float32", "--workers", "2", "--max-wait-ms", "20", "--max-batch-size", "6"],
                           tmp_path / "mixed.log")
     try:
-        _ask_all_at_once(url, texts, expected)
+        _ask_all_at_once(url, texts, expected, repeats=2)
         models = {m["name"]: m for m in httpx.get(f"{url}/v1/models", timeout=10).json()["models"]}
         assert models["a"]["adapters"] == models["b"]["adapters"] == "mixed"
         assert models["m"]["adapters"] == "merged" and models["a"]["shares_base_with"] == ["a", "b"]
