@@ -190,8 +190,7 @@ def load_models(pairs: list[tuple[str, str]], dtype: str = "auto", long_reviews:
     for name, target in pairs:
         source = shared_adapter_source(target)
         base = source[1] if source else None
-        loaded, adapter, precision = None, None, target_dtype(dtype, target_run(target))
-        key = (base, precision)
+        loaded, adapter, key = None, None, (base, target_dtype(dtype, target_run(target)))
         if adapters == "mixed" and base is not None:
             host = hosts[key].loaded if key in hosts else None
             reason = _unmixable(target, source[0], host)  # from its files: before it can touch a shared base
@@ -314,17 +313,13 @@ def _unmixable(target: str, adapter_dir, host) -> str | None:
 
 
 def _variant(model, adapter: str) -> str | None:
-    """Why ``adapter`` of the loaded ``model`` cannot run in mixed batches: a LoRA variant on its layers (DoRA and
-    any other: peft refuses ``adapter_names`` with DoRA and mixes no variant); None: plain LoRA."""
+    """Why ``adapter`` of the loaded ``model`` cannot run in mixed batches: a LoRA variant on its layers (peft
+    mixes no variant; DoRA is already refused from its config, :data:`_UNMIXABLE_OPTIONS`); None: plain LoRA."""
     from peft.tuners.lora import LoraLayer
 
     variants = sorted({type(layer.lora_variant[adapter]).__name__ for layer in model.modules()
                        if isinstance(layer, LoraLayer) and adapter in getattr(layer, "lora_variant", {})})
-    if not variants:
-        return None
-    if any("Dora" in variant for variant in variants):
-        return "a DoRA adapter cannot run in mixed batches (peft refuses adapter_names with DoRA)"
-    return f"a LoRA variant ({', '.join(variants)}) cannot run in mixed batches"
+    return f"a LoRA variant ({', '.join(variants)}) cannot run in mixed batches" if variants else None
 
 
 def _adapter_key(name: str, taken) -> str:
@@ -403,7 +398,9 @@ def _rows_per_thread(model) -> None:
     import contextlib
     import types
 
+    from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora.layer import VARIANT_KWARG_KEYS
     from peft.utils import ModulesToSaveWrapper
 
     @contextlib.contextmanager
@@ -425,9 +422,6 @@ def _rows_per_thread(model) -> None:
         if names is not None:
             kwargs["adapter_names"] = names
         return args, kwargs
-
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.lora.layer import VARIANT_KWARG_KEYS
 
     global _VARIANT_KEYS
     _VARIANT_KEYS = tuple(VARIANT_KWARG_KEYS)
@@ -458,6 +452,14 @@ def _row_groups(adapter_names: list[str]) -> list[tuple[str, object]]:
     return groups
 
 
+def _groups_of(adapter_names: list[str]) -> list[tuple[str, object]]:
+    """:func:`_row_groups` of a forward pass's ``adapter_names``: the calling thread's, computed once per pass
+    (:func:`_rows_per_thread`), else computed here."""
+    if getattr(_ROWS, "adapter_names", None) is adapter_names and _ROWS.groups is not None:
+        return _ROWS.groups
+    return _row_groups(adapter_names)
+
+
 def _grouped_lora_forward(self, x, *args, adapter_names: list[str], **kwargs):
     """peft's ``lora.Linear._mixed_batch_forward`` (the base layer on every row, then each adapter's
     ``lora_B(lora_A(dropout(x))) * scaling`` added to its own rows), with each adapter's rows taken as a slice
@@ -467,8 +469,7 @@ def _grouped_lora_forward(self, x, *args, adapter_names: list[str], **kwargs):
     for key in _VARIANT_KEYS:  # a LoRA variant's arguments (aLoRA's offsets): not the base layer's
         kwargs.pop(key, None)
     result = self.base_layer(x, *args, **kwargs)
-    groups = _ROWS.groups if getattr(_ROWS, "adapter_names", None) is adapter_names else None
-    for adapter, rows in groups or _row_groups(adapter_names):
+    for adapter, rows in _groups_of(adapter_names):
         if adapter not in self.lora_A:  # "__base__", or a layer this adapter leaves alone
             continue
         lora_A, lora_B = self.lora_A[adapter], self.lora_B[adapter]
@@ -497,13 +498,12 @@ def _mixed_head_forward(self, input, *args, adapter_names: list[str], **kwargs):
     """Rows of ``input`` (batch first) through the copy of the module of their adapter; results in row order."""
     import torch
 
-    outputs, rows = [], []
-    for adapter in dict.fromkeys(adapter_names):
-        picked = [i for i, name in enumerate(adapter_names) if name == adapter]
+    outputs, positions, every = [], [], torch.arange(input.shape[0])
+    for adapter, rows in _groups_of(adapter_names):
         module = self.modules_to_save[adapter] if adapter in self.modules_to_save else self.original_module
-        outputs.append(module(input[picked], *args, **kwargs))
-        rows += picked
-    return torch.cat(outputs)[torch.argsort(torch.as_tensor(rows, device=input.device))]
+        outputs.append(module(input[rows], *args, **kwargs))
+        positions.append(every[rows])
+    return torch.cat(outputs)[torch.argsort(torch.cat(positions)).to(input.device)]
 
 
 def _prepare(entry: Served) -> None:
@@ -603,12 +603,9 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
     with torch.inference_mode():
         for indices in groups.values():
             first = rows[indices[0]][0]
-            texts = [rows[i][1] for i in indices]
-            if first.adapter is None:
-                logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy)
-            else:
-                logits = policy_logits(first.loaded, texts, batch_size, first.dtype, first.policy,
-                                       adapter_names=[rows[i][0].adapter for i in indices])
+            names = None if first.adapter is None else [rows[i][0].adapter for i in indices]
+            logits = policy_logits(first.loaded, [rows[i][1] for i in indices], batch_size, first.dtype,
+                                   first.policy, adapter_names=names)
             for i, row in zip(indices, logits):
                 predictions[i] = _prediction(rows[i][0], row)
     for (_, _, job), prediction in zip(rows, predictions):
@@ -619,7 +616,7 @@ def score(jobs: list[tuple[Served, list[str]]], batch_size: int = FORWARD_ROWS) 
 def worker_copy(models: dict[str, Served]) -> dict[str, Served]:
     """``models`` for one worker thread: the same model weights, a tokenizer of its own (a fast tokenizer is not
     safe to use from two threads at once, and scoring windows sets its ``truncation_side``); models that share a
-    tokenizer (adapters mixed on one base) share its copy, so their texts still share forward passes."""
+    tokenizer (:func:`_share_tokenizer`) share its copy, so adapters mixed on one base still share passes."""
     import copy
 
     copies: dict[int, object] = {}
